@@ -15,6 +15,14 @@ class RawFolderError(Us4Error):
     """A --raw folder is missing, or is not what its source expects."""
 
 
+class BuildError(Us4Error):
+    """A build cannot go on (a worker process died); what it finished is kept."""
+
+
+class CacheError(Us4Error):
+    """A file of the build's resume cache is damaged (never written by us4 as it is)."""
+
+
 class ReleaseError(Us4Error):
     """A release folder is missing, incomplete, or not a us4 release."""
 

@@ -1,12 +1,14 @@
 """The single source of truth for sources, classes, licences and expected counts.
 
 The CLI listing, the build (labels), the card and the checks all read this module;
-nothing else in the project spells a class prefix or a licence. It imports nothing
-of the project: it is a leaf.
+nothing else in the project spells a class prefix or a licence. It imports only
+`us4.errors`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .errors import Us4Error
 
 #: Names of the joint 12-way head of the USCL reference code (index -> name).
 US4_HEAD: tuple[str, ...] = (
@@ -221,7 +223,7 @@ SOURCES: dict[str, Source] = {
 US4_SOURCES: tuple[str, ...] = tuple(n for n, s in SOURCES.items() if s.corpus == "US-4")
 
 
-class UnknownSourceError(KeyError):
+class UnknownSourceError(Us4Error, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; this one reads as a sentence
         return self.args[0]
 

@@ -14,6 +14,11 @@ LOCK_NAME = "release.json"
 CARD_NAME = "README.md"
 
 
+def dump_lock(lock: dict) -> bytes:
+    """The one serialisation of `release.json`, shared by the build and by attachments."""
+    return json.dumps(lock, indent=1, sort_keys=True).encode() + b"\n"
+
+
 @dataclass(frozen=True)
 class Release:
     """A release folder and its lock (`release.json`)."""

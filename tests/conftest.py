@@ -1,0 +1,67 @@
+"""Shared fixtures: phantom raw folders and releases built from them by the real build,
+and the real POCUS sample (../shared/pocus) when it is present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+POCUS_SAMPLE = REPO.parent / "shared" / "pocus"
+PIPELINES = REPO / "pipelines"
+
+
+def pocus_sample_or_skip() -> Path:
+    data = POCUS_SAMPLE / "data"
+    if not (data / "pocus_videos").is_dir():
+        pytest.skip(f"real POCUS sample not present at {POCUS_SAMPLE} (CI has it); skipping real-data test")
+    return data
+
+
+@pytest.fixture(scope="session")
+def phantom_us4_raw(tmp_path_factory) -> dict[str, Path]:
+    from us4.phantom_corpus import make_us4_corpus
+
+    return make_us4_corpus(tmp_path_factory.mktemp("raw_us4"))
+
+
+@pytest.fixture(scope="session")
+def phantom_release(phantom_us4_raw, tmp_path_factory) -> Path:
+    """A US-4 release built from phantom clips with the project's own recipe (read-only: copy to modify)."""
+    from us4.build import build_release
+
+    out = tmp_path_factory.mktemp("rel") / "us4"
+    build_release(PIPELINES / "us4.yaml", phantom_us4_raw, out, workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_pocus_raw(tmp_path_factory) -> Path:
+    from us4.phantom_corpus import make_pocus_corpus
+
+    return make_pocus_corpus(tmp_path_factory.mktemp("raw_pocus"))
+
+
+@pytest.fixture(scope="session")
+def phantom_pocus_release(phantom_pocus_raw, tmp_path_factory) -> Path:
+    """A POCUS-layout release of phantom clips, 5 folds (read-only: copy to modify)."""
+    from us4.build import build_release
+
+    out = tmp_path_factory.mktemp("rel") / "pocus_phantom"
+    build_release(PIPELINES / "pocus.yaml", {"pocus": phantom_pocus_raw}, out, workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pocus_data() -> Path:
+    return pocus_sample_or_skip()
+
+
+@pytest.fixture(scope="session")
+def pocus_release(pocus_data, tmp_path_factory) -> Path:
+    """The real POCUS sample built with pipelines/pocus.yaml (read-only: copy to modify)."""
+    from us4.build import build_release
+
+    out = tmp_path_factory.mktemp("rel") / "pocus"
+    build_release(PIPELINES / "pocus.yaml", {"pocus": pocus_data}, out, workers=2, progress=False)
+    return out

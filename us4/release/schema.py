@@ -1,0 +1,88 @@
+"""The columns of a release's two tables, as Arrow schemas carrying Hugging Face features.
+
+The build writes with these schemas; readers, the card and the Hub viewer read the
+`huggingface` metadata key, so the `image` column decodes as an `Image` everywhere.
+"""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+BOX = pa.list_(pa.int32(), 4)
+
+FRAME_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("image", IMAGE),
+    ("frame_id", pa.int64()),
+    ("source", pa.string()),
+    ("video_id", pa.string()),
+    ("frame_index", pa.int32()),
+    ("pts", pa.float64()),
+    ("label", pa.string()),
+    ("label_id", pa.int16()),
+    ("us4_label", pa.int16()),
+    ("split", pa.string()),
+    ("fold", pa.int8()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("crop_box", BOX),
+    ("probe", pa.string()),
+    ("organ", pa.string()),
+    ("colour", pa.bool_()),
+    ("clip_sha256", pa.string()),
+    ("frame_sha256", pa.string()),
+    ("phash", pa.uint64()),
+]
+
+VIDEO_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("video_id", pa.string()),
+    ("source", pa.string()),
+    ("path", pa.string()),
+    ("label", pa.string()),
+    ("label_id", pa.int16()),
+    ("us4_label", pa.int16()),
+    ("split", pa.string()),
+    ("fold", pa.int8()),
+    ("probe", pa.string()),
+    ("organ", pa.string()),
+    ("licence", pa.string()),
+    ("container", pa.string()),
+    ("codec", pa.string()),
+    ("fps", pa.float64()),
+    ("n_frames", pa.int32()),
+    ("duration", pa.float64()),
+    ("orig_width", pa.int32()),
+    ("orig_height", pa.int32()),
+    ("rotation", pa.int16()),
+    ("crop_box", BOX),
+    ("colour", pa.bool_()),
+    ("clip_sha256", pa.string()),
+    ("n_kept", pa.int32()),
+    ("n_duplicates_dropped", pa.int32()),
+    ("frame_ids", pa.list_(pa.int64())),
+    ("frame_indices", pa.list_(pa.int32())),
+]
+
+
+def _hf_feature(dtype: pa.DataType) -> dict:
+    if dtype == IMAGE:
+        return {"_type": "Image"}
+    if pa.types.is_list(dtype) or pa.types.is_fixed_size_list(dtype):
+        feature = {"feature": _hf_feature(dtype.value_type), "_type": "List"}
+        if pa.types.is_fixed_size_list(dtype):
+            feature["length"] = dtype.list_size
+        return feature
+    name = {pa.bool_(): "bool", pa.string(): "string", pa.binary(): "binary"}.get(dtype, str(dtype))
+    return {"dtype": name, "_type": "Value"}
+
+
+def _schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    features = {name: _hf_feature(dtype) for name, dtype in fields}
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}, sort_keys=True).encode()}
+    return pa.schema(fields, metadata=meta)
+
+
+FRAMES_SCHEMA = _schema(FRAME_FIELDS)
+VIDEOS_SCHEMA = _schema(VIDEO_FIELDS)
+SCHEMAS = {"frames": FRAMES_SCHEMA, "videos": VIDEOS_SCHEMA}
