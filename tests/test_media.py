@@ -1,0 +1,420 @@
+"""Tests of us4.media: one clip at a time, on phantom clips written here and, when
+present, on the POCUS sample in ../shared/pocus."""
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from us4.cli import main
+from us4.media import (
+    Box, ClipInfo, MediaError, SamplingPolicy, decode, detect_scan_region, dhash, encode_png,
+    is_colour, near_duplicate, phantom_layout, pixel_sha256, probe, to_grey, write_broken_files,
+    write_phantom_clip,
+)
+
+# The package re-exports the function `decode`, which hides the submodule's attribute.
+decode_mod = importlib.import_module("us4.media.decode")
+
+POCUS = Path(__file__).parents[1] / ".." / "shared" / "pocus"
+POCUS_VIDEOS = POCUS / "data" / "pocus_videos"
+CONTAINERS = {"mp4": "mp4", "avi": "avi", "mov": "mov", "mpeg": "mpeg", "gif": "gif"}
+POCOVID = SamplingPolicy(rate_hz=3, max_frames=30)
+
+
+def _fps(ext: str) -> float:
+    return 10.0 if ext == "gif" else 15.0  # GIF stores delays in 1/100 s
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    return inter / (a.area + b.area - inter)
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return _iou(a, b) > 0
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """One 30-frame grey sector phantom per container."""
+    d = tmp_path_factory.mktemp("clips")
+    out = {}
+    for ext in CONTAINERS:
+        p = d / f"sector.{ext}"
+        write_phantom_clip(p, seed=3, n_frames=30, fps=_fps(ext))
+        out[ext] = p
+    return out
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> dict[str, Path]:
+    return write_broken_files(tmp_path_factory.mktemp("broken"))
+
+
+# --- probe -------------------------------------------------------------------
+
+@pytest.mark.parametrize("ext", list(CONTAINERS))
+def test_probe_every_container(clips, ext):
+    info = probe(clips[ext])
+    assert isinstance(info, ClipInfo)
+    assert info.container == CONTAINERS[ext]
+    assert info.n_frames == 30
+    assert info.fps == pytest.approx(_fps(ext))
+    assert (info.width, info.height) == (224, 192)
+    assert info.duration == pytest.approx(30 / _fps(ext), rel=0.05)
+    assert info.rotation == 0
+    assert info.frames_counted == (ext == "mpeg")  # MPEG-PS declares no frame count
+    assert info.codec in {"h264", "mpeg4", "mpeg2video", "gif", "mjpeg"}
+    d = info.to_dict()
+    assert d["n_frames"] == 30 and d["path"] == str(clips[ext])
+
+
+def test_probe_and_decode_apply_rotation(tmp_path):
+    path = tmp_path / "rotated.mp4"
+    stored = np.zeros((64, 96, 3), np.uint8)
+    stored[:16, :16] = 255  # a white block at the stored top-left
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.set_display_rotation(90)
+        for _ in range(3):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    info = probe(path)
+    assert info.rotation == 90
+    assert (info.width, info.height) == (64, 96)  # upright size
+    frame = decode(path, [0])[0].rgb
+    assert frame.shape == (96, 64, 3)
+    expected = np.rot90(stored)  # counter-clockwise: the block ends at the bottom-left
+    assert np.abs(frame.astype(int) - expected.astype(int)).mean() < 8
+
+
+def test_probe_failures_name_path_and_reason(broken, tmp_path):
+    expected = {
+        "empty": "empty file",
+        "not_video": "cannot open: ",
+        "truncated": "truncated: container declares 48 frames, only ",
+        "audio_only": "not a video (no video stream)",
+    }
+    for key, path in broken.items():
+        with pytest.raises(MediaError) as info:
+            probe(path)
+        err = info.value
+        assert err.path == str(path)
+        assert err.reason.startswith(expected[key]), (key, err.reason)
+        assert str(err) == f"{path}: {err.reason}"
+    missing = tmp_path / "missing.mp4"
+    with pytest.raises(MediaError, match="no such file"):
+        probe(missing)
+    with pytest.raises(MediaError, match="not a file"):
+        probe(tmp_path)
+
+
+def test_media_error_pickles():
+    err = pickle.loads(pickle.dumps(MediaError("a/b.mp4", "empty file")))
+    assert (err.path, err.reason, str(err)) == ("a/b.mp4", "empty file", "a/b.mp4: empty file")
+
+
+def test_unknown_codec_is_reported(tmp_path):
+    good = tmp_path / "good.avi"
+    write_phantom_clip(good, seed=1, n_frames=4)
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(good.read_bytes().replace(b"FMP4", b"ZZZZ"))  # an unknown fourcc
+    with pytest.raises(MediaError, match="unsupported codec"):
+        probe(bad)
+
+
+# --- sampling ----------------------------------------------------------------
+
+def test_sampling_every_n():
+    assert SamplingPolicy(every_n=4).indices(10, 30.0) == [0, 4, 8]
+    assert SamplingPolicy(every_n=1, max_frames=3).indices(10, 30.0) == [0, 1, 2]
+    assert SamplingPolicy(every_n=5).indices(0, 30.0) == []
+
+
+def test_sampling_pocovid_rule():
+    assert POCOVID.indices(400, 30.0) == list(range(0, 300, 10))  # every 10th, capped at 30
+    assert POCOVID.indices(95, 30.0) == list(range(0, 95, 10))
+    assert SamplingPolicy(rate_hz=3).indices(30, 29.97) == [0, 9, 18, 27]  # int(9.99) == 9
+    assert SamplingPolicy(rate_hz=3).indices(6, 10.0) == [0, 3]
+    assert SamplingPolicy(rate_hz=30).indices(4, 10.0) == [0, 1, 2, 3]  # step never below 1
+
+
+def test_sampling_evenly():
+    assert SamplingPolicy(evenly=4).indices(10, 25.0) == [0, 3, 6, 9]
+    assert SamplingPolicy(evenly=3).indices(100, 25.0) == [0, 50, 99]
+    assert SamplingPolicy(evenly=5).indices(3, 25.0) == [0, 1, 2]  # fewer on a short clip
+    assert SamplingPolicy(evenly=1).indices(7, 25.0) == [0]
+    assert SamplingPolicy(evenly=10, max_frames=2).indices(100, 25.0) == [0, 11]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"every_n": 2, "rate_hz": 3.0}, {"every_n": 0}, {"every_n": -1}, {"rate_hz": 0.0},
+    {"evenly": 2.5}, {"every_n": True}, {"every_n": 2, "max_frames": 0},
+])
+def test_sampling_rejects_bad_policies(kwargs):
+    with pytest.raises(ValueError):
+        SamplingPolicy(**kwargs)
+
+
+def test_sampling_dict_round_trip():
+    p = SamplingPolicy(rate_hz=3.0, max_frames=30)
+    d = p.to_dict()
+    assert d == {"max_frames": 30, "rate_hz": 3.0} and list(d) == sorted(d)
+    assert SamplingPolicy.from_dict(d) == p
+    with pytest.raises(ValueError, match="unknown sampling key"):
+        SamplingPolicy.from_dict({"every": 3})
+
+
+# --- decode ------------------------------------------------------------------
+
+@pytest.mark.parametrize("ext", list(CONTAINERS))
+def test_decode_returns_exactly_the_wanted_frames(clips, ext):
+    full = decode(clips[ext], range(30))
+    assert [f.index for f in full] == list(range(30))
+    part = decode(clips[ext], [7, 2, 7, 29])
+    assert [f.index for f in part] == [2, 7, 29]
+    for f in part:
+        assert f.rgb.shape == (192, 224, 3) and f.rgb.dtype == np.uint8
+        assert np.array_equal(f.rgb, full[f.index].rgb)
+    pts = [f.pts for f in full]
+    assert pts == sorted(pts)
+    assert pts[10] - pts[0] == pytest.approx(10 / _fps(ext), abs=1e-3)
+
+
+def test_decode_stops_after_last_wanted_index(clips, monkeypatch):
+    seen = []
+    original = decode_mod._iter_frames
+
+    def counting(container, stream, tally):
+        for frame in original(container, stream, tally):
+            seen.append(frame)
+            yield frame
+
+    monkeypatch.setattr(decode_mod, "_iter_frames", counting)
+    assert [f.index for f in decode(clips["mp4"], [0, 1])] == [0, 1]
+    assert len(seen) == 2
+    seen.clear()
+    assert [f.index for f in decode(clips["mpeg"], [3, 9])] == [3, 9]
+    assert len(seen) == 10
+    seen.clear()
+    assert decode(clips["mp4"], []) == [] and seen == []
+
+
+def test_decode_past_an_estimated_end_returns_what_exists(clips):
+    # MPEG-PS declares no count: asking past the end keeps what was found.
+    frames = decode(clips["mpeg"], [0, 29, 500])
+    assert [f.index for f in frames] == [0, 29]
+
+
+def test_decode_truncated_clip(broken):
+    path = broken["truncated"]
+    assert [f.index for f in decode(path, [0, 5])] == [0, 5]  # the intact head still decodes
+    with pytest.raises(MediaError) as info:
+        decode(path, [0, 40])
+    assert info.value.path == str(path)
+    assert info.value.reason.startswith("truncated: container declares 48 frames, only ")
+
+
+@pytest.mark.parametrize("key", ["empty", "not_video", "audio_only"])
+def test_decode_unreadable_files(broken, key):
+    with pytest.raises(MediaError) as info:
+        decode(broken[key], [0])
+    assert info.value.path == str(broken[key])
+
+
+# --- crop and colour ---------------------------------------------------------
+
+@pytest.mark.parametrize("shape,ext", [("sector", "mp4"), ("rect", "mp4"), ("sector", "mpeg"), ("rect", "gif")])
+def test_crop_finds_scan_region_and_drops_text(tmp_path, shape, ext):
+    path = tmp_path / f"{shape}.{ext}"
+    truth = write_phantom_clip(path, seed=11, n_frames=36, shape=shape, fps=_fps(ext))
+    layout = phantom_layout((224, 192), shape)
+    assert truth == layout.scan
+    info = probe(path)
+    frames = [f.rgb for f in decode(path, SamplingPolicy(every_n=3).indices(info.n_frames, info.fps))]
+    box = detect_scan_region(frames)
+    assert _iou(box, truth) >= 0.85, (box, truth)
+    for ui in layout.text:  # title, clock and scale bar lie outside the box
+        assert not _overlaps(box, ui), (box, ui)
+    assert detect_scan_region([to_grey(f) for f in frames]) == box  # grey input works too
+    assert detect_scan_region(frames) == box  # deterministic
+
+
+@pytest.mark.parametrize("shape", ["sector", "rect"])
+def test_crop_falls_back_on_static_clips(tmp_path, shape):
+    path = tmp_path / f"{shape}.mp4"
+    truth = write_phantom_clip(path, seed=5, n_frames=4, shape=shape)
+    first = decode(path, [0])[0].rgb
+    for frames in ([first], [first] * 12):  # a single frame; a frozen clip
+        box = detect_scan_region(frames)
+        assert _iou(box, truth) >= 0.85, (box, truth)
+        for ui in phantom_layout((224, 192), shape).text:
+            assert not _overlaps(box, ui)
+
+
+def test_crop_without_a_credible_region_returns_full_frame():
+    black = np.zeros((120, 160), np.uint8)
+    assert detect_scan_region([black] * 3) == Box(0, 0, 160, 120)
+    speck = black.copy()
+    speck[50:54, 70:74] = 200  # a tiny blob is not a scan region
+    assert detect_scan_region([speck]) == Box(0, 0, 160, 120)
+
+
+def test_box_helpers():
+    b = Box.from_list([2, 3, 4, 5])
+    assert b.as_list() == [2, 3, 4, 5] and b.area == 20
+    a = np.arange(100 * 3, dtype=np.uint8).reshape(10, 10, 3)
+    v = b.apply(a)
+    assert v.shape == (5, 4, 3) and np.shares_memory(v, a)
+    assert np.array_equal(v, a[3:8, 2:6])
+
+
+@pytest.mark.parametrize("ext", list(CONTAINERS))
+def test_is_colour(tmp_path, ext):
+    grey = tmp_path / f"grey.{ext}"
+    colour = tmp_path / f"colour.{ext}"
+    box = write_phantom_clip(grey, seed=2, n_frames=8, fps=_fps(ext))
+    write_phantom_clip(colour, seed=2, n_frames=8, fps=_fps(ext), colour=True)
+    grey_frames = [f.rgb for f in decode(grey, range(8))]
+    colour_frames = [f.rgb for f in decode(colour, range(8))]
+    assert not is_colour(grey_frames, box)
+    assert not is_colour(grey_frames, Box(0, 0, 224, 192))
+    assert is_colour(colour_frames, box)
+    assert not is_colour([to_grey(f) for f in colour_frames], box)  # 2-D frames carry no colour
+
+
+# --- pixels ------------------------------------------------------------------
+
+def test_to_grey_is_integer_bt601():
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0]]], np.uint8)
+    assert to_grey(rgb).tolist() == [[76, 150, 29, 255, 0]]
+    g = np.zeros((3, 4), np.uint8)
+    assert to_grey(g) is g
+
+
+def test_near_duplicate_catches_frozen_frames(tmp_path):
+    path = tmp_path / "frozen.mp4"
+    write_phantom_clip(path, seed=4, n_frames=24, frozen=4)
+    frames = [f.rgb for f in decode(path, range(24))]
+    dup = [i for i in range(1, 24) if near_duplicate(frames[i - 1], frames[i], threshold=1.0)]
+    assert len(dup) == 4 and dup == list(range(dup[0], dup[0] + 4))
+    assert not near_duplicate(frames[0], frames[0][:, :100], threshold=1.0)  # sizes differ
+
+
+def test_encode_png_is_deterministic_and_lossless():
+    rng = np.random.default_rng(0)
+    for arr in (rng.integers(0, 256, (40, 56), dtype=np.uint8),
+                rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)):
+        for level in (1, 6):
+            data = encode_png(arr, level)
+            assert data == encode_png(arr.copy(), level)
+            img = Image.open(io.BytesIO(data))
+            assert img.mode == ("L" if arr.ndim == 2 else "RGB")
+            assert np.array_equal(np.asarray(img), arr)
+            chunks, i = [], 8
+            while i < len(data):
+                (n,) = struct.unpack(">I", data[i:i + 4])
+                chunks.append(data[i + 4:i + 8])
+                i += 12 + n
+            assert chunks == [b"IHDR", b"IDAT", b"IEND"]  # no metadata chunks
+
+
+def test_pixel_sha256():
+    a = np.arange(24, dtype=np.uint8).reshape(4, 6)
+    assert pixel_sha256(a) == pixel_sha256(a.copy())
+    assert pixel_sha256(a) != pixel_sha256(a.reshape(6, 4))  # the shape is hashed
+    assert pixel_sha256(a[:, ::2]) == pixel_sha256(np.ascontiguousarray(a[:, ::2]))
+    import hashlib
+    assert pixel_sha256(a) == hashlib.sha256(b"4x6\n" + a.tobytes()).hexdigest()
+
+
+def test_dhash_near_and_far(clips):
+    grey = to_grey(decode(clips["mp4"], [0])[0].rgb)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(grey.astype(int) + rng.normal(0, 4, grey.shape).round(), 0, 255).astype(np.uint8)
+    h = dhash(grey)
+    assert 0 <= h < 2 ** 64 and isinstance(h, int)
+    assert dhash(grey) == h
+    assert bin(h ^ dhash(noisy)).count("1") <= 6
+    assert bin(h ^ dhash(np.ascontiguousarray(grey[::-1]))).count("1") >= 16
+    assert bin(h ^ dhash(rng.integers(0, 256, grey.shape, dtype=np.uint8))).count("1") >= 16
+
+
+# --- phantom -----------------------------------------------------------------
+
+@pytest.mark.parametrize("ext", list(CONTAINERS))
+def test_phantom_is_deterministic(tmp_path, ext):
+    a, b = tmp_path / f"a.{ext}", tmp_path / f"b.{ext}"
+    assert write_phantom_clip(a, seed=9, n_frames=12) == write_phantom_clip(b, seed=9, n_frames=12)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_phantom_differs_by_seed(tmp_path):
+    a = tmp_path / "a.avi"
+    write_phantom_clip(a, seed=9, n_frames=6)
+    c = tmp_path / "c.avi"
+    write_phantom_clip(c, seed=10, n_frames=6)
+    assert c.read_bytes() != a.read_bytes()
+
+
+def test_phantom_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError):
+        write_phantom_clip(tmp_path / "x.webm", seed=0)
+    with pytest.raises(ValueError):
+        write_phantom_clip(tmp_path / "x.mp4", seed=0, size=(225, 192))
+    with pytest.raises(ValueError):
+        write_phantom_clip(tmp_path / "x.mp4", seed=0, shape="circle")
+
+
+# --- the CLI -----------------------------------------------------------------
+
+def test_cli_probe_lists_every_clip(clips, broken, tmp_path):
+    runner = CliRunner()
+    folder = clips["mp4"].parent
+    (folder / ".hidden.mp4").write_bytes(b"")  # hidden files are skipped
+    ok = runner.invoke(main, ["probe", str(folder)])
+    assert ok.exit_code == 0, ok.output
+    lines = ok.output.splitlines()
+    assert lines[0].split()[:3] == ["path", "container", "codec"] and "problem" in lines[0]
+    for ext, path in clips.items():
+        row = next(line for line in lines if line.startswith(str(path)))
+        assert CONTAINERS[ext] in row.split() and "224x192" in row and "30" in row.split()
+    assert ".hidden" not in ok.output
+
+    bad = runner.invoke(main, ["probe", str(clips["gif"]), str(broken["empty"]), str(broken["not_video"])])
+    assert bad.exit_code == 1
+    assert str(clips["gif"]) in bad.output
+    assert "empty file" in bad.output and "cannot open:" in bad.output
+
+    assert "PATHS" in runner.invoke(main, ["probe", "--help"]).output
+
+
+# --- the POCUS sample --------------------------------------------------------
+
+@pytest.mark.slow
+def test_pocus_sample_probes_and_decodes():
+    if not POCUS_VIDEOS.is_dir():
+        pytest.skip(f"POCUS sample not found at {POCUS_VIDEOS.resolve()} (../shared/pocus)")
+    paths = sorted(p for p in POCUS_VIDEOS.rglob("*") if p.is_file() and not p.name.startswith("."))
+    assert paths
+    for path in paths:
+        info = probe(path)
+        assert info.n_frames > 0 and info.fps > 0, info
+        wanted = POCOVID.indices(info.n_frames, info.fps)[:3]
+        frames = decode(path, wanted)
+        assert [f.index for f in frames] == wanted, path
+        assert frames[0].rgb.shape == (info.height, info.width, 3)

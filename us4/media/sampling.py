@@ -1,0 +1,75 @@
+"""Which frames of a clip to keep."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["SamplingPolicy"]
+
+_MODES = ("every_n", "rate_hz", "evenly")
+
+
+@dataclass(frozen=True)
+class SamplingPolicy:
+    """Exactly one of `every_n`, `rate_hz`, `evenly`; `max_frames` optionally caps the result.
+
+    - ``every_n=N``: frames 0, N, 2N, ...
+    - ``rate_hz=R``: the POCOVID rule, every ``max(1, int(fps / R))``-th frame.
+    - ``evenly=K``: K frames evenly spread over the clip (fewer on short clips).
+
+    >>> SamplingPolicy(rate_hz=3, max_frames=30).indices(100, 30.0)[:4]
+    [0, 10, 20, 30]
+    """
+
+    every_n: int | None = None
+    rate_hz: float | None = None
+    evenly: int | None = None
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        chosen = [m for m in _MODES if getattr(self, m) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                "SamplingPolicy needs exactly one of every_n, rate_hz, evenly; "
+                f"got {', '.join(chosen) if chosen else 'none'}")
+        for name in ("every_n", "evenly", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value <= 0):
+                raise ValueError(f"SamplingPolicy.{name} must be a positive integer, got {value!r}")
+        if self.rate_hz is not None:
+            if isinstance(self.rate_hz, bool) or not isinstance(self.rate_hz, (int, float)) \
+                    or not self.rate_hz > 0 or self.rate_hz == float("inf"):
+                raise ValueError(f"SamplingPolicy.rate_hz must be a positive number, got {self.rate_hz!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SamplingPolicy":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown sampling key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Set fields only, keys sorted (stable input for recipe hashes)."""
+        return {k: getattr(self, k) for k in sorted(f.name for f in fields(self))
+                if getattr(self, k) is not None}
+
+    def indices(self, n_frames: int, fps: float) -> list[int]:
+        """Sorted frame indices to keep from a clip of `n_frames` frames at `fps`."""
+        if n_frames <= 0:
+            return []
+        if self.every_n is not None:
+            out = list(range(0, n_frames, int(self.every_n)))
+        elif self.rate_hz is not None:
+            if not fps > 0:
+                raise ValueError(f"rate_hz sampling needs a positive fps, got {fps!r}")
+            out = list(range(0, n_frames, max(1, int(fps / self.rate_hz))))
+        else:
+            spots = np.round(np.linspace(0, n_frames - 1, int(self.evenly)))
+            out = sorted({int(i) for i in spots})
+        if self.max_frames is not None:
+            out = out[: int(self.max_frames)]
+        return out
