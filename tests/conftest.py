@@ -11,6 +11,24 @@ POCUS_SAMPLE = REPO.parent / "shared" / "pocus"
 PIPELINES = REPO / "pipelines"
 
 
+def flip_byte(path: Path, where: float = 0.5) -> None:
+    """Tamper with a file: invert one byte at the given fraction of its length."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def wait_for_cached_clips(out: Path, n: int, timeout: float = 120) -> int:
+    """Poll a running build's resume cache until it holds n finished clips."""
+    import time
+
+    clips = out / ".us4-work" / "clips"
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(clips.glob("*.arrow"))) < n:
+        time.sleep(0.05)
+    return len(list(clips.glob("*.arrow")))
+
+
 def pocus_sample_or_skip() -> Path:
     data = POCUS_SAMPLE / "data"
     if not (data / "pocus_videos").is_dir():

@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from us4.build import build_release
 from us4.cli import main
-from us4.errors import RawFolderError, RecipeError, ReleaseError
+from us4.errors import RecipeError, ReleaseError
 from us4.media.phantom import write_broken_files, write_phantom_clip
 from us4.recipe import load_recipe, parse_recipe
 from us4.registry import SOURCES
@@ -26,7 +23,7 @@ from us4.release.audit import audit_release
 from us4.release.read import open_release
 from us4.release.verify import compare_to_manifest, verify_release
 
-from .conftest import PIPELINES
+from .conftest import PIPELINES, flip_byte, wait_for_cached_clips
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -169,13 +166,10 @@ def test_killed_build_resumes_to_the_same_bytes(phantom_us4_raw, tmp_path):
     subprocess.run(args + ["--out", str(ref)], check=True, capture_output=True)
     out = tmp_path / "killed"
     proc = subprocess.Popen(args + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    clips = out / ".us4-work" / "clips"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(clips.glob("*.arrow"))) < 3:
-        time.sleep(0.05)
+    wait_for_cached_clips(out, 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(list(clips.glob("*.arrow")))
+    done = wait_for_cached_clips(out, 0)
     assert 3 <= done < sum(len(list(d.iterdir())) for d in phantom_us4_raw.values())
     assert not (out / "release.json").exists()
     resumed = subprocess.run(args + ["--out", str(out)], capture_output=True, text=True)
@@ -196,9 +190,7 @@ def test_tampered_files_are_named_by_verify(phantom_release, tmp_path):
     out = tmp_path / "rel"
     shutil.copytree(phantom_release, out)
     shard = sorted((out / "data" / "frames").glob("*.parquet"))[0]
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    flip_byte(shard)
     card = out / "README.md"
     card.write_text(card.read_text() + "\nhand edit\n")
     (out / "data" / "frames" / "extra.parquet").write_bytes(b"x")

@@ -7,13 +7,13 @@ at any instant resumes from the clips already on disk.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from ..errors import CacheError
+from ..files import atomic_write
 from .failure import Failure
 
 CLIP_SCHEMA = pa.schema([
@@ -27,16 +27,6 @@ CLIP_SCHEMA = pa.schema([
 ])
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write, flush to disk, then rename into place: readers never see a partial file."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class ClipCache:
     def __init__(self, root: Path):
         self.root = root
@@ -45,7 +35,7 @@ class ClipCache:
 
     def remove_partial_writes(self) -> None:
         """Drop temporary files a killed run left; only while no worker is writing."""
-        for stale in self.clips.glob("*.tmp"):
+        for stale in self.clips.glob(".*.tmp"):
             stale.unlink()
 
     def _ok(self, key: str) -> Path:

@@ -1,7 +1,6 @@
 """`us4 build`: plan, ingest in parallel (resumable), write shards, lock, card; install atomically."""
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import shutil
@@ -14,9 +13,11 @@ from tqdm import tqdm
 
 from ..errors import BuildError, ReleaseError
 from ..recipe import Recipe, load_recipe
-from ..release.card import render_card
-from ..release.read import CARD_NAME, LOCK_NAME, Release
-from .cache import ClipCache, atomic_write
+from ..files import atomic_write
+from ..release.attach import add_attachment
+from ..release.card import write_contact_sheet
+from ..release.read import LOCK_NAME, Release, dump_lock
+from .cache import ClipCache
 from .failure import Failure
 from .ingest import ingest_clip
 from .lock import make_lock
@@ -94,9 +95,9 @@ def build_release(
     staging.mkdir(parents=True)
     with tqdm(total=len(good), desc="write shards", unit="clip", disable=not progress) as bar:
         written = write_shards(good, splits, cache, staging, recipe.shard_max_bytes, bar.update)
-    lock = make_lock(recipe, plan, failures, written)
-    atomic_write(staging / LOCK_NAME, json.dumps(lock, indent=1, sort_keys=True).encode() + b"\n")
-    atomic_write(staging / CARD_NAME, render_card(Release(staging, lock)).encode())
+    staged = Release(staging, make_lock(recipe, plan, failures, written))
+    atomic_write(staging / LOCK_NAME, dump_lock(staged.lock))
+    add_attachment(staged, write_contact_sheet(staged))  # also renders the card
     _install(staging, out)
     if not failures:
         shutil.rmtree(cache.root, ignore_errors=True)
@@ -124,9 +125,13 @@ def _install(staging: Path, out: Path) -> None:
     folder with a lock is always a complete release; an interruption in between
     leaves no lock, and the next run installs again from the cache."""
     (out / LOCK_NAME).unlink(missing_ok=True)
-    shutil.rmtree(out / "data", ignore_errors=True)
-    os.replace(staging / "data", out / "data")
-    os.replace(staging / CARD_NAME, out / CARD_NAME)
+    for entry in sorted(staging.iterdir()):
+        if entry.name == LOCK_NAME:
+            continue
+        old = out / entry.name
+        if old.is_dir():
+            shutil.rmtree(old)
+        os.replace(entry, old)
     os.replace(staging / LOCK_NAME, out / LOCK_NAME)
     shutil.rmtree(staging, ignore_errors=True)
 
