@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -57,8 +56,22 @@ def build(raw: Path, out: Path, workers: int) -> tuple[float, int]:
                          "--out", str(out), "--workers", str(workers), "--quiet"])
 
 
+_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
+# packed RGB: bytes per pixel and the offsets of R, G, B (a byte shuffle, as the build does)
+_PACKED = {"rgb24": (3, [0, 1, 2]), "bgr24": (3, [2, 1, 0]), "rgba": (4, [0, 1, 2]), "bgra": (4, [2, 1, 0]),
+           "argb": (4, [1, 2, 3]), "abgr": (4, [3, 2, 1])}
+# limited-range luma (16..235) -> full range, rounded: the build's table
+_FULL_RANGE = [min(255, max(0, ((y - 16) * 510 + 219) // 438)) for y in range(256)]
+
+
 def plain_clip(job: tuple[str, list[int], list[int], bool, int]) -> int:
-    """Decode to the last kept frame; crop and PNG-encode the kept ones. Nothing else."""
+    """Decode to the last kept frame; crop and PNG-encode the kept ones. Nothing else.
+
+    The least conversion that gives the build's pixels: planar YUV, the cropped luma
+    plane through the full-range table (no swscale); GIF's packed RGB, its bytes
+    reordered and the integer BT.601 grey of the crop; anything else (and colour
+    clips) rgb24 from swscale. One decoder thread per process, as in the build.
+    """
     import av
     import numpy as np
     from PIL import Image
@@ -67,11 +80,29 @@ def plain_clip(job: tuple[str, list[int], list[int], bool, int]) -> int:
     wanted, last, n = set(keep), max(keep), 0
     x, y, w, h = box
     with av.open(path) as container:
-        for i, frame in enumerate(container.decode(video=0)):
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = "SLICE", 1
+        for i, frame in enumerate(container.decode(stream)):
             if i in wanted:
-                rgb = frame.to_ndarray(format="rgb24")[y:y + h, x:x + w]
-                arr = rgb if colour else (rgb @ np.array([299, 587, 114]) // 1000).astype(np.uint8)
-                Image.fromarray(arr).save(io.BytesIO(), format="PNG", compress_level=level)
+                fmt = frame.format.name
+                p = frame.planes[0]
+                if not colour and fmt in _YUV and not frame.rotation:
+                    img = Image.frombuffer("L", (p.width, p.height), p, "raw", "L", p.line_size, 1)
+                    img = img.crop((x, y, x + w, y + h))
+                    if not (fmt.startswith("yuvj") or int(frame.color_range or 0) == 2):
+                        img = img.point(_FULL_RANGE)
+                else:  # (the POCUS sample has no rotated or colour clip)
+                    if fmt in _PACKED and not frame.rotation:
+                        bpp, rgb_at = _PACKED[fmt]
+                        rgb = np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[y:y + h, x * bpp:(x + w) * bpp]
+                        rgb = rgb.reshape(h, w, bpp)[..., rgb_at]
+                    else:
+                        rgb = np.rot90(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0) // 90 % 4)
+                        rgb = rgb[y:y + h, x:x + w]
+                    if not colour:
+                        rgb = (rgb.astype(np.uint32) @ np.array([299, 587, 114], np.uint32) + 500) // 1000
+                    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+                img.save(io.BytesIO(), format="PNG", compress_level=level, optimize=False)
                 n += 1
             if i >= last:
                 break

@@ -16,10 +16,11 @@ from PIL import Image
 
 from us4.cli import main
 from us4.media import (
-    Box, ClipInfo, MediaError, SamplingPolicy, decode, detect_scan_region, dhash, encode_png,
-    is_colour, near_duplicate, phantom_layout, pixel_sha256, probe, to_grey, write_broken_files,
-    write_phantom_clip,
+    Box, ClipInfo, DecodedFrame, MediaError, SamplingPolicy, decode, detect_scan_region, dhash,
+    encode_png, is_colour, near_duplicate, phantom_layout, pixel_sha256, probe, to_grey,
+    write_broken_files, write_phantom_clip,
 )
+from us4.media.decode import limited_to_full
 
 # The package re-exports the function `decode`, which hides the submodule's attribute.
 decode_mod = importlib.import_module("us4.media.decode")
@@ -96,10 +97,15 @@ def test_probe_and_decode_apply_rotation(tmp_path):
     info = probe(path)
     assert info.rotation == 90
     assert (info.width, info.height) == (64, 96)  # upright size
-    frame = decode(path, [0])[0].rgb
+    decoded = decode(path, [0])[0]
+    assert decoded.rotation == 90 and decoded.rgb is None
+    frame = decoded.to_rgb()
     assert frame.shape == (96, 64, 3)
     expected = np.rot90(stored)  # counter-clockwise: the block ends at the bottom-left
     assert np.abs(frame.astype(int) - expected.astype(int)).mean() < 8
+    assert decoded.grey.shape == (96, 64)
+    assert np.abs(decoded.grey.astype(int) - to_grey(expected).astype(int)).mean() < 8
+    assert decoded.u.shape == decoded.v.shape == (48, 32)  # chroma turned too
 
 
 def test_probe_failures_name_path_and_reason(broken, tmp_path):
@@ -188,8 +194,16 @@ def test_decode_returns_exactly_the_wanted_frames(clips, ext):
     part = decode(clips[ext], [7, 2, 7, 29])
     assert [f.index for f in part] == [2, 7, 29]
     for f in part:
-        assert f.rgb.shape == (192, 224, 3) and f.rgb.dtype == np.uint8
-        assert np.array_equal(f.rgb, full[f.index].rgb)
+        assert isinstance(f, DecodedFrame)
+        assert f.grey.shape == (192, 224) and f.grey.dtype == np.uint8
+        assert np.array_equal(f.grey, full[f.index].grey)
+        if ext == "gif":  # GIF decodes to packed RGB (bgra): RGB kept
+            assert f.u is None and f.rgb.shape == (192, 224, 3)
+            assert np.array_equal(f.grey, to_grey(f.rgb))
+        else:  # planar YUV: the chroma planes as stored, no RGB
+            assert f.rgb is None and f.u.shape == f.v.shape == (96, 112) and f.u.dtype == np.uint8
+            assert np.array_equal(f.u, full[f.index].u) and np.array_equal(f.v, full[f.index].v)
+        assert f.to_rgb().shape == (192, 224, 3)
     pts = [f.pts for f in full]
     assert pts == sorted(pts)
     assert pts[10] - pts[0] == pytest.approx(10 / _fps(ext), abs=1e-3)
@@ -236,6 +250,190 @@ def test_decode_unreadable_files(broken, key):
     assert info.value.path == str(broken[key])
 
 
+# --- decode: grey, chroma and RGB without swscale ----------------------------
+
+def _yuv_frame(y: np.ndarray, u: np.ndarray, v: np.ndarray, fmt: str) -> av.VideoFrame:
+    """A VideoFrame with exactly these planes (no conversion on the way in)."""
+    h, w = y.shape
+    frame = av.VideoFrame(w, h, fmt)
+    for plane, arr in zip(frame.planes, (y, u, v)):
+        assert (plane.height, plane.width) == arr.shape
+        buf = np.zeros((plane.height, plane.line_size), np.uint8)
+        buf[:, : plane.width] = arr
+        plane.update(buf.tobytes())
+    return frame
+
+
+def _write_frames(path: Path, frames: list, codec: str, pix_fmt: str, rotation: int = 0) -> Path:
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:  # pragma: no cover - depends on the FFmpeg build
+        pytest.skip(f"no {codec} encoder in this FFmpeg build")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=10)
+        s.width, s.height, s.pix_fmt = frames[0].width, frames[0].height, pix_fmt
+        if rotation:
+            s.set_display_rotation(rotation)
+        for f in frames:
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def _chroma_shape(fmt: str, h: int, w: int) -> tuple[int, int]:
+    fx, fy = {"yuv420p": (2, 2), "yuv422p": (2, 1), "yuv444p": (1, 1)}[fmt]
+    return -(-h // fy), -(-w // fx)
+
+
+def _random_yuv(rng, fmt: str, h: int, w: int) -> av.VideoFrame:
+    """Random luma; random chroma in 16 x 16 blocks of moderate saturation (swscale
+    interpolates chroma, we repeat it: the two agree away from chroma edges)."""
+    ch, cw = _chroma_shape(fmt, h, w)
+
+    def chroma():
+        blocks = rng.integers(80, 177, (-(-ch // 16), -(-cw // 16)), dtype=np.uint8)
+        return np.repeat(np.repeat(blocks, 16, axis=0), 16, axis=1)[:ch, :cw]
+
+    return _yuv_frame(rng.integers(16, 236, (h, w), dtype=np.uint8), chroma(), chroma(), fmt)
+
+
+def _swscale_rgb(path: Path, n: int) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f, _ in zip(c.decode(video=0), range(n))]
+
+
+def test_limited_to_full_table():
+    y = np.arange(256, dtype=np.uint8)
+    full = limited_to_full(y).astype(int)
+    assert full[:17].tolist() == [0] * 17 and full[235:].tolist() == [255] * 21
+    assert (np.diff(full) >= 0).all()
+    inside = np.arange(16, 236)
+    assert np.abs(full[16:236] - (inside - 16) * 255 / 219).max() <= 0.5  # rounded, not truncated
+
+
+LEVELS = [16, 40, 80, 128, 170, 210, 235]
+
+
+@pytest.mark.parametrize("codec,ext", [("ffv1", "mkv"), ("mpeg4", "avi"), ("libx264", "mp4")])
+def test_grey_of_limited_range_yuv420p_is_full_range(tmp_path, codec, ext):
+    h, w = 48, 64
+    grey_chroma = np.full((h // 2, w // 2), 128, np.uint8)
+    frames = [_yuv_frame(np.full((h, w), lv, np.uint8), grey_chroma, grey_chroma, "yuv420p") for lv in LEVELS]
+    path = _write_frames(tmp_path / f"levels.{ext}", frames, codec, "yuv420p")
+    decoded = decode(path, range(len(LEVELS)))
+    assert [f.index for f in decoded] == list(range(len(LEVELS)))
+    for f, lv in zip(decoded, LEVELS):
+        assert f.rgb is None and not f.full_range and f.grey.shape == (h, w)
+        expected = (lv - 16) * 255 / 219  # 16 -> 0, 235 -> 255
+        assert np.abs(f.grey.astype(float) - expected).max() <= 2, (lv, f.grey.min(), f.grey.max())
+        assert np.abs(f.to_rgb().astype(float) - expected).max() <= 3  # neutral chroma: grey RGB
+
+
+def test_grey_of_full_range_yuvj420p_is_the_luma(tmp_path):
+    h, w = 48, 64
+    grey_chroma = np.full((h // 2, w // 2), 128, np.uint8)
+    levels = [0, 30, 128, 200, 255]
+    frames = [_yuv_frame(np.full((h, w), lv, np.uint8), grey_chroma, grey_chroma, "yuvj420p") for lv in levels]
+    path = _write_frames(tmp_path / "levels.avi", frames, "mjpeg", "yuvj420p")
+    for f, lv in zip(decode(path, range(len(levels))), levels):
+        assert f.full_range and f.u is not None
+        assert np.abs(f.grey.astype(int) - lv).max() <= 2, (lv, f.grey.min(), f.grey.max())
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv422p", "yuv444p"])
+def test_planar_yuv_frames_keep_luma_and_chroma(tmp_path, fmt):
+    rng = np.random.default_rng(4)
+    h, w = 63, 95  # odd sizes: chroma rounds up
+    stored = [_random_yuv(rng, fmt, h, w) for _ in range(3)]
+    path = _write_frames(tmp_path / f"{fmt}.mkv", stored, "ffv1", fmt)  # lossless
+    decoded = decode(path, range(3))
+    fx, fy = {"yuv420p": (2, 2), "yuv422p": (2, 1), "yuv444p": (1, 1)}[fmt]
+    for f, src in zip(decoded, stored):
+        y, u, v = (src.planes[i] for i in range(3))
+        planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in (y, u, v)]
+        assert np.array_equal(f.grey, limited_to_full(planes[0]))
+        assert np.array_equal(f.u, planes[1]) and np.array_equal(f.v, planes[2])
+        assert f.chroma_factors() == (fx, fy)
+    for f, sws in zip(decoded, _swscale_rgb(path, 3)):
+        assert np.abs(f.to_rgb().astype(int) - sws.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("ext", ["mp4", "avi", "mpeg", "mov"])
+def test_to_rgb_of_a_colour_phantom_is_close_to_swscale(tmp_path, ext):
+    path = tmp_path / f"colour.{ext}"
+    write_phantom_clip(path, seed=2, n_frames=8, colour=True)
+    decoded = decode(path, range(8))
+    for f, sws in zip(decoded, _swscale_rgb(path, 8)):
+        assert f.rgb is None and f.u is not None
+        ours = f.to_rgb()
+        assert ours.dtype == np.uint8 and ours.shape == sws.shape
+        diff = np.abs(ours.astype(int) - sws.astype(int))
+        assert diff.mean() < 3
+        s = sws.astype(int)
+        coloured = (s.max(axis=2) - s.min(axis=2)) > 48  # the Doppler blob
+        assert coloured.any() and diff[coloured].mean() < 6
+        assert ours is not f.to_rgb() and np.array_equal(ours, f.to_rgb())  # deterministic
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv422p"])
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_turns_grey_and_chroma(tmp_path, fmt, rotation):
+    rng = np.random.default_rng(rotation)
+    stored = [_random_yuv(rng, fmt, 63, 95) for _ in range(2)]
+    plain = decode(_write_frames(tmp_path / "plain.mkv", stored, "ffv1", fmt), [0, 1])
+    turned = decode(_write_frames(tmp_path / "turned.mkv", stored, "ffv1", fmt, rotation), [0, 1])
+    k = rotation // 90
+    for a, b in zip(plain, turned):
+        assert (a.rotation, b.rotation) == (0, rotation)
+        assert b.grey.shape == ((95, 63) if k % 2 else (63, 95))
+        for name in ("grey", "u", "v"):
+            assert np.array_equal(getattr(b, name), np.rot90(getattr(a, name), k)), name
+        assert b.grey.flags.c_contiguous and b.u.flags.c_contiguous
+        # odd sizes: upsampled chroma must line up the same way after any rotation
+        assert np.array_equal(b.to_rgb(), np.rot90(a.to_rgb(), k))
+        fx, fy = a.chroma_factors()
+        assert b.chroma_factors() == ((fy, fx) if k % 2 else (fx, fy))
+
+
+@pytest.mark.parametrize("fmt", ["rgb24", "bgr24", "rgba", "bgra", "argb", "abgr", "bgr0", "gray"])
+def test_packed_rgb_and_grey_frames_match_swscale(tmp_path, fmt):
+    """Packed RGB is reordered in numpy and grey read as is: byte for byte swscale's rgb24."""
+    rng = np.random.default_rng(7)
+    stored = [av.VideoFrame.from_ndarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8), format="rgb24")
+              .reformat(format=fmt) for _ in range(3)]
+    path = _write_frames(tmp_path / "packed.nut", stored, "rawvideo", fmt)  # odd width: padded lines
+    decoded = decode(path, range(3))
+    for f, sws in zip(decoded, _swscale_rgb(path, 3)):
+        assert f.u is None
+        assert np.array_equal(f.to_rgb(), sws)
+        assert np.array_equal(f.grey, to_grey(sws))
+        assert (f.rgb is None) == (fmt == "gray")
+
+
+def test_gif_frames_match_swscale(clips, tmp_path):
+    colour = tmp_path / "colour.gif"
+    write_phantom_clip(colour, seed=2, n_frames=6, fps=10.0, colour=True)
+    for path in (clips["gif"], colour):
+        for f, sws in zip(decode(path, range(6)), _swscale_rgb(path, 6)):
+            assert np.array_equal(f.to_rgb(), sws) and np.array_equal(f.grey, to_grey(sws))
+
+
+def test_is_colour_reads_the_chroma_inside_the_box(tmp_path):
+    h, w = 64, 96
+    y = np.full((h, w), 100, np.uint8)
+    u = np.full((h // 2, w // 2), 128, np.uint8)
+    v = u.copy()
+    v[:8, :8] = 230  # a red patch in the top-left 16 x 16 pixels
+    path = _write_frames(tmp_path / "patch.mkv", [_yuv_frame(y, u, v, "yuv420p")] * 3, "ffv1", "yuv420p")
+    frames = decode(path, range(3))
+    assert is_colour(frames, Box(0, 0, 40, 40))
+    assert not is_colour(frames, Box(20, 20, 60, 40))  # the box, scaled to the chroma grid, misses it
+    assert is_colour(frames, Box(15, 15, 40, 40))  # one chroma sample in: 1 of 400 > 0.2 %
+    assert not is_colour(frames, Box(16, 16, 40, 40))
+
+
 # --- crop and colour ---------------------------------------------------------
 
 @pytest.mark.parametrize("shape,ext", [("sector", "mp4"), ("rect", "mp4"), ("sector", "mpeg"), ("rect", "gif")])
@@ -245,12 +443,14 @@ def test_crop_finds_scan_region_and_drops_text(tmp_path, shape, ext):
     layout = phantom_layout((224, 192), shape)
     assert truth == layout.scan
     info = probe(path)
-    frames = [f.rgb for f in decode(path, SamplingPolicy(every_n=3).indices(info.n_frames, info.fps))]
+    decoded = decode(path, SamplingPolicy(every_n=3).indices(info.n_frames, info.fps))
+    frames = [f.grey for f in decoded]
     box = detect_scan_region(frames)
     assert _iou(box, truth) >= 0.85, (box, truth)
     for ui in layout.text:  # title, clock and scale bar lie outside the box
         assert not _overlaps(box, ui), (box, ui)
-    assert detect_scan_region([to_grey(f) for f in frames]) == box  # grey input works too
+    rgb = [f.to_rgb() for f in decoded]
+    assert detect_scan_region(rgb) == detect_scan_region([to_grey(f) for f in rgb])  # RGB input works too
     assert detect_scan_region(frames) == box  # deterministic
 
 
@@ -258,7 +458,7 @@ def test_crop_finds_scan_region_and_drops_text(tmp_path, shape, ext):
 def test_crop_falls_back_on_static_clips(tmp_path, shape):
     path = tmp_path / f"{shape}.mp4"
     truth = write_phantom_clip(path, seed=5, n_frames=4, shape=shape)
-    first = decode(path, [0])[0].rgb
+    first = decode(path, [0])[0].grey
     for frames in ([first], [first] * 12):  # a single frame; a frozen clip
         box = detect_scan_region(frames)
         assert _iou(box, truth) >= 0.85, (box, truth)
@@ -289,12 +489,21 @@ def test_is_colour(tmp_path, ext):
     colour = tmp_path / f"colour.{ext}"
     box = write_phantom_clip(grey, seed=2, n_frames=8, fps=_fps(ext))
     write_phantom_clip(colour, seed=2, n_frames=8, fps=_fps(ext), colour=True)
-    grey_frames = [f.rgb for f in decode(grey, range(8))]
-    colour_frames = [f.rgb for f in decode(colour, range(8))]
+    grey_frames = decode(grey, range(8))
+    colour_frames = decode(colour, range(8))
     assert not is_colour(grey_frames, box)
     assert not is_colour(grey_frames, Box(0, 0, 224, 192))
     assert is_colour(colour_frames, box)
-    assert not is_colour([to_grey(f) for f in colour_frames], box)  # 2-D frames carry no colour
+    assert is_colour(colour_frames)
+    # the same decisions from RGB arrays (swscale's, and the frames' own conversion)
+    sws = {}
+    for name, path in (("grey", grey), ("colour", colour)):
+        with av.open(str(path)) as c:
+            sws[name] = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)][:8]
+    assert not is_colour(sws["grey"], box) and is_colour(sws["colour"], box)
+    assert not is_colour([f.to_rgb() for f in grey_frames], box)
+    assert is_colour([f.to_rgb() for f in colour_frames], box)
+    assert not is_colour([f.grey for f in colour_frames], box)  # 2-D frames carry no colour
 
 
 # --- pixels ------------------------------------------------------------------
@@ -309,7 +518,7 @@ def test_to_grey_is_integer_bt601():
 def test_near_duplicate_catches_frozen_frames(tmp_path):
     path = tmp_path / "frozen.mp4"
     write_phantom_clip(path, seed=4, n_frames=24, frozen=4)
-    frames = [f.rgb for f in decode(path, range(24))]
+    frames = [f.grey for f in decode(path, range(24))]
     dup = [i for i in range(1, 24) if near_duplicate(frames[i - 1], frames[i], threshold=1.0)]
     assert len(dup) == 4 and dup == list(range(dup[0], dup[0] + 4))
     assert not near_duplicate(frames[0], frames[0][:, :100], threshold=1.0)  # sizes differ
@@ -343,7 +552,7 @@ def test_pixel_sha256():
 
 
 def test_dhash_near_and_far(clips):
-    grey = to_grey(decode(clips["mp4"], [0])[0].rgb)
+    grey = decode(clips["mp4"], [0])[0].grey
     rng = np.random.default_rng(1)
     noisy = np.clip(grey.astype(int) + rng.normal(0, 4, grey.shape).round(), 0, 255).astype(np.uint8)
     h = dhash(grey)
@@ -417,4 +626,4 @@ def test_pocus_sample_probes_and_decodes():
         wanted = POCOVID.indices(info.n_frames, info.fps)[:3]
         frames = decode(path, wanted)
         assert [f.index for f in frames] == wanted, path
-        assert frames[0].rgb.shape == (info.height, info.width, 3)
+        assert frames[0].grey.shape == (info.height, info.width)

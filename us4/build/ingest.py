@@ -19,7 +19,6 @@ from ..media import (
     near_duplicate,
     pixel_sha256,
     probe,
-    to_grey,
 )
 from .cache import CLIP_SCHEMA, ClipCache
 from .failure import Failure
@@ -60,7 +59,7 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
         decoded = decode(job.path, wanted)
     except MediaError as exc:
         return _fail(job, "decode", exc.reason)
-    greys = [to_grey(f.rgb) for f in decoded]
+    greys = [f.grey for f in decoded]
     crop = job.params["crop"]
     height, width = greys[0].shape
     if crop["mode"] == "box":
@@ -71,7 +70,7 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
         box = Box(0, 0, width, height)
     else:
         box = detect_scan_region(greys)
-    colour = is_colour([f.rgb for f in decoded], box)
+    colour = is_colour(decoded, box)
     rows: dict[str, list] = {name: [] for name in CLIP_SCHEMA.names}
     previous = None
     dropped = 0
@@ -83,7 +82,7 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
             dropped += 1
             continue
         previous = grey_crop
-        pixels = box.apply(frame.rgb) if colour else grey_crop
+        pixels = box.apply(frame.to_rgb()) if colour else grey_crop
         rows["frame_index"].append(frame.index)
         rows["pts"].append(frame.pts)
         rows["png"].append(encode_png(pixels, level))

@@ -1,4 +1,14 @@
-"""Decode the wanted frames of one clip, and nothing after the last of them."""
+"""Decode the wanted frames of one clip, and nothing after the last of them.
+
+Planar YUV frames (the codecs of nearly every ultrasound clip) are not converted to
+RGB: the grey picture is the luma plane, copied out of the frame and expanded to
+full range with a fixed integer table, and the chroma planes are kept as stored for
+the colour test and for the few colour (Doppler) clips. No swscale, so the grey
+pixels do not depend on which SIMD path FFmpeg picks on a given CPU. Other pixel
+8-bit grey frames are their own grey picture; packed RGB (GIF's bgra, say) is
+reordered to RGB in numpy (byte for byte what swscale gives). Other formats
+(palettes, high bit depths, semi-planar YUV) go through swscale to rgb24 as before.
+"""
 from __future__ import annotations
 
 import os
@@ -8,19 +18,104 @@ from typing import Iterator, Sequence
 
 import av
 import numpy as np
+from PIL import Image
 
+from .pixels import BT601_CHROMA, to_grey
 from .probe import MediaError, ffmpeg_message, open_container, present_entries, rotation_of
 
-__all__ = ["DecodedFrame", "decode"]
+__all__ = ["PACKED_RGB_FORMATS", "YUV_FORMATS", "DecodedFrame", "decode", "limited_to_full"]
+
+#: Planar 8-bit YUV formats read plane by plane, without swscale.
+YUV_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+
+#: Packed 8-bit RGB formats read directly: name -> (bytes per pixel, offsets of R, G, B).
+#: A byte shuffle, identical to swscale's rgb24 output (which on GIF's odd-sized bgra
+#: frames took about 3 ms a frame).
+PACKED_RGB_FORMATS = {
+    "rgb24": (3, (0, 1, 2)), "bgr24": (3, (2, 1, 0)),
+    "rgba": (4, (0, 1, 2)), "bgra": (4, (2, 1, 0)), "argb": (4, (1, 2, 3)), "abgr": (4, (3, 2, 1)),
+    "rgb0": (4, (0, 1, 2)), "bgr0": (4, (2, 1, 0)), "0rgb": (4, (1, 2, 3)), "0bgr": (4, (3, 2, 1)),
+}
+
+_AVCOL_RANGE_JPEG = 2  # FFmpeg's AVColorRange for full ("JPEG") range
+
+#: Limited-range luma (16..235) -> full range (0..255): round((y - 16) * 255 / 219),
+#: clipped; exact integers, so the same table everywhere.
+_LIMITED_TO_FULL = np.array([min(255, max(0, ((y - 16) * 510 + 219) // 438)) for y in range(256)],
+                            dtype=np.uint8)
+_LIMITED_TO_FULL_LIST = _LIMITED_TO_FULL.tolist()
 
 
-@dataclass(frozen=True)
+def limited_to_full(y: np.ndarray) -> np.ndarray:
+    """Limited-range luma (16..235) -> full range (0..255) through the fixed integer table."""
+    return _LIMITED_TO_FULL[np.asarray(y, dtype=np.uint8)]
+
+
+@dataclass(frozen=True, eq=False)
 class DecodedFrame:
-    """One decoded frame: its index in decoding order, its time in seconds, upright RGB pixels."""
+    """One decoded frame, upright (display rotation applied).
+
+    `grey` (H x W uint8, full range) is always there. Planar YUV sources also keep
+    their chroma planes `u` and `v` as stored (subsampled, uint8), with
+    `full_range` telling the chroma's range; 8-bit grey sources keep nothing else;
+    other sources keep `rgb` (H x W x 3) and `grey` is its integer BT.601 luma.
+    `rotation` is the counter-clockwise angle that was applied.
+    """
 
     index: int
     pts: float
-    rgb: np.ndarray
+    grey: np.ndarray
+    u: np.ndarray | None = None
+    v: np.ndarray | None = None
+    rgb: np.ndarray | None = None
+    full_range: bool = True
+    rotation: int = 0
+
+    def chroma_factors(self) -> tuple[int, int]:
+        """(x, y) subsampling factors of `u`/`v` relative to `grey`, in upright orientation."""
+        if self.u is None:
+            return 1, 1
+        return _factor(self.grey.shape[1], self.u.shape[1]), _factor(self.grey.shape[0], self.u.shape[0])
+
+    def to_rgb(self) -> np.ndarray:
+        """H x W x 3 uint8 RGB: `rgb` when stored, else BT.601 from grey and chroma in integers.
+
+        Chroma is upsampled by repetition (in the stored orientation, so odd sizes
+        line up after any rotation). Only colour clips need this; it is exact
+        integer arithmetic, so it gives the same bytes on every machine.
+        """
+        if self.rgb is not None:
+            return self.rgb
+        if self.u is None or self.v is None:
+            return np.repeat(self.grey[..., None], 3, axis=2)
+        k = self.rotation // 90 % 4
+        (h, w), (ch, cw) = self.grey.shape, self.u.shape
+        if k % 2:  # back to the stored orientation
+            h, w, ch, cw = w, h, cw, ch
+        fx, fy = _factor(w, cw), _factor(h, ch)
+
+        def up(c: np.ndarray) -> np.ndarray:
+            c = np.rot90(c, -k) if k else c
+            c = np.repeat(np.repeat(c, fy, axis=0), fx, axis=1)[:h, :w]
+            return np.rot90(c, k) if k else c
+
+        cb = up(self.u).astype(np.int32) - 128
+        cr = up(self.v).astype(np.int32) - 128
+        kr, kgu, kgv, kb = BT601_CHROMA[bool(self.full_range)]
+        y = (self.grey.astype(np.int32) << 16) + 32768
+        out = np.empty(self.grey.shape + (3,), np.uint8)
+        out[..., 0] = np.clip((y + kr * cr) >> 16, 0, 255)
+        out[..., 1] = np.clip((y - kgu * cb - kgv * cr) >> 16, 0, 255)
+        out[..., 2] = np.clip((y + kb * cb) >> 16, 0, 255)
+        return out
+
+
+def _factor(full: int, sub: int) -> int:
+    """The subsampling factor s with ceil(full / s) == sub (1, 2 or 4)."""
+    for s in (1, 2, 4):
+        if -(-full // s) == sub:
+            return s
+    return max(1, round(full / max(1, sub)))
 
 
 class _Tally:
@@ -40,18 +135,69 @@ def _iter_frames(container, stream, tally: _Tally) -> Iterator:
         yield from packet.decode()  # the final empty packet flushes delayed frames
 
 
-def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    if rotation == 0:
-        return rgb
+def _upright(a: np.ndarray | None, rotation: int) -> np.ndarray | None:
+    if a is None or rotation == 0:
+        return a
     # np.rot90 turns counter-clockwise, the display matrix's sense.
-    return np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))
+    return np.ascontiguousarray(np.rot90(a, k=rotation // 90))
+
+
+def _plane(plane) -> np.ndarray:
+    """A view of one frame plane without its line padding (valid while the frame lives)."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def _yuv_readable(frame) -> bool:
+    fmt = frame.format
+    if fmt is None or fmt.name not in YUV_FORMATS:
+        return False
+    planes = frame.planes
+    return len(planes) >= 3 and all(0 < p.width <= p.line_size for p in planes[:3])
+
+
+def _readable(frame, bytes_per_pixel: int) -> bool:
+    p = frame.planes[0]
+    return 0 < p.width * bytes_per_pixel <= p.line_size
+
+
+def _convert(frame, index: int, pts: float) -> DecodedFrame:
+    rotation = rotation_of(frame)
+    name = frame.format.name if frame.format is not None else ""
+    if name == "gray" and _readable(frame, 1):
+        # swscale's gray -> rgb24 repeats the level in every channel, whose luma is the level.
+        grey = np.array(_plane(frame.planes[0]))
+        return DecodedFrame(index=index, pts=pts, grey=_upright(grey, rotation), rotation=rotation)
+    if name in PACKED_RGB_FORMATS and _readable(frame, PACKED_RGB_FORMATS[name][0]):
+        bpp, (r, g, b) = PACKED_RGB_FORMATS[name]
+        p = frame.planes[0]
+        packed = np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width * bpp]
+        packed = packed.reshape(p.height, p.width, bpp)
+        rgb = np.empty((p.height, p.width, 3), np.uint8)
+        rgb[..., 0], rgb[..., 1], rgb[..., 2] = packed[..., r], packed[..., g], packed[..., b]
+        rgb = _upright(rgb, rotation)
+        return DecodedFrame(index=index, pts=pts, grey=to_grey(rgb), rgb=rgb, rotation=rotation)
+    if _yuv_readable(frame):
+        planes = frame.planes
+        full = frame.format.name.startswith("yuvj") or int(frame.color_range or 0) == _AVCOL_RANGE_JPEG
+        y = planes[0]
+        if full:
+            grey = np.array(_plane(y))
+        else:
+            # PIL applies the 256-entry table in C, about 3x faster than numpy indexing.
+            img = Image.frombuffer("L", (y.width, y.height), y, "raw", "L", y.line_size, 1)
+            grey = np.array(img.point(_LIMITED_TO_FULL_LIST))  # a writable copy, like the others
+        u, v = np.array(_plane(planes[1])), np.array(_plane(planes[2]))
+        return DecodedFrame(index=index, pts=pts, grey=_upright(grey, rotation), u=_upright(u, rotation),
+                            v=_upright(v, rotation), full_range=full, rotation=rotation)
+    rgb = _upright(frame.to_ndarray(format="rgb24"), rotation)
+    return DecodedFrame(index=index, pts=pts, grey=to_grey(rgb), rgb=rgb, rotation=rotation)
 
 
 def decode(path: str | os.PathLike[str], indices: Sequence[int]) -> list[DecodedFrame]:
     """Decode the frames at `indices` (positions in decoder output order, from 0).
 
     Decoding stops right after the last wanted index; only kept frames are
-    converted to RGB. Frames come back upright (display rotation applied).
+    converted (see the module doc). Frames come back upright (display rotation applied).
 
     If the clip ends early: a container that declared more frames than decode
     raises MediaError("truncated: ..."); otherwise (the count was an estimate)
@@ -86,8 +232,7 @@ def decode(path: str | os.PathLike[str], indices: Sequence[int]) -> list[Decoded
                     t = frame.time
                     if t is None:
                         t = n / fps if fps > 0 else float(n)
-                    rgb = frame.to_ndarray(format="rgb24")
-                    out.append(DecodedFrame(index=n, pts=float(t), rgb=_upright(rgb, rotation_of(frame))))
+                    out.append(_convert(frame, n, float(t)))
                 n += 1
                 if n > last:
                     break

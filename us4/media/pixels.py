@@ -11,7 +11,16 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ["to_grey", "dhash", "near_duplicate", "encode_png", "pixel_sha256"]
+__all__ = ["to_grey", "dhash", "near_duplicate", "encode_png", "pixel_sha256", "BT601_CHROMA"]
+
+#: BT.601 YCbCr -> RGB chroma weights in 16.16 fixed point, keyed by "the chroma is full
+#: range": (Cr->R, Cb->G, Cr->G, Cb->B). Full range: 1.402, 0.344136, 0.714136, 1.772;
+#: limited range (16..240): the same times 255/224. With luma already at full range,
+#: R = Y + Kr Cr, G = Y - Kgu Cb - Kgv Cr, B = Y + Kb Cb (Cb, Cr centred on 0).
+BT601_CHROMA = {
+    True: (91881, 22553, 46802, 116130),
+    False: (104597, 25675, 53279, 132201),
+}
 
 
 def to_grey(rgb: np.ndarray) -> np.ndarray:
