@@ -5,6 +5,8 @@ them together in the recipe's order and turns media errors into ledger entries.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from ..media import (
@@ -23,6 +25,18 @@ from ..media import (
 from .cache import CLIP_SCHEMA, ClipCache
 from .failure import Failure
 from .plan import ClipJob
+
+
+def ingest_in_worker(job: ClipJob, cache_root: str) -> Failure | int:
+    """Entry point of a worker process: an unforeseen error in one clip is that clip's
+    failure, recorded in the ledger with its type, not the end of the build."""
+    cache = ClipCache(Path(cache_root))
+    try:
+        return ingest_clip(job, cache)
+    except Exception as exc:  # noqa: BLE001
+        failure = _fail(job, "ingest", f"unexpected {type(exc).__name__}: {exc}")
+        cache.write_failure(job.key, failure)
+        return failure
 
 
 def ingest_clip(job: ClipJob, cache: ClipCache) -> Failure | int:

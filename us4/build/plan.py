@@ -5,12 +5,11 @@ registry (file-name prefix) and, for POCUS, the metadata sheet, which wins.
 """
 from __future__ import annotations
 
+import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 from ..errors import RawFolderError, RecipeError
 from ..hashing import sha256_file, sha256_json
@@ -93,8 +92,8 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
                 plan.excluded.append({"source": name, "path": rel, "reason": f"class {cls.name} not in recipe {list(spec.classes)}"})
                 continue
             licence = source.licence
-            if row is not None and source.sheet_licence and pd.notna(row.get(source.sheet_licence)):
-                licence = str(row[source.sheet_licence]).strip()
+            if row is not None and source.sheet_licence and source.sheet_licence in row:
+                licence = row[source.sheet_licence]
             candidates.append((source, clip_root / rel, rel, cls, probe, licence))
         if rows:
             plan.sheet_missing.extend(_sheet_rows_without_files(source, spec, rows, found))
@@ -151,7 +150,7 @@ def _probe_of(source: Source, rel: str) -> str:
 def _label(source: Source, file_name: str, row: dict | None, plan: Plan, rel: str) -> tuple[ClassDef | None, str]:
     by_name = source.class_of_name(file_name)
     by_sheet = None
-    if row is not None and source.sheet_label and pd.notna(row.get(source.sheet_label)):
+    if row is not None and source.sheet_label and source.sheet_label in row:
         by_sheet = source.class_of_sheet(str(row[source.sheet_label]))
     if by_sheet is not None:
         if by_name is not None and by_name != by_sheet:
@@ -166,17 +165,22 @@ def _label(source: Source, file_name: str, row: dict | None, plan: Plan, rel: st
 
 
 def _read_sheet(source: Source, path: Path) -> dict[str, dict]:
+    """Rows of the metadata sheet by file stem; empty cells are absent keys."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad sheet
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows_in = [{k: v.strip() for k, v in row.items() if k and isinstance(v, str) and v.strip()}
+                       for row in reader]
+            columns = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise RawFolderError(f"{path}: cannot read the metadata sheet ({exc})") from None
-    if source.sheet_key not in frame.columns:
+    if source.sheet_key not in columns:
         raise RawFolderError(f"{path}: metadata sheet has no {source.sheet_key!r} column")
     rows: dict[str, dict] = {}
-    for row in frame.to_dict("records"):
+    for row in rows_in:
         key = row.get(source.sheet_key)
-        if isinstance(key, str) and key.strip() and key.strip() not in rows:
-            rows[key.strip()] = row
+        if key and key not in rows:
+            rows[key] = row
     return rows
 
 

@@ -19,7 +19,7 @@ from ..release.card import write_contact_sheet
 from ..release.read import LOCK_NAME, Release, dump_lock
 from .cache import ClipCache
 from .failure import Failure
-from .ingest import ingest_clip
+from .ingest import ingest_in_worker
 from .lock import make_lock
 from .plan import ClipJob, make_plan
 from .splits import assign_splits
@@ -136,34 +136,26 @@ def _install(staging: Path, out: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _worker(job: ClipJob, cache_root: str) -> Failure | int:
-    return _ingest_guarded(job, ClipCache(Path(cache_root)))
-
-
-def _ingest_guarded(job: ClipJob, cache: ClipCache) -> Failure | int:
-    """An unforeseen error in one clip is that clip's failure, not the end of the build."""
-    try:
-        return ingest_clip(job, cache)
-    except Exception as exc:  # noqa: BLE001 - recorded in the ledger with its type
-        failure = Failure(job.source, job.rel_path, job.sha256, "ingest", f"unexpected {type(exc).__name__}: {exc}")
-        cache.write_failure(job.key, failure)
-        return failure
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork starts workers with the modules already imported (spawn costs each worker
+    # about 0.5 s of imports); no thread runs in this process when the pool forks.
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _ingest_all(jobs: list[ClipJob], cache: ClipCache, workers: int, progress: bool) -> None:
     if not jobs:
         return
     jobs = sorted(jobs, key=lambda j: -j.size)  # longest first: fewer idle workers at the end
-    bar = tqdm(total=len(jobs), desc="ingest", unit="clip", disable=not progress)
-    try:
-        if workers <= 1:
-            for job in jobs:
-                _ingest_guarded(job, cache)
-                bar.update()
-            return
-        ctx = multiprocessing.get_context("spawn")  # no inherited threads or locks
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            pending: set[Future] = {pool.submit(_worker, job, str(cache.root)) for job in jobs}
+    if workers <= 1:
+        for job in tqdm(jobs, desc="ingest", unit="clip", disable=not progress):
+            ingest_in_worker(job, str(cache.root))
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_pool_context()) as pool:
+        # submitting starts the workers: before the progress bar starts its monitor thread
+        pending: set[Future] = {pool.submit(ingest_in_worker, job, str(cache.root)) for job in jobs}
+        with tqdm(total=len(jobs), desc="ingest", unit="clip", disable=not progress) as bar:
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -176,5 +168,3 @@ def _ingest_all(jobs: list[ClipJob], cache: ClipCache, workers: int, progress: b
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-    finally:
-        bar.close()

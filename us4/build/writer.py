@@ -20,7 +20,23 @@ from .plan import ClipJob
 
 # Small row groups keep the Hub viewer and random access cheap on image columns.
 ROW_GROUP_ROWS = 100
-_PARQUET = dict(compression="zstd", write_statistics=True)
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    def walk(name: str, dtype: pa.DataType) -> list[str]:
+        if pa.types.is_struct(dtype):
+            return [p for f in dtype for p in walk(f"{name}.{f.name}", f.type)]
+        if pa.types.is_list(dtype) or pa.types.is_fixed_size_list(dtype):
+            return walk(f"{name}.list.element", dtype.value_type)
+        return [name]
+
+    return [p for f in schema for p in walk(f.name, f.type)]
+
+
+def _parquet_options(schema: pa.Schema) -> dict:
+    """zstd for the table's facts; PNG bytes are stored as they are (already deflated)."""
+    codecs = {path: "NONE" if path == "image.bytes" else "ZSTD" for path in _leaf_paths(schema)}
+    return {"compression": codecs, "write_statistics": True}
 
 
 @dataclass
@@ -58,7 +74,7 @@ def write_shards(
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             row_in_shard = 0
-            with pq.ParquetWriter(path, FRAMES_SCHEMA, **_PARQUET) as writer:
+            with pq.ParquetWriter(path, FRAMES_SCHEMA, **_parquet_options(FRAMES_SCHEMA)) as writer:
                 for job in group:
                     table, facts = cache.read_result(job.key)
                     frames = _frame_rows(job, splits[job.video_id], table, facts, frame_id)
@@ -84,7 +100,7 @@ def write_shards(
             result.shards.append(_entry(out, rel, "frames", split, row_in_shard))
         rel = f"data/videos/{split}-00000-of-00001.parquet"
         pq.write_table(pa.Table.from_pylist(video_rows, schema=VIDEOS_SCHEMA), out / _mkparent(out, rel),
-                       row_group_size=ROW_GROUP_ROWS, **_PARQUET)
+                       row_group_size=ROW_GROUP_ROWS, **_parquet_options(VIDEOS_SCHEMA))
         result.shards.append(_entry(out, rel, "videos", split, len(video_rows)))
     result.frames = frame_id
     return result
