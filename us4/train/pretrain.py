@@ -1,0 +1,168 @@
+"""USCL pretraining, and the no-SPG (SimCLR-style) baseline as a flag of the same trainer.
+
+Loss = NT-Xent(view1, view2) + ce_weight * (CE(view1) + CE(view2)) on labelled videos;
+Adam, cosine annealing stepped only after the warm-up epochs; the validation
+contrastive loss on held-out videos (unmixed views, fixed draws) picks the checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .augment import augment
+from .config import BenchmarkConfig
+from .data import VideoSet
+from .losses import nt_xent, semi_supervised_ce
+from .resnet import USCLModel
+from .runtime import adam, autocast
+from .spg import PairBatch, epoch_batches, make_views, sample_rows
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class PretrainResult:
+    model: USCLModel  # with the selected (best validation) weights
+    spg: bool
+    history: list[dict] = field(default_factory=list)  # one entry per epoch
+    best_epoch: int = -1
+    best_val_loss: float | None = None
+    selection: str = ""
+    wall_s: float = 0.0
+    images_per_s: float = 0.0
+
+
+def step_losses(model: USCLModel, v1: torch.Tensor, v2: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                cfg: BenchmarkConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, contrastive, supervised) loss of one batch of view pairs.
+
+    Each view goes through the model on its own, as in the reference, so batch norm
+    statistics never mix the two views of a video.
+    """
+    _, z1, c1 = model(v1)
+    _, z2, c2 = model(v2)
+    contrastive = nt_xent(z1, z2, cfg.pretrain.temperature)
+    supervised = semi_supervised_ce(c1, labels, mask) + semi_supervised_ce(c2, labels, mask)
+    return contrastive + cfg.pretrain.ce_weight * supervised, contrastive, supervised
+
+
+def train_step(model: USCLModel, opt: torch.optim.Optimizer, v1: torch.Tensor, v2: torch.Tensor,
+               labels: torch.Tensor, cfg: BenchmarkConfig, device: torch.device) -> torch.Tensor:
+    """One optimisation step on a batch of view pairs; returns (total, contrastive, supervised), detached."""
+    with autocast(device, cfg.bf16_autocast):
+        loss, con, sup = step_losses(model, v1, v2, labels, labels >= 0, cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return torch.stack([loss.detach(), con.detach(), sup.detach()]).float()
+
+
+@torch.no_grad()
+def validation_loss(model: USCLModel, images: torch.Tensor, members: list[np.ndarray], videos: np.ndarray,
+                    cfg: BenchmarkConfig, *, spg: bool, seed: int, device: torch.device) -> float | None:
+    """Mean NT-Xent over batches of held-out videos, unmixed views, the same draws every call.
+
+    None when fewer than 2 videos (no negatives).
+    """
+    if len(videos) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    order = np.asarray(videos, dtype=np.int64)
+    bs = cfg.pretrain.batch_size
+    for start in range(0, len(order), bs):
+        chunk = order[start:start + bs]
+        if len(chunk) < 2:
+            continue
+        batch = sample_rows(members, chunk, rng, spg=spg, alpha=cfg.pretrain.mix_alpha)
+        v1, v2 = make_views(images, batch, lambda x: augment(x, cfg.augment, g), mix=False)
+        with autocast(device, cfg.bf16_autocast):
+            _, z1, _ = model(v1)
+            _, z2, _ = model(v2)
+        total += float(nt_xent(z1, z2, cfg.pretrain.temperature)) * len(chunk)
+        count += len(chunk)
+    model.train(was_training)
+    return total / count if count else None
+
+
+def label_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which videos keep their label: a deterministic `fraction` of those that have one."""
+    known = np.flatnonzero(labels >= 0)
+    keep = np.zeros(len(labels), dtype=bool)
+    n_keep = round(fraction * len(known))
+    keep[np.random.default_rng(seed).permutation(known)[:n_keep]] = True
+    return keep
+
+
+def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, labels: np.ndarray,
+             num_classes: int, cfg: BenchmarkConfig, *, spg: bool, device: torch.device, seed: int,
+             progress: Progress | None = None, name: str = "uscl",
+             epochs: int | None = None) -> PretrainResult:
+    """Pretrain a USCLModel on `train_videos` of `vs`; `labels` per video, -1 = unlabelled.
+
+    `spg=False` is the baseline: two augmentations of one frame per video, nothing mixed;
+    everything else (loss, labels, schedule, selection) is identical. `epochs` overrides
+    the config (tests).
+    """
+    pc = cfg.pretrain
+    n_epochs = pc.epochs if epochs is None else epochs
+    torch.manual_seed(seed)  # same initial weights for every variant of a run
+    model = USCLModel(num_classes).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.use_channels_last()
+    images = vs.images.to(device)
+    labels_t = torch.as_tensor(labels, dtype=torch.int64, device=device)
+    rng = np.random.default_rng(seed + 1)
+    g = torch.Generator(device=device).manual_seed(seed + 2)
+    opt = adam(model.parameters(), pc.lr, pc.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs, eta_min=0)
+    aug_fn = lambda x: augment(x, cfg.augment, g)
+
+    result = PretrainResult(model=model, spg=spg)
+    best_state, best = None, float("inf")
+    seen, train_time = 0, 0.0
+    start = time.perf_counter()
+    for epoch in range(n_epochs):
+        model.train()
+        t0 = time.perf_counter()
+        sums, steps = torch.zeros(3, device=device), 0  # summed on the device: no sync per step
+        for videos in epoch_batches(train_videos, pc.batch_size, rng):
+            batch: PairBatch = sample_rows(vs.members, videos, rng, spg=spg, alpha=pc.mix_alpha)
+            v1, v2 = make_views(images, batch, aug_fn)
+            sums += train_step(model, opt, v1, v2, labels_t[torch.as_tensor(batch.videos, device=device)], cfg, device)
+            steps += 1
+            seen += 2 * len(videos)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time += time.perf_counter() - t0
+        val = validation_loss(model, images, vs.members, val_videos, cfg, spg=spg, seed=seed + 3, device=device)
+        lr = opt.param_groups[0]["lr"]
+        if epoch >= pc.warmup_epochs:  # the reference keeps lr constant for the first epochs
+            sched.step()
+        mean = (sums / max(steps, 1)).tolist()
+        result.history.append({"epoch": epoch, "loss": mean[0], "contrastive": mean[1], "supervised": mean[2],
+                               "val_loss": val, "lr": lr, "steps": steps})
+        if val is not None and val < best:
+            best = val
+            best_state = copy.deepcopy(model.state_dict())
+            result.best_epoch, result.best_val_loss = epoch, val
+        if progress:
+            progress(f"pretrain {name} epoch {epoch + 1}/{n_epochs}: loss {mean[0]:.4f} "
+                     f"(nt-xent {mean[1]:.4f}, ce {mean[2]:.4f}), val {'-' if val is None else f'{val:.4f}'}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        result.selection = "lowest validation contrastive loss"
+    else:
+        result.best_epoch = n_epochs - 1
+        result.selection = "final epoch (fewer than 2 validation videos)"
+    result.wall_s = time.perf_counter() - start
+    result.images_per_s = seen / train_time if train_time > 0 else 0.0
+    return result
