@@ -77,25 +77,27 @@ def write_shards(
             with pq.ParquetWriter(path, FRAMES_SCHEMA, **_parquet_options(FRAMES_SCHEMA)) as writer:
                 for job in group:
                     table, facts = cache.read_result(job.key)
-                    frames = _frame_rows(job, splits[job.video_id], table, facts, frame_id)
-                    writer.write_table(pa.Table.from_pylist(frames, schema=FRAMES_SCHEMA), row_group_size=ROW_GROUP_ROWS)
-                    video_rows.append(_video_row(job, splits[job.video_id], facts, frames))
+                    n = table.num_rows
+                    writer.write_table(_frame_table(job, splits[job.video_id], table, facts, frame_id),
+                                       row_group_size=ROW_GROUP_ROWS)
+                    indices = table.column("frame_index").to_pylist()
+                    ids = list(range(frame_id, frame_id + n))
+                    video_rows.append(_video_row(job, splits[job.video_id], facts, ids, indices))
                     lin = result.lineage
-                    for f in frames:
-                        lin["clip_sha256"].append(job.sha256)
-                        lin["frame_index"].append(f["frame_index"])
-                        lin["pts"].append(f["pts"])
-                        lin["frame_sha256"].append(f["frame_sha256"])
-                        lin["shard"].append(shard_index)
-                        lin["row"].append(row_in_shard)
-                        row_in_shard += 1
-                    frame_id += len(frames)
+                    lin["clip_sha256"] += [job.sha256] * n
+                    lin["frame_index"] += indices
+                    lin["pts"] += table.column("pts").to_pylist()
+                    lin["frame_sha256"] += table.column("frame_sha256").to_pylist()
+                    lin["shard"] += [shard_index] * n
+                    lin["row"] += list(range(row_in_shard, row_in_shard + n))
+                    row_in_shard += n
+                    frame_id += n
                     result.videos += 1
                     result.duplicates_dropped += facts["n_duplicates_dropped"]
                     tally = result.by_split_label.setdefault(split, {}).setdefault(
                         f"{job.source}/{job.label}", {"videos": 0, "frames": 0})
                     tally["videos"] += 1
-                    tally["frames"] += len(frames)
+                    tally["frames"] += n
                     on_clip()
             result.shards.append(_entry(out, rel, "frames", split, row_in_shard))
         rel = f"data/videos/{split}-00000-of-00001.parquet"
@@ -130,27 +132,27 @@ def _entry(out: Path, rel: str, config: str, split: str, rows: int) -> dict:
             "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def _frame_rows(job: ClipJob, split: tuple[str, int | None], table: pa.Table, facts: dict,
-                first_id: int) -> list[dict]:
-    common = {
+def _frame_table(job: ClipJob, split: tuple[str, int | None], table: pa.Table, facts: dict,
+                 first_id: int) -> pa.Table:
+    """A clip's frame rows, built column by column (the PNG bytes are never copied into Python)."""
+    n = table.num_rows
+    per_clip = {
         "source": job.source, "video_id": job.video_id, "label": job.label, "label_id": job.label_id,
         "us4_label": job.us4_label, "split": split[0], "fold": split[1], "crop_box": facts["crop_box"],
         "probe": job.probe, "organ": job.organ, "colour": facts["colour"], "clip_sha256": job.sha256,
     }
-    rows = []
-    for i, r in enumerate(table.to_pylist()):
-        rows.append({
-            "image": {"bytes": r["png"], "path": None},
-            "frame_id": first_id + i,
-            "frame_index": r["frame_index"], "pts": r["pts"],
-            "width": r["width"], "height": r["height"],
-            "frame_sha256": r["frame_sha256"], "phash": r["phash"],
-            **common,
-        })
-    return rows
+    columns = {
+        "image": pa.StructArray.from_arrays([table.column("png").combine_chunks(), pa.nulls(n, pa.string())],
+                                            fields=list(FRAMES_SCHEMA.field("image").type)),
+        "frame_id": pa.array(range(first_id, first_id + n), pa.int64()),
+        **{name: table.column(name) for name in ("frame_index", "pts", "width", "height", "frame_sha256", "phash")},
+        **{name: pa.array([value] * n, FRAMES_SCHEMA.field(name).type) for name, value in per_clip.items()},
+    }
+    return pa.table([columns[name] for name in FRAMES_SCHEMA.names], schema=FRAMES_SCHEMA)
 
 
-def _video_row(job: ClipJob, split: tuple[str, int | None], facts: dict, frames: list[dict]) -> dict:
+def _video_row(job: ClipJob, split: tuple[str, int | None], facts: dict, frame_ids: list[int],
+               frame_indices: list[int]) -> dict:
     info = facts["info"]
     return {
         "video_id": job.video_id, "source": job.source, "path": job.rel_path, "label": job.label,
@@ -160,7 +162,7 @@ def _video_row(job: ClipJob, split: tuple[str, int | None], facts: dict, frames:
         "n_frames": info["n_frames"], "duration": info["duration"],
         "orig_width": info["width"], "orig_height": info["height"], "rotation": info["rotation"],
         "crop_box": facts["crop_box"], "colour": facts["colour"], "clip_sha256": job.sha256,
-        "n_kept": len(frames), "n_duplicates_dropped": facts["n_duplicates_dropped"],
-        "frame_ids": [f["frame_id"] for f in frames],
-        "frame_indices": [f["frame_index"] for f in frames],
+        "n_kept": len(frame_ids), "n_duplicates_dropped": facts["n_duplicates_dropped"],
+        "frame_ids": frame_ids,
+        "frame_indices": frame_indices,
     }
