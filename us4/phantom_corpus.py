@@ -10,6 +10,12 @@ from .registry import SOURCES, US4_SOURCES
 
 # Containers in rotation, so every build exercises several demuxers and codecs.
 _EXTENSIONS = (".mp4", ".avi", ".mov", ".mpeg", ".gif")
+# What tells the phantom POCUS classes apart, loosely after the real findings: many
+# B-lines (covid), a consolidation (bacterial pneumonia), neither (regular).
+_POCUS_LOOK = {"covid": {"b_lines": 6, "consolidation": False},
+               "pneumonia": {"b_lines": 1, "consolidation": True},
+               "regular": {"b_lines": 0, "consolidation": False},
+               "viral": {"b_lines": 3, "consolidation": False}}
 
 
 def make_us4_corpus(root: str | Path, clips_per_class: int = 1, n_frames: int = 40,
@@ -49,7 +55,7 @@ def make_pocus_corpus(root: str | Path, clips_per_class: int = 5, n_frames: int 
             stem = f"{cls.prefixes[0]}_phantom_{i:02d}"
             path = data / "pocus_videos" / probe / f"{stem}{ext}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_phantom_clip(path, seed=seed + n, n_frames=n_frames, fps=15.0)
+            write_phantom_clip(path, seed=seed + n, n_frames=n_frames, fps=15.0, **_POCUS_LOOK[cls.name])
             rows.append({"Filename": stem, "Label": cls.sheet_labels[0], "Type": "video",
                          "Probe": probe, "License": "CC BY 4.0"})
             n += 1

@@ -127,7 +127,8 @@ def _ui_layer(size: tuple[int, int], layout: PhantomLayout, text: str | None) ->
 
 
 def _frames(seed: int, n_frames: int, size: tuple[int, int], shape: str, text: str | None,
-            colour: bool, frozen: int) -> tuple[np.ndarray, PhantomLayout]:
+            colour: bool, frozen: int, b_lines: int | None = None,
+            consolidation: bool = True) -> tuple[np.ndarray, PhantomLayout]:
     w, h = size
     rng = np.random.default_rng(seed)
     layout = phantom_layout(size, shape, text)
@@ -144,7 +145,8 @@ def _frames(seed: int, n_frames: int, size: tuple[int, int], shape: str, text: s
     envelope = (1.0 - 0.55 * rel) * 70.0
     pleura_y = scan.y + 0.28 * scan.h
     phase = rng.uniform(0, 2 * math.pi, size=4)
-    n_blines = 2 + int(rng.integers(0, 2))
+    n_blines = 2 + int(rng.integers(0, 2))  # drawn even when fixed: the other draws stay put
+    n_blines = n_blines if b_lines is None else b_lines
     bline_x0 = scan.x + scan.w * rng.uniform(0.25, 0.75, size=n_blines)
     ell = (scan.x + scan.w * rng.uniform(0.3, 0.7), scan.y + scan.h * rng.uniform(0.55, 0.75))
 
@@ -168,7 +170,8 @@ def _frames(seed: int, n_frames: int, size: tuple[int, int], shape: str, text: s
         # A moving ellipse (a consolidation, say).
         ex = ell[0] + 0.08 * scan.w * math.sin(0.2 * s + phase[2])
         ey = ell[1] + 0.04 * scan.h * math.cos(0.25 * s + phase[3])
-        img += 60.0 * (((xx - ex) / (0.10 * scan.w)) ** 2 + ((yy - ey) / (0.05 * scan.h)) ** 2 <= 1.0)
+        if consolidation:
+            img += 60.0 * (((xx - ex) / (0.10 * scan.w)) ** 2 + ((yy - ey) / (0.05 * scan.h)) ** 2 <= 1.0)
         grey = np.where(mask, np.clip(img, 0, 255), 0).astype(np.uint8)
         grey = np.maximum(grey, ui)
         frame = np.repeat(grey[..., None], 3, axis=2)
@@ -188,13 +191,16 @@ def _frames(seed: int, n_frames: int, size: tuple[int, int], shape: str, text: s
 
 def write_phantom_clip(path, *, seed: int, n_frames: int = 48, size: tuple[int, int] = (224, 192),
                        fps: float = 15.0, shape: str = "sector", text: str | None = "US4 PHANTOM 12cm",
-                       colour: bool = False, frozen: int = 0) -> Box:
+                       colour: bool = False, frozen: int = 0, b_lines: int | None = None,
+                       consolidation: bool = True) -> Box:
     """Write a synthetic ultrasound clip to `path` and return its true scan region.
 
     Container and codec follow the suffix: .mp4/.mov h264 (mpeg4/mjpeg without
     libx264), .avi mpeg4, .mpeg mpeg2video, .gif gif (GIF stores delays in 1/100 s,
     so its rate is 100/round(100/fps)). `frozen` consecutive frames in the middle
-    repeat the frame before them. `size` is (width, height), both even.
+    repeat the frame before them. `size` is (width, height), both even. `b_lines` fixes
+    the number of B-lines (default: 2 or 3, drawn from the seed) and `consolidation`
+    draws the moving bright ellipse: together they let a phantom set carry a class signal.
     """
     path = Path(path)
     w, h = size
@@ -207,7 +213,7 @@ def write_phantom_clip(path, *, seed: int, n_frames: int = 48, size: tuple[int, 
     codec, pix_fmt, options = _codec_for(path.suffix.lower())
     if colour and codec == "gif":
         pix_fmt = "rgb8"
-    frames, layout = _frames(seed, n_frames, size, shape, text, colour, frozen)
+    frames, layout = _frames(seed, n_frames, size, shape, text, colour, frozen, b_lines, consolidation)
 
     rate = Fraction(fps).limit_denominator(1001)
     path.parent.mkdir(parents=True, exist_ok=True)
