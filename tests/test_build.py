@@ -289,7 +289,7 @@ def test_pocus_layout_sheet_labels_exclusions_and_folds(phantom_pocus_release, p
     frames = rel.frames(["video_id", "fold"]).to_pandas()
     assert (frames.groupby("video_id")["fold"].nunique() == 1).all()
     # stratified: each class spread over the folds
-    for label, group in videos.groupby("label"):
+    for _, group in videos.groupby("label"):
         assert group["fold"].value_counts().max() - group["fold"].value_counts().min() <= 1
     assert set(videos["licence"]) == {"CC BY 4.0"}
 
