@@ -19,6 +19,7 @@ import argparse
 import io
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("raw", nargs="?", default=str(REPO.parent / "shared" / "pocus" / "data"))
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each measurement; medians are reported")
     args = ap.parse_args()
     raw = Path(args.raw)
     sys.path.insert(0, str(REPO))
@@ -169,15 +171,24 @@ def main() -> None:
         clip_root = raw / "pocus_videos"
         plain_jobs = [(str(clip_root / v["path"]), list(v["frame_indices"]), list(v["crop_box"]), v["colour"], level)
                       for v in videos]
-        plain = timed_pool(plain_clip, plain_jobs, args.workers)
         jpg = tmp / "jpg"
         jpg.mkdir()
         pocovid_jobs = [(str(clip_root / v["path"]), str(jpg)) for v in videos]
-        pocovid_1 = timed_pool(pocovid_clip, pocovid_jobs, 1)
-        pocovid_n = timed_pool(pocovid_clip, pocovid_jobs, args.workers)
+        runs: dict[str, list[float]] = {"build": [wall], "plain": [], "pocovid_1": [], "pocovid_n": []}
+        for r in range(args.repeats):  # interleaved, so that a noisy neighbour hits every variant alike
+            if r:
+                shutil.rmtree(tmp / "rel")
+                runs["build"].append(build(raw, tmp / "rel", args.workers)[0])
+            runs["plain"].append(timed_pool(plain_clip, plain_jobs, args.workers))
+            runs["pocovid_1"].append(timed_pool(pocovid_clip, pocovid_jobs, 1))
+            runs["pocovid_n"].append(timed_pool(pocovid_clip, pocovid_jobs, args.workers))
+        wall, plain, pocovid_1, pocovid_n = (statistics.median(runs[k]) for k in runs)
 
     n_half = len(clips) // 2
-    print(f"POCUS sample: {len(videos)} clips built, {frames} frames, {args.workers} worker processes")
+    print(f"POCUS sample: {len(videos)} clips built, {frames} frames, {args.workers} worker processes; "
+          f"medians of {args.repeats} interleaved runs")
+    for name, values in runs.items():
+        print(f"  runs {name:10s} " + " ".join(f"{v:6.2f}" for v in values))
     print(f"us4 build (all clips):        {wall:7.2f} s  {frames / wall:7.1f} frames/s  peak memory {peak / 2**20:7.1f} MiB")
     print(f"us4 build ({n_half} of {len(clips)} clips):   {half_wall:7.2f} s                     peak memory {half_peak / 2**20:7.1f} MiB")
     print(f"plain decode + crop + PNG:    {plain:7.2f} s")
