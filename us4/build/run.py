@@ -9,11 +9,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 from tqdm import tqdm
 
 from ..errors import BuildError, ReleaseError
-from ..recipe import Recipe, load_recipe
 from ..files import atomic_write
+from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment
 from ..release.card import write_contact_sheet
 from ..release.read import LOCK_NAME, Release, dump_lock
@@ -152,6 +153,9 @@ def _ingest_all(jobs: list[ClipJob], cache: ClipCache, workers: int, progress: b
         for job in tqdm(jobs, desc="ingest", unit="clip", disable=not progress):
             ingest_in_worker(job, str(cache.root))
         return
+    # pyarrow imports pandas on its first array (~0.2 s): once here, inherited by the
+    # forked workers, instead of once in every worker and again in this process.
+    pa.array([0])
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_pool_context()) as pool:
         # submitting starts the workers: before the progress bar starts its monitor thread
         pending: set[Future] = {pool.submit(ingest_in_worker, job, str(cache.root)) for job in jobs}
