@@ -315,6 +315,10 @@ def test_stats_prints_counts_and_spreads(phantom_release):
     assert result.exit_code == 0
     assert "butterfly" in result.output and "frames kept per clip" in result.output
     assert "frame rate (fps)" in result.output
+    # each source's counts beside the paper's, read from the registry
+    line = next(row for row in result.output.splitlines() if row.split()[:1] == ["liver_fibrosis"]
+                and "11714" in row)
+    assert line.split()[-2:] == ["296", "11714"]
 
 
 def test_sources_lists_the_registry():

@@ -212,12 +212,15 @@ def verify(release: Path, manifest: Path | None) -> None:
 @main.command()
 @click.argument("release", type=click.Path(path_type=Path))
 def stats(release: Path) -> None:
-    """Counts by source x split x label, and the spread of sizes, frame rates and frames per clip."""
+    """Counts by source x split x label, per source beside the paper's counts, and the
+    spread of sizes, frame rates and frames per clip."""
     from .release.read import open_release
     from .release.stats import release_stats
 
     st = release_stats(open_release(release))
     click.echo(st.counts.to_string(index=False))
+    click.echo("")
+    click.echo(st.sources.to_string(index=False))
     click.echo("")
     click.echo(st.spread.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..registry import SOURCES
 from .read import Release
 
 _FRAME_COLUMNS = ["source", "split", "label", "video_id", "width", "height"]
@@ -14,6 +15,7 @@ _VIDEO_COLUMNS = ["source", "fps", "n_kept", "n_frames", "duration", "orig_width
 @dataclass(frozen=True)
 class Stats:
     counts: pd.DataFrame  # source x split x label -> videos, frames
+    sources: pd.DataFrame  # source -> videos, frames, and the paper's counts from the registry
     spread: pd.DataFrame  # quantity -> min, median, max
 
 
@@ -23,6 +25,9 @@ def release_stats(release: Release) -> Stats:
     counts = (frames.groupby(["source", "split", "label"])
               .agg(videos=("video_id", "nunique"), frames=("video_id", "size"))
               .reset_index())
+    per_source = counts.groupby("source")[["videos", "frames"]].sum().reset_index()
+    per_source["paper videos"] = [SOURCES[n].expected_videos for n in per_source["source"]]
+    per_source["paper images"] = [SOURCES[n].expected_images for n in per_source["source"]]
     quantities = {
         "stored width (px)": frames["width"],
         "stored height (px)": frames["height"],
@@ -37,4 +42,4 @@ def release_stats(release: Release) -> Stats:
         [(name, s.min(), s.median(), s.max()) for name, s in quantities.items()],
         columns=["quantity", "min", "median", "max"],
     )
-    return Stats(counts, spread)
+    return Stats(counts, per_source.astype(object).where(per_source.notna(), "-"), spread)
