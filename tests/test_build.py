@@ -237,6 +237,11 @@ def test_clear_errors_for_bad_invocations(tmp_path, phantom_us4_raw):
     (busy / "thesis.tex").write_text("precious")
     r = runner.invoke(main, ["build", recipe, *raws, "--raw", f"clust={phantom_us4_raw['clust']}", "--out", str(busy)])
     assert r.exit_code == 1 and "not empty" in r.output and (busy / "thesis.tex").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(main, ["build", recipe, *[a for n in phantom_us4_raw for a in ("--raw", f"{n}={empty}")],
+                             "--out", str(tmp_path / "never")])
+    assert r.exit_code == 1 and "no video clips found" in r.output and not (tmp_path / "never").exists()
     r = runner.invoke(main, ["verify", str(tmp_path / "missing")])
     assert r.exit_code == 1 and "no such release folder" in r.output
 

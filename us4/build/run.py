@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm import tqdm
 
-from ..errors import BuildError, ReleaseError
+from ..errors import BuildError, RawFolderError, ReleaseError
 from ..files import atomic_write
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment
@@ -63,6 +63,9 @@ def build_release(
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
     plan = make_plan(recipe, {k: Path(v) for k, v in raw.items()})
+    if not plan.jobs and not plan.failures:  # before anything is written
+        raise RawFolderError(f"no video clips found in {', '.join(f'--raw {k}={v}' for k, v in sorted(raw.items()))}"
+                             + (f" ({len(plan.excluded)} files excluded by the recipe)" if plan.excluded else ""))
     _check_out(out)
     cache = ClipCache(out / WORK_DIR)
     cache.remove_partial_writes()
