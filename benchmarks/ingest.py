@@ -57,14 +57,6 @@ def build(raw: Path, out: Path, workers: int) -> tuple[float, int]:
                          "--out", str(out), "--workers", str(workers), "--quiet"])
 
 
-_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
-# packed RGB: bytes per pixel and the offsets of R, G, B (a byte shuffle, as the build does)
-_PACKED = {"rgb24": (3, [0, 1, 2]), "bgr24": (3, [2, 1, 0]), "rgba": (4, [0, 1, 2]), "bgra": (4, [2, 1, 0]),
-           "argb": (4, [1, 2, 3]), "abgr": (4, [3, 2, 1])}
-# limited-range luma (16..235) -> full range, rounded: the build's table
-_FULL_RANGE = [min(255, max(0, ((y - 16) * 510 + 219) // 438)) for y in range(256)]
-
-
 def plain_clip(job: tuple[str, list[int], list[int], bool, int]) -> int:
     """Decode to the last kept frame; crop and PNG-encode the kept ones. Nothing else.
 
@@ -77,6 +69,11 @@ def plain_clip(job: tuple[str, list[int], list[int], bool, int]) -> int:
     import numpy as np
     from PIL import Image
 
+    # the build's own format tables and conversions, so that both make the same pixels
+    from us4.media.decode import PACKED_RGB_FORMATS, YUV_FORMATS, limited_to_full
+    from us4.media.pixels import to_grey
+
+    full_range = limited_to_full(np.arange(256, dtype=np.uint8)).tolist()
     path, keep, box, colour, level = job
     wanted, last, n = set(keep), max(keep), 0
     x, y, w, h = box
@@ -87,22 +84,20 @@ def plain_clip(job: tuple[str, list[int], list[int], bool, int]) -> int:
             if i in wanted:
                 fmt = frame.format.name
                 p = frame.planes[0]
-                if not colour and fmt in _YUV and not frame.rotation:
+                if not colour and fmt in YUV_FORMATS and not frame.rotation:
                     img = Image.frombuffer("L", (p.width, p.height), p, "raw", "L", p.line_size, 1)
                     img = img.crop((x, y, x + w, y + h))
                     if not (fmt.startswith("yuvj") or int(frame.color_range or 0) == 2):
-                        img = img.point(_FULL_RANGE)
+                        img = img.point(full_range)
                 else:  # (the POCUS sample has no rotated or colour clip)
-                    if fmt in _PACKED and not frame.rotation:
-                        bpp, rgb_at = _PACKED[fmt]
+                    if fmt in PACKED_RGB_FORMATS and not frame.rotation:
+                        bpp, rgb_at = PACKED_RGB_FORMATS[fmt]
                         rgb = np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[y:y + h, x * bpp:(x + w) * bpp]
-                        rgb = rgb.reshape(h, w, bpp)[..., rgb_at]
+                        rgb = rgb.reshape(h, w, bpp)[..., list(rgb_at)]
                     else:
                         rgb = np.rot90(frame.to_ndarray(format="rgb24"), int(frame.rotation or 0) // 90 % 4)
                         rgb = rgb[y:y + h, x:x + w]
-                    if not colour:
-                        rgb = (rgb.astype(np.uint32) @ np.array([299, 587, 114], np.uint32) + 500) // 1000
-                    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+                    img = Image.fromarray(np.ascontiguousarray(rgb if colour else to_grey(rgb)))
                 img.save(io.BytesIO(), format="PNG", compress_level=level, optimize=False)
                 n += 1
             if i >= last:
