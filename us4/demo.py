@@ -8,10 +8,12 @@ release, or on a real POCUS folder when one is given).
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from .build import build_release
+from .errors import VerificationError
 from .phantom_corpus import make_pocus_corpus, make_us4_corpus
 from .release.audit import audit_release
 from .release.read import open_release
@@ -24,7 +26,6 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, device: str | None = None,
              echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
     """Run every stage into `out`; return where each product is."""
-    from .errors import VerificationError
     from .hub.download import download_release
     from .hub.mirror import serve_mirror
     from .hub.publish import publish_git
@@ -49,10 +50,7 @@ def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, de
     repo_id = "us4-demo/us4-phantom"
     published = publish_git(release, mirror_root, repo_id, quiet=not progress)
     fetched = out / "downloaded" / f"us4-phantom-{published.tag}"
-    if fetched.exists():
-        import shutil
-
-        shutil.rmtree(fetched)
+    shutil.rmtree(fetched, ignore_errors=True)  # a rerun of the demo fetches again
     with serve_mirror(mirror_root) as endpoint:
         echo(f"      mirror serving at {endpoint}")
         got = download_release(repo_id, published.tag, fetched, endpoint=endpoint, quiet=not progress)
