@@ -139,11 +139,14 @@ def timed_pool(fn, jobs: list, workers: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("raw", nargs="?", default=str(REPO.parent / "shared" / "pocus" / "data"))
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--workers", type=int, default=None, help="default: all cores")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each measurement; medians are reported")
     args = ap.parse_args()
     raw = Path(args.raw)
     sys.path.insert(0, str(REPO))
+    from us4.system import available_cores
+
+    args.workers = args.workers or available_cores()
     from us4.recipe import load_recipe
     from us4.release.read import open_release
 

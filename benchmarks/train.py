@@ -90,14 +90,15 @@ def child(args: argparse.Namespace) -> None:
 
     from us4.train.augment import augment
     from us4.train.config import get_config
-    from us4.train.data import cpu_count, load_videoset
+    from us4.system import available_cores
+    from us4.train.data import load_videoset
     from us4.train.pretrain import train_step
     from us4.train.resnet import USCLModel
     from us4.train.runtime import adam
     from us4.train.spg import epoch_batches, make_views, sample_rows
 
     device = torch.device(args.device)
-    torch.set_num_threads(cpu_count())
+    torch.set_num_threads(available_cores())
     cfg = get_config("paper" if device.type == "cuda" else "smoke")
     frames, videos = _tables(args.release)
     torch.manual_seed(0)
@@ -175,7 +176,7 @@ def measure(args: argparse.Namespace, pipeline: str) -> dict:
 def main() -> None:
     import torch
 
-    from us4.train.data import cpu_count
+    from us4.system import available_cores
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--release", help="a us4 release folder (default: a synthetic POCUS-like set)")
@@ -184,7 +185,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="videos per step (two views each)")
     ap.add_argument("--steps", type=int, default=None, help="measured steps (default: 12 on cpu, 50 on cuda)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=cpu_count(), help="reference-style loader workers")
+    ap.add_argument("--workers", type=int, default=available_cores(), help="reference-style loader workers")
     ap.add_argument("--child", choices=["batched", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.size = args.size or (224 if args.device == "cuda" else 64)
@@ -193,7 +194,7 @@ def main() -> None:
         args.pipeline = args.child
         child(args)
         return
-    print(f"device {args.device} ({cpu_count()} cpus), input {args.size} px, {args.batch} videos "
+    print(f"device {args.device} ({available_cores()} cpus), input {args.size} px, {args.batch} videos "
           f"({2 * args.batch} images) per step, {args.steps} measured steps after {args.warmup} warm-up; "
           f"data: {args.release or 'synthetic 60 videos x 20 frames, 384 px'}")
     ours = measure(args, "batched")

@@ -13,11 +13,11 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from ..errors import BuildError, RawFolderError, ReleaseError
-from ..files import atomic_write
+from ..system import available_cores
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment
 from ..release.card import write_contact_sheet
-from ..release.read import LOCK_NAME, Release, dump_lock
+from ..release.read import LOCK_NAME, Release
 from .cache import ClipCache
 from .failure import Failure
 from .ingest import ingest_in_worker
@@ -41,13 +41,6 @@ class BuildSummary:
     excluded: int = 0
     sheet_missing: list[str] = field(default_factory=list)
     label_overrides: list[dict] = field(default_factory=list)
-
-
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def build_release(
@@ -80,7 +73,7 @@ def build_release(
                 continue
             cache.forget_failure(job.key)
         todo.append(job)
-    _ingest_all(todo, cache, workers or default_workers(), progress)
+    _ingest_all(todo, cache, workers or available_cores(), progress)
 
     failures = list(plan.failures)
     good = []
@@ -100,8 +93,7 @@ def build_release(
     with tqdm(total=len(good), desc="write shards", unit="clip", disable=not progress) as bar:
         written = write_shards(good, splits, cache, staging, recipe.shard_max_bytes, bar.update)
     staged = Release(staging, make_lock(recipe, plan, failures, written))
-    atomic_write(staging / LOCK_NAME, dump_lock(staged.lock))
-    add_attachment(staged, write_contact_sheet(staged))  # also renders the card
+    add_attachment(staged, write_contact_sheet(staged))  # writes the lock and renders the card
     _install(staging, out)
     if not failures:
         shutil.rmtree(cache.root, ignore_errors=True)

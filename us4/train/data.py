@@ -8,7 +8,6 @@ trainer only indexes one uint8 tensor.
 from __future__ import annotations
 
 import io
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,17 +17,11 @@ import torch
 from PIL import Image
 
 from ..errors import TrainError
+from ..system import available_cores
 
 FRAME_COLUMNS = ["image", "frame_id"]
 _DECODE_CHUNK = 1024
 VIDEO_COLUMNS = ["video_id", "label", "label_id", "us4_label", "split", "fold", "clip_sha256", "frame_ids"]
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def decode_png(data: bytes, size: int) -> np.ndarray:
@@ -49,7 +42,7 @@ def decode_images(images: pa.ChunkedArray | pa.Array, size: int, threads: int | 
     out = np.empty((len(data), 1, size, size), dtype=np.uint8)
     # zlib inflate and PIL's resize release the GIL: threads scale on this work. Python bytes
     # objects are made a chunk at a time, so a large release is not held twice in memory.
-    with ThreadPoolExecutor(max_workers=threads or cpu_count()) as pool:
+    with ThreadPoolExecutor(max_workers=threads or available_cores()) as pool:
         for start in range(0, len(data), _DECODE_CHUNK):
             blobs = data.slice(start, _DECODE_CHUNK).to_pylist()
 
