@@ -100,8 +100,6 @@ def test_spg_views_share_the_augmented_anchor():
         lam = torch.as_tensor(batch.lam).view(-1, 1, 1, 1)
         torch.testing.assert_close(v1, lam * aug[:, 0] + (1 - lam) * aug[:, 1])
         torch.testing.assert_close(v2, lam * aug[:, 2] + (1 - lam) * aug[:, 1])
-        # what is left of each view after its own frame is taken out is the same anchor
-        torch.testing.assert_close(v1 - lam * aug[:, 0], v2 - lam * aug[:, 2])
         lams.extend(batch.lam.tolist())
     lams = np.array(lams)
     assert ((lams >= 0) & (lams <= 1)).all()

@@ -16,11 +16,14 @@ import torch
 
 from .. import __version__
 from ..errors import TrainError
-from ..release.read import LOCK_NAME, Release, open_release
+from ..hashing import sha256_file
+from ..release.read import Release, open_release
+from ..release.verify import lock_sha256
+from ..system import available_cores
 from .card_section import benchmark_markdown
 from .checkpoint import load_backbone, save_weights
 from .config import BenchmarkConfig, get_config
-from .data import FRAME_COLUMNS, VideoSet, cpu_count, load_videoset
+from .data import FRAME_COLUMNS, VideoSet, load_videoset
 from .finetune import FoldResult, finetune_folds
 from .metrics import summarize
 from .pretrain import PretrainResult, label_mask, pretrain
@@ -48,7 +51,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 def release_info(rel: Release) -> dict:
     return {"name": rel.name, "version": rel.version,
-            "lock_sha256": hashlib.sha256((rel.root / LOCK_NAME).read_bytes()).hexdigest()}
+            "lock_sha256": lock_sha256(rel.lock)}  # the same name publish and verify use
 
 
 def load_release_videoset(rel: Release, size: int) -> VideoSet:
@@ -97,7 +100,7 @@ def _environment(device: torch.device) -> dict:
     import safetensors
     env = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
            "pyarrow": pyarrow.__version__, "pillow": PIL.__version__, "safetensors": safetensors.__version__,
-           "platform": platform.platform(), "machine": platform.machine(), "cpus": cpu_count(),
+           "platform": platform.platform(), "machine": platform.machine(), "cpus": available_cores(),
            "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
@@ -144,7 +147,7 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
     cfg = config if isinstance(config, BenchmarkConfig) else get_config(config, seed=seed, label_fraction=label_fraction)
     dev = resolve_device(device)
     if dev.type == "cpu":
-        torch.set_num_threads(cpu_count())
+        torch.set_num_threads(available_cores())
     else:  # seeds must make a run repeatable on the same device: no autotuned, nondeterministic kernels
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
@@ -170,13 +173,13 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
     if len(train_v) < 2:
         raise TrainError(f"pretrain release has {len(train_v)} training videos; at least 2 are needed")
     labels, n_classes, label_source = pretrain_labels(pre_vs)
-    labels[~label_mask(labels, cfg.pretrain.label_fraction, cfg.seed + 4)] = -1
-    overlap = _overlap(pre_vs, ev_vs)
-    labels[overlap] = -1  # their labels would reach the test folds through the supervised term
     seeds = {"base": cfg.seed, "pretrain_model": cfg.seed, "pretrain_sampling": cfg.seed + 1,
              "pretrain_augment": cfg.seed + 2, "pretrain_validation": cfg.seed + 3, "label_mask": cfg.seed + 4,
              "finetune": cfg.seed + 10, "finetune_augment": cfg.seed + 11, "finetune_shuffle": cfg.seed + 12,
              "finetune_bn_frames": cfg.seed + 13}
+    labels[~label_mask(labels, cfg.pretrain.label_fraction, seeds["label_mask"])] = -1
+    overlap = _overlap(pre_vs, ev_vs)
+    labels[overlap] = -1  # their labels would reach the test folds through the supervised term
     variants: dict[str, dict] = {}
     backbones: dict[str, dict | None] = {}
     for key, spg in (("uscl", True), ("simclr_no_spg", False)):
@@ -187,7 +190,7 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
             "format": "us4-uscl-model/1", "layout": "USCL ResNetSimCLR (features.*, l1, l2, fc)",
             "variant": key, "pretrain_release": f"{pre_rel.name}@{pre_rel.version}", "config": cfg.name,
             "best_epoch": str(r.best_epoch)})
-        variants[key] = _pretrain_record(r, path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+        variants[key] = _pretrain_record(r, path.name, sha256_file(path))
         wall[f"pretrain_{key}"] = r.wall_s
         backbones[key] = {k: v.detach().cpu() for k, v in r.model.features.state_dict().items()}
     backbones["random"] = None
@@ -232,7 +235,8 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
         },
         "evaluation": {
             "classes": list(cfg.finetune.classes),
-            "protocol": ("per fold: train layer4's last BasicBlock + a new Linear(512, 3) on the other folds, test "
+            "protocol": (f"per fold: train layer4's last BasicBlock + a new Linear(512, {len(cfg.finetune.classes)}) "
+                         "on the other folds, test "
                          "on the held-out fold after every epoch; frozen trunk in eval mode with batch-norm "
                          "statistics re-estimated on the fold's training frames (config finetune.bn_frames of "
                          "them, shuffled; null: all)"),

@@ -109,12 +109,13 @@ def recalibrate_bn(trunk: nn.Module, images: torch.Tensor, aug: AugmentConfig, c
 
 
 @torch.no_grad()
-def trunk_features(trunk: nn.Module, images: torch.Tensor, aug: AugmentConfig, cfg: BenchmarkConfig,
-                   device: torch.device) -> torch.Tensor:
+def trunk_features(trunk: nn.Module, images: torch.Tensor, cfg: BenchmarkConfig, device: torch.device,
+                   channels_last: bool) -> torch.Tensor:
     out = []
     for start in range(0, len(images), _INFER_BATCH):
         with autocast(device, cfg.bf16_autocast):
-            out.append(trunk(as_input(normalise(images[start:start + _INFER_BATCH], aug), cfg.channels_last)).float())
+            out.append(trunk(as_input(normalise(images[start:start + _INFER_BATCH], cfg.augment),
+                                      channels_last)).float())
     return torch.cat(out)
 
 
@@ -152,8 +153,8 @@ def finetune_fold(vs: VideoSet, videos: np.ndarray, labels: np.ndarray, fold: in
     pick = np.random.default_rng(seed + 3).permutation(len(train_idx))[:fc.bn_frames]
     recalibrate_bn(trunk, images[train_idx[torch.as_tensor(pick, device=device)]], cfg.augment, channels_last)
     # the trunk is a fixed function within a fold: test features once, training ones too unless augmented
-    test_feats = trunk_features(trunk, images[test_idx], cfg.augment, cfg, device)
-    train_feats = None if fc.augment else trunk_features(trunk, images[train_idx], cfg.augment, cfg, device)
+    test_feats = trunk_features(trunk, images[test_idx], cfg, device, channels_last)
+    train_feats = None if fc.augment else trunk_features(trunk, images[train_idx], cfg, device, channels_last)
     # the reference fine-tunes with resized crops and flips only, no brightness/contrast jitter
     g = torch.Generator(device=device).manual_seed(seed + 1)
     rng = np.random.default_rng(seed + 2)

@@ -53,7 +53,8 @@ def step_losses(model: USCLModel, v1: torch.Tensor, v2: torch.Tensor, labels: to
 
 def train_step(model: USCLModel, opt: torch.optim.Optimizer, v1: torch.Tensor, v2: torch.Tensor,
                labels: torch.Tensor, cfg: BenchmarkConfig, device: torch.device) -> torch.Tensor:
-    """One optimisation step on a batch of view pairs; returns (total, contrastive, supervised), detached."""
+    """One optimisation step on a batch of view pairs; returns the detached losses
+    (total, contrastive, supervised) stacked in one tensor, so summing them needs no host sync."""
     with autocast(device, cfg.bf16_autocast):
         loss, con, sup = step_losses(model, v1, v2, labels, labels >= 0, cfg)
     opt.zero_grad(set_to_none=True)
