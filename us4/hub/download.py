@@ -142,8 +142,9 @@ def fetch_release(repo_id: str, revision: str, *, endpoint: str | None = None, t
 
     check_repo_id(repo_id)
     api = HfApi(endpoint=endpoint, token=token)
-    with hub_errors(f"{repo_id}@{revision} at {api.endpoint}", token):
-        commit = api.dataset_info(repo_id, revision=revision).sha
+    where = f"{repo_id}@{revision} at {api.endpoint}"
+    with hub_errors(where, token):
+        commit = _pin(api, repo_id, revision, where).sha  # one lookup, and its clear errors
     # keyed by commit, not by revision name: a branch moves, a commit does not
     path = Path(cache_dir or cache_root()) / "datasets" / repo_id / commit
     if (path / LOCK_NAME).is_file():

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..files import atomic_write
 from ..registry import CITATIONS, SOURCES
 from .read import Release
 from .schema import SCHEMAS
@@ -383,7 +384,7 @@ def write_contact_sheet(release: Release) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=False, compress_level=9)
-    path.write_bytes(buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path
 
 
