@@ -40,7 +40,7 @@ def main() -> None:
     from us4.build import build_release
     from us4.hub.download import download_release
     from us4.hub.mirror import serve_mirror
-    from us4.hub.publish import publish_git
+    from us4.hub.publish import publish_git, publish_plan
     from us4.release.read import open_release
     from us4.release.verify import verify_release
 
@@ -57,7 +57,7 @@ def main() -> None:
         release = open_release(release_dir)
         repo = f"bench/{release.name}"
         tag = publish_git(release, work / "mirror", repo, quiet=True).tag
-        size = sum(p.stat().st_size for p in release_dir.rglob("*") if p.is_file() and ".us4-work" not in p.parts)
+        size = sum(local.stat().st_size for _, local in publish_plan(release, repo).files)  # what is served
 
         with serve_mirror(work / "mirror") as endpoint:
             def plain(dest: Path) -> None:

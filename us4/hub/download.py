@@ -19,10 +19,10 @@ from ..release.read import LOCK_NAME, open_release
 from ..release.verify import verify_release
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
 
-# Where `huggingface_hub` keeps its resume metadata inside a local_dir download.
 if TYPE_CHECKING:
     from huggingface_hub import DatasetInfo, HfApi
 
+# Where `huggingface_hub` keeps its resume metadata inside a local_dir download.
 _HF_LOCAL_META = Path(".cache") / "huggingface"
 _STAGING_SUFFIX = ".us4-partial"
 

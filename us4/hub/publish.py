@@ -57,7 +57,7 @@ class Published:
 
 
 def publish_plan(release: Release, repo_id: str) -> PublishPlan:
-    """The files of a release that a publish sends, sorted by path: card, lock, shards, attachments.
+    """The files of a release that a publish sends (card, lock, shards and attachments), sorted by path.
 
     Only what the lock names travels: a stray file in the folder (a build cache, a
     scratch file) never reaches a repository.
