@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -76,10 +78,23 @@ def test_phantom_us4_release_labels_counts_and_layout(phantom_release, phantom_u
     assert rel.lock["counts"]["duplicates_dropped"] >= 3
 
 
-def test_every_video_in_one_split_and_audit_passes(phantom_release):
+def test_every_video_in_one_split_and_audit_passes(phantom_release, tmp_path):
     result = audit_release(open_release(phantom_release))
     assert result.ok and result.leaks == []
     assert result.videos == open_release(phantom_release).lock["counts"]["videos"]
+    # a release whose videos table puts one clip in the other split: the audit names it
+    leaky = tmp_path / "leaky"
+    shutil.copytree(phantom_release, leaky)
+    shard = leaky / "data" / "videos" / "validation-00000-of-00001.parquet"
+    table = pq.read_table(shard)
+    moved = table.column("video_id")[0].as_py()
+    splits = table.column("split").to_pylist()
+    splits[0] = "train"
+    pq.write_table(table.set_column(table.schema.get_field_index("split"), "split",
+                                    pa.array(splits, pa.string())), shard)
+    result = audit_release(open_release(leaky))
+    assert not result.ok and len(result.leaks) == 1 and result.leaks[0].startswith(moved)
+    assert CliRunner().invoke(main, ["audit", str(leaky)]).exit_code == 1
 
 
 def test_audit_lists_the_same_clip_copied_into_two_splits(tmp_path):
