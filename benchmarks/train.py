@@ -48,8 +48,9 @@ class ReferenceStyleDataset:
     """Per-item PIL work in loader workers, as the USCL reference's USDataset_video does."""
 
     def __init__(self, blobs: list[bytes], members: list[list[int]], size: int):
-        from us4.train.config import AugmentConfig
+        from us4.train.config import AugmentConfig, PretrainConfig
         self.blobs, self.members, self.size, self.cfg = blobs, members, size, AugmentConfig()
+        self.mix_alpha = PretrainConfig().mix_alpha  # the same Beta(alpha, alpha) as the trainer
 
     def __len__(self) -> int:
         return len(self.members)
@@ -80,7 +81,7 @@ class ReferenceStyleDataset:
         frames = self.members[index]
         picks = rng.choice(frames, size=3, replace=len(frames) < 3)
         a, b, c = (self._augment(Image.open(io.BytesIO(self.blobs[i])).convert("RGB"), rng) for i in picks)
-        lam = rng.beta(0.5, 0.5)
+        lam = rng.beta(self.mix_alpha, self.mix_alpha)
         return torch.from_numpy(lam * a + (1 - lam) * b), torch.from_numpy(lam * c + (1 - lam) * b)
 
 
@@ -93,6 +94,7 @@ def child(args: argparse.Namespace) -> None:
     from us4.system import available_cores
     from us4.train.data import load_videoset
     from us4.train.pretrain import train_step
+    from us4.registry import US4_HEAD
     from us4.train.resnet import USCLModel
     from us4.train.runtime import adam
     from us4.train.spg import epoch_batches, make_views, sample_rows
@@ -102,7 +104,7 @@ def child(args: argparse.Namespace) -> None:
     cfg = get_config("paper" if device.type == "cuda" else "smoke")
     frames, videos = _tables(args.release)
     torch.manual_seed(0)
-    model = USCLModel(12).to(device)
+    model = USCLModel(len(US4_HEAD)).to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.use_channels_last()
     opt = adam(model.parameters(), cfg.pretrain.lr, cfg.pretrain.weight_decay)
