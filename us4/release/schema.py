@@ -12,6 +12,15 @@ import pyarrow as pa
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 BOX = pa.list_(pa.int32(), 4)
 
+# A clip's class and split, carried by each of its frames and by its videos row.
+_LABEL_AND_SPLIT: list[tuple[str, pa.DataType]] = [
+    ("label", pa.string()),
+    ("label_id", pa.int16()),
+    ("us4_label", pa.int16()),
+    ("split", pa.string()),
+    ("fold", pa.int8()),
+]
+
 FRAME_FIELDS: list[tuple[str, pa.DataType]] = [
     ("image", IMAGE),
     ("frame_id", pa.int64()),
@@ -19,11 +28,7 @@ FRAME_FIELDS: list[tuple[str, pa.DataType]] = [
     ("video_id", pa.string()),
     ("frame_index", pa.int32()),
     ("pts", pa.float64()),
-    ("label", pa.string()),
-    ("label_id", pa.int16()),
-    ("us4_label", pa.int16()),
-    ("split", pa.string()),
-    ("fold", pa.int8()),
+    *_LABEL_AND_SPLIT,
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("crop_box", BOX),
@@ -39,11 +44,7 @@ VIDEO_FIELDS: list[tuple[str, pa.DataType]] = [
     ("video_id", pa.string()),
     ("source", pa.string()),
     ("path", pa.string()),
-    ("label", pa.string()),
-    ("label_id", pa.int16()),
-    ("us4_label", pa.int16()),
-    ("split", pa.string()),
-    ("fold", pa.int8()),
+    *_LABEL_AND_SPLIT,
     ("probe", pa.string()),
     ("organ", pa.string()),
     ("licence", pa.string()),
