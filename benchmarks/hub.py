@@ -37,7 +37,7 @@ def main() -> None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars
 
-    from us4.build import build_release
+    from us4.builder import build_release
     from us4.hub.download import download_release
     from us4.hub.mirror import serve_mirror
     from us4.hub.publish import publish_git, publish_plan

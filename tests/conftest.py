@@ -46,7 +46,7 @@ def phantom_us4_raw(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def phantom_release(phantom_us4_raw, tmp_path_factory) -> Path:
     """A US-4 release built from phantom clips with the project's own recipe (read-only: copy to modify)."""
-    from us4.build import build_release
+    from us4.builder import build_release
 
     out = tmp_path_factory.mktemp("rel") / "us4"
     build_release(PIPELINES / "us4.yaml", phantom_us4_raw, out, workers=2, progress=False)
@@ -63,7 +63,7 @@ def phantom_pocus_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def phantom_pocus_release(phantom_pocus_raw, tmp_path_factory) -> Path:
     """A POCUS-layout release of phantom clips, 5 folds (read-only: copy to modify)."""
-    from us4.build import build_release
+    from us4.builder import build_release
 
     out = tmp_path_factory.mktemp("rel") / "pocus_phantom"
     build_release(PIPELINES / "pocus.yaml", {"pocus": phantom_pocus_raw}, out, workers=2, progress=False)
@@ -78,7 +78,7 @@ def pocus_data() -> Path:
 @pytest.fixture(scope="session")
 def pocus_release(pocus_data, tmp_path_factory) -> Path:
     """The real POCUS sample built with pipelines/pocus.yaml (read-only: copy to modify)."""
-    from us4.build import build_release
+    from us4.builder import build_release
 
     out = tmp_path_factory.mktemp("rel") / "pocus"
     build_release(PIPELINES / "pocus.yaml", {"pocus": pocus_data}, out, workers=2, progress=False)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from us4.build import build_release
+from us4.builder import build_release
 from us4.cli import main
 from us4.errors import RecipeError, ReleaseError
 from us4.media.phantom import write_broken_files, write_phantom_clip
@@ -195,7 +195,7 @@ def test_killed_build_resumes_to_the_same_bytes(phantom_us4_raw, tmp_path):
 
 def test_interrupted_install_leaves_no_lock_and_is_redone(phantom_release, phantom_us4_raw, tmp_path,
                                                           monkeypatch):
-    import us4.build.run as run
+    import us4.builder.run as run
 
     out = tmp_path / "rel"
     shutil.copytree(phantom_release, out)  # a finished release, rebuilt in place

@@ -21,7 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 import us4
-from us4.build import build_release
+from us4.builder import build_release
 from us4.cli import main
 from us4.errors import HubError, VerificationError
 from us4.hub._hf import hub_errors, redact

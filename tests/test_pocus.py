@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from click.testing import CliRunner
 
-from us4.build import build_release
+from us4.builder import build_release
 from us4.cli import main
 from us4.registry import SOURCES
 from us4.release.read import open_release

@@ -133,7 +133,7 @@ def build(recipe: Path, raw: tuple[str, ...], out: Path, workers: int | None, re
     Exit status: 0 built, 3 built but some clips failed (see the failure ledger in
     release.json), 1 error, 130 interrupted (run the same command again to resume).
     """
-    from .build import build_release
+    from .builder import build_release
 
     try:
         summary = build_release(recipe, _parse_raw(raw), out, workers=workers,

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .build import build_release
+from .builder import build_release
 from .errors import VerificationError
 from .phantom_corpus import make_pocus_corpus, make_us4_corpus
 from .release.audit import audit_release

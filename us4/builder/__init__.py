@@ -10,7 +10,7 @@ __all__ = ["BuildSummary", "build_release"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import us4.build.ingest` (what a worker needs) must not import the writer,
+    # Lazy: `import us4.builder.ingest` (what a worker needs) must not import the writer,
     # the card and the rest of `run`.
     if name in __all__:
         from . import run
