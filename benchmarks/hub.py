@@ -86,7 +86,7 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["us4"] / med["plain"]
-    print(f"release {release.name} {release.version}: {size / 2**20:.1f} MiB, {len(release.lock['shards'])} shards; "
+    print(f"release {release.name} {release.version}: {size / 2**20:.1f} MiB, {len(release.lock.shards)} shards; "
           f"{args.repeats} runs each, medians")
     print(f"  snapshot_download (plain client)      {med['plain']:7.2f} s   runs: "
           + " ".join(f"{t:.2f}" for t in times["plain"]))

@@ -4,18 +4,35 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """pyproject.toml is the one place the version is written; an installed us4 reads it from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("us4")
+    except PackageNotFoundError:  # a checkout on sys.path without an install
+        import tomllib
+        from pathlib import Path
+
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            return tomllib.load(f)["project"]["version"]
+
+
+__version__ = _version()
 
 
 def load(source: str | os.PathLike[str], revision: str | None = None, config: str = "frames", *,
-         split: str | None = None, endpoint: str | None = None, token: str | None = None,
-         verify: bool = True, quiet: bool = True) -> Any:
+         split: str | None = None, sources: list[str] | None = None, endpoint: str | None = None,
+         token: str | None = None, verify: bool = True, quiet: bool = True) -> Any:
     """Load a release as a `datasets.DatasetDict` (or `Dataset` with `split=`), images decoded.
 
     `source` is a release folder or a repository `ORG/NAME` (with `revision`, e.g. "v1.0.0";
     or written "ORG/NAME@v1.0.0"). A repository revision is downloaded once per commit into
     `$US4_CACHE` (default `$HF_HOME/us4`) and verified against its lock before use; a folder
-    is verified in place (`verify=False` skips it). `endpoint` names a mirror, e.g.
+    is verified in place (`verify=False` skips it). `sources` limits the download and the
+    rows to some of the release's sources (and `split` to one split): only their shards are
+    fetched, and verified against the full lock. `endpoint` names a mirror, e.g.
     "http://127.0.0.1:8090" (default: $HF_ENDPOINT, else the Hub).
 
     >>> ds = load("releases/pocus", config="frames")            # doctest: +SKIP
@@ -23,5 +40,5 @@ def load(source: str | os.PathLike[str], revision: str | None = None, config: st
     """
     from .hub.load import load_release
 
-    return load_release(source, revision, config, split=split, endpoint=endpoint, token=token,
+    return load_release(source, revision, config, split=split, sources=sources, endpoint=endpoint, token=token,
                         verify=verify, quiet=quiet)

@@ -117,7 +117,7 @@ def _parse_raw(values: tuple[str, ...]) -> dict[str, Path]:
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipe")
 @click.option("--raw", "raw", multiple=True, required=True, metavar="SOURCE=DIR",
               help="Folder of a source's raw clips (repeat per source). POCUS: the dataset's data/ folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -125,36 +125,58 @@ def _parse_raw(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decoding processes [default: all cores].")
 @click.option("--retry-failed", is_flag=True, help="Ingest again the clips that failed in an earlier run.")
+@click.option("--allow-empty", "allow_empty", multiple=True, metavar="SOURCE",
+              help="Build even if SOURCE has no usable clip (repeat per source); it is recorded as a warning.")
+@click.option("--previous", type=click.Path(path_type=Path), default=None, metavar="RELEASE_OR_MANIFEST",
+              help="Keep the split of every clip this earlier release (folder or lock file) holds; assign only new clips.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; failures and errors only.")
-def build(recipe: Path, raw: tuple[str, ...], out: Path, workers: int | None, retry_failed: bool,
-          quiet: bool) -> None:
+def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, retry_failed: bool,
+          allow_empty: tuple[str, ...], previous: Path | None, quiet: bool) -> None:
     """Build a release from raw clips as RECIPE says (resumes an interrupted build).
+
+    RECIPE is a recipe file, or the name of one us4 ships (pocus, us4).
 
     Exit status: 0 built, 3 built but some clips failed (see the failure ledger in
     release.json), 1 error, 130 interrupted (run the same command again to resume).
     """
     from .builder import build_release
+    from .words import plural
 
     try:
-        summary = build_release(recipe, _parse_raw(raw), out, workers=workers,
-                                retry_failed=retry_failed, progress=not quiet)
+        summary = build_release(recipe, _parse_raw(raw), out, workers=workers, retry_failed=retry_failed,
+                                allow_empty=allow_empty, previous=previous, progress=not quiet)
     except KeyboardInterrupt:
         click.echo(f"us4: interrupted; finished clips are kept in {out}/.us4-work: run the same command "
                    "again to resume", err=True)
         sys.exit(130)
     if not quiet:
-        for line in summary.sheet_missing:
-            click.echo(f"note: metadata sheet row without its file: {line}", err=True)
-        for o in summary.label_overrides:
-            click.echo(f"note: {o['source']}/{o['path']}: file name says {o['file_name']}, "
-                       f"metadata sheet says {o['sheet']}; using the sheet", err=True)
+        n, unshipped = len(summary.sheet_missing), summary.sheet_missing_unshipped
+        if n:
+            why = (f"{unshipped} of them name clips the public repository does not ship either, so nothing is "
+                   "missing there" if unshipped else "")
+            rest = (f"{n - unshipped} name clips the repository ships: this copy of data/ lacks them"
+                    if n > unshipped else "")
+            click.echo(f"note: {plural(n, 'metadata-sheet row')} name clips that are not in this folder; "
+                       + "; ".join(x for x in (why, rest) if x) + " (the list is in release.json: sheet.missing)",
+                       err=True)
+        if summary.label_overrides:
+            click.echo(f"note: {plural(summary.label_overrides, 'clip')} labelled by the metadata sheet over its "
+                       "file name (listed in release.json: sheet.label_overrides)", err=True)
+        for warning in summary.warnings:
+            click.echo(f"warning: {warning.line()}", err=True)
+        if summary.phantom:
+            click.echo(f"note: built from phantom clips (synthetic): the release is named {summary.name} "
+                       f"{summary.version} and says so everywhere", err=True)
     for failure in summary.failures:
         click.echo(f"failed: {failure.line()}", err=True)
+    per_source = ", ".join(f"{s} {n}" for s, n in summary.per_source.items())
     click.echo(
-        f"built {summary.out}: {summary.videos} videos, {summary.frames} frames "
-        f"({summary.duplicates_dropped} near-duplicates dropped); {len(summary.failures)} clips failed, "
-        f"{summary.excluded} files excluded by the recipe, {len(summary.sheet_missing)} sheet rows without a file; "
-        f"{summary.ingested} clips ingested, {summary.reused} reused from an earlier run")
+        f"built {summary.out}: {plural(summary.videos, 'video')} ({per_source}), {plural(summary.frames, 'frame')} "
+        f"({summary.duplicates_dropped} near-duplicates dropped, {plural(summary.groups, 'group')} of clips kept in one "
+        f"split); {plural(len(summary.failures), 'clip')} failed, {plural(summary.excluded, 'file')} excluded by the "
+        f"recipe, {plural(len(summary.warnings), 'warning')}; {summary.ingested} ingested, "
+        f"{summary.reused} reused from an earlier run"
+        + (f"; files for this machine only (ids, text read) in {summary.local}" if summary.local else ""))
     if summary.failures:
         sys.exit(3)
 
@@ -183,37 +205,55 @@ def demo(out: Path, pocus: Path | None, no_benchmark: bool, device: str | None, 
 
 @main.command()
 @click.argument("release", type=click.Path(path_type=Path))
-@click.option("--manifest", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="A published lock (manifests/NAME-VERSION.json) to compare this release with.")
-def verify(release: Path, manifest: Path | None) -> None:
-    """Recompute every hash and count of RELEASE against its lock (and a manifest)."""
-    import json
+@click.option("--manifest", default=None, metavar="MANIFEST",
+              help="A published lock to compare this release with: a file (manifests/NAME-VERSION.json), a manifest "
+                   "us4 ships by name (pocus-1.0.0), or a Hub revision ORG/NAME@REVISION (only its lock is fetched).")
+@click.option("--endpoint", default=None, help="Hub or mirror URL for an ORG/NAME@REVISION manifest.")
+def verify(release: Path, manifest: str | None, endpoint: str | None) -> None:
+    """Recompute every hash and count of RELEASE against its lock (and compare with a manifest).
 
+    Exit status 0 when every file matches (and the manifest is reproduced, alone or with
+    added clips), 1 otherwise.
+    """
     from .release.read import open_release
-    from .release.verify import compare_to_manifest, verify_release
+    from .release.verify import DIFFERS, compare_to_manifest, verify_release
+    from .words import plural
 
     rel = open_release(release)
-    problems = verify_release(rel)
-    for p in problems:
+    result = verify_release(rel)
+    for p in result.problems:
         click.echo(f"differs: {p}")
+    for n in result.notes:
+        click.echo(f"note: {n}")
+    failed = bool(result.problems)
+    if not failed:
+        click.echo(f"ok: {plural(len(rel.lock.shards), 'shard')}, {plural(rel.lock.counts.frames, 'frame')} of "
+                   f"{plural(rel.lock.counts.videos, 'video')} and {plural(result.checked, 'file')} match {release}/release.json")
     if manifest is not None:
-        differences = compare_to_manifest(rel.lock, json.loads(manifest.read_text()))
-        for d in differences:
-            click.echo(f"not reproduced: {d}")
-        if not differences:
-            click.echo(f"reproduced: byte-identical to {manifest.name}")
-        problems = problems + differences
-    if problems:
+        reproduction = compare_to_manifest(rel.lock, _lock_of(manifest, endpoint))
+        for line in reproduction.lines():
+            click.echo(line)
+        failed |= reproduction.verdict == DIFFERS
+    if failed:
         sys.exit(1)
-    click.echo(f"ok: {len(rel.lock['shards'])} shards, {rel.lock['counts']['frames']} frames of "
-               f"{rel.lock['counts']['videos']} videos match {release}/release.json")
+
+
+def _lock_of(ref: str, endpoint: str | None):
+    """A lock named on the command line: folder, file, shipped manifest, or Hub revision."""
+    from .hub.download import fetch_lock, split_ref
+    from .release.read import locate_lock, read_lock_ref
+
+    if locate_lock(ref) is not None:
+        return read_lock_ref(ref)[0]
+    repo_id, revision = split_ref(ref)
+    return fetch_lock(repo_id, revision, endpoint=endpoint)
 
 
 @main.command()
 @click.argument("release", type=click.Path(path_type=Path))
 def stats(release: Path) -> None:
-    """Counts by source x split x label, per source beside the paper's counts, and the
-    spread of sizes, frame rates and frames per clip."""
+    """Counts by source x split x label, every recipe source beside the paper's counts (0 where
+    empty), and the spread of sizes, frame rates and frames per clip."""
     from .release.read import open_release
     from .release.stats import release_stats
 
@@ -232,22 +272,50 @@ def stats(release: Path) -> None:
 @click.option("--max-difference", default=4.0, show_default=True, type=click.FloatRange(0, 255),
               help="Largest mean grey-level difference of 64x64 thumbnails that confirms a near-duplicate.")
 @click.option("--limit", default=20, show_default=True, help="Near-duplicate pairs to list.")
-def audit(release: Path, max_distance: int, max_difference: float, limit: int) -> None:
-    """Prove that no clip is in two splits; list near-duplicate frames across splits."""
-    from .release.audit import audit_release
-    from .release.read import open_release
+@click.option("--text", "text", is_flag=True, help="Also list each clip with burned-in text: boxes, text read, action.")
+@click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --text: write a thumbnail per flagged clip (boxes drawn) and report.md into this folder.")
+def audit(release: Path, max_distance: int, max_difference: float, limit: int, text: bool,
+          report: Path | None) -> None:
+    """Prove that no clip is in two splits; list near-duplicate frames across splits.
 
-    result = audit_release(open_release(release), max_distance, max_difference)
+    Exit status 1 when a clip is in two splits, or when near-duplicates cross splits in a
+    release whose recipe groups them (splits.group: near_duplicates).
+    """
+    from .release.audit import audit_release, text_findings
+    from .release.read import open_release
+    from .words import plural
+
+    rel = open_release(release)
+    result = audit_release(rel, max_distance, max_difference)
     for leak in result.leaks:
         click.echo(f"leak: {leak}")
-    click.echo(f"{result.videos} videos, {result.frames} frames: "
-               f"{'every clip is in exactly one split' if result.ok else f'{len(result.leaks)} clips in more than one split'}")
-    click.echo(f"{len(result.near_duplicates)} near-duplicate frame pairs across splits "
+    click.echo(f"{plural(result.videos, 'video')}, {plural(result.frames, 'frame')}: "
+               f"{'every clip is in exactly one split' if not result.leaks else f'{len(result.leaks)} clips in more than one split'}")
+    click.echo(f"{plural(len(result.near_duplicates), 'near-duplicate frame pair')} across splits "
                f"(hash distance <= {max_distance} bits, confirmed on pixels: mean difference <= "
-               f"{max_difference}; {result.candidates} candidate pairs checked)")
+               f"{max_difference}; {plural(result.candidates, 'candidate pair')} checked)")
     for pair in result.near_duplicates[:limit]:
         click.echo(f"  bits={pair.distance:2d} diff={pair.difference:5.2f}  {pair.a[0]}#{pair.a[1]} [{pair.a[2]}]"
                    f"  ~  {pair.b[0]}#{pair.b[1]} [{pair.b[2]}]")
+    if result.near_duplicates:
+        click.echo("these clips share frames across splits, which makes an evaluation on them optimistic; "
+                   + ("the recipe groups near-duplicates, so this release is faulty: rebuild it" if result.grouped
+                      else "rebuild with splits: {group: near_duplicates} in the recipe to keep such clips together"))
+    if text:
+        findings = text_findings(rel, report)
+        click.echo(f"{plural(len(findings), 'clip')} with burned-in text found by the build:")
+        for f in findings:
+            read = "; ".join(f.read) if f.read else ("(text read is kept only on the machine that built the release)"
+                                                      if f.read is None else "(none read)")
+            click.echo(f"  {f.video_id}: {f.action}, boxes {f.boxes}: {read}" + (f" [{f.thumbnail}]" if f.thumbnail else ""))
+        if report is not None:
+            lines = ["# Burned-in text found by the build", ""]
+            lines += [f"- `{f.video_id}`: {f.action}, boxes {f.boxes}" + (f"\n\n  ![{f.video_id}]({f.thumbnail})"
+                                                                        if f.thumbnail else "") for f in findings]
+            report.mkdir(parents=True, exist_ok=True)
+            (report / "report.md").write_text("\n".join(lines) + "\n")
+            click.echo(f"report: {report / 'report.md'}")
     if not result.ok:
         sys.exit(1)
 
@@ -261,18 +329,33 @@ def audit(release: Path, max_distance: int, max_difference: float, limit: int) -
 def diff(old: str, new: str, endpoint: str | None, as_json: bool) -> None:
     """What changed from OLD to NEW: clips, frames, labels, splits, recipes.
 
-    Each is a release folder or a Hub revision written ORG/NAME@REVISION (downloaded and
-    verified into the cache first).
+    Each is a release folder, a lock or manifest file (or a manifest us4 ships, by name),
+    or a Hub revision ORG/NAME@REVISION, of which only the lock is fetched.
     """
     import json
 
-    from .hub.download import resolve_release
-    from .release.diff import diff_releases
-    from .release.read import open_release
+    from .release.diff import diff_locks
+    from .release.read import locate_lock, read_lock_ref
 
-    a, b = (open_release(resolve_release(x, endpoint=endpoint, quiet=True).path) for x in (old, new))
-    result = diff_releases(a, b)
+    locks, labels = [], []
+    for ref in (old, new):
+        if locate_lock(ref) is not None:
+            lock, rel = read_lock_ref(ref)
+            labels.append(_v1_labels(rel) if rel is not None else {})
+        else:
+            lock = _lock_of(ref, endpoint)
+            labels.append({})
+        locks.append(lock)
+    result = diff_locks(locks[0], locks[1], (labels[0], labels[1]))
     click.echo(json.dumps(result.to_dict(), indent=1) if as_json else "\n".join(result.lines()))
+
+
+def _v1_labels(release) -> dict[str, str]:
+    """Labels of a format-1 release (its lock records none), from its videos table."""
+    if all(c.label is not None for c in release.lock.clips):
+        return {}
+    table = release.videos(["video_id", "label"])
+    return dict(zip(table.column("video_id").to_pylist(), table.column("label").to_pylist()))
 
 
 @main.command()
@@ -280,16 +363,20 @@ def diff(old: str, new: str, endpoint: str | None, as_json: bool) -> None:
 @click.option("--benchmark", "record", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A benchmark.json written by `us4 benchmark`: attach it, and the card gets a Benchmark section.")
 def card(release: Path, record: Path | None) -> None:
-    """Draw the contact sheet of RELEASE and regenerate its README.md from its lock."""
+    """Draw the contact sheet of RELEASE and regenerate its README.md and croissant.json from its lock.
+
+    Attaching a benchmark record changes no data: `us4 publish` then adds it to the
+    published version as a commit of evidence (tag vVERSION+evidence.N).
+    """
     from .release.attach import add_attachment
-    from .release.card import write_contact_sheet
+    from .release.contact_sheet import write_contact_sheet
     from .release.read import open_release
 
     rel = open_release(release)
     if record is not None:
         rel = add_attachment(rel, record, "benchmark.json")
     rel = add_attachment(rel, write_contact_sheet(rel))
-    click.echo(f"wrote {rel.root / 'README.md'} and its contact sheet"
+    click.echo(f"wrote {rel.root / 'README.md'}, croissant.json and the contact sheet"
                + (", with the benchmark section" if record is not None else ""))
 
 
@@ -306,12 +393,15 @@ _ENDPOINT_HELP = "Hub or mirror URL [default: $HF_ENDPOINT, else https://hugging
                    "(what `us4 mirror serve --root DIR` serves).")
 @click.option("--endpoint", default=None, help=_ENDPOINT_HELP)
 @click.option("--private", is_flag=True, help="Create the Hub repository private (if it does not exist yet).")
+@click.option("--force", is_flag=True, help="Publish a phantom release under a name that does not say phantom.")
 @click.option("--dry-run", is_flag=True, help="List the files, paths and tag a publish would send; send nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | None, private: bool,
-            dry_run: bool, quiet: bool) -> None:
+            force: bool, dry_run: bool, quiet: bool) -> None:
     """Publish RELEASE in one commit tagged v{version}; never moves an existing version tag.
 
+    Evidence attached after publishing (`us4 card --benchmark`) goes out as a new commit whose
+    data files are unchanged, tagged v{version}+evidence.N; v{version} keeps naming the data.
     The token comes from $HF_TOKEN or `hf auth login`, never from the command line.
     """
     from .hub.publish import publish_git, publish_hub, publish_plan
@@ -327,10 +417,11 @@ def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | 
         click.echo(f"commit: {plan.title}\ntag: {plan.tag}")
         return
     if git_root is not None:
-        done = publish_git(rel, git_root, repo_id, quiet=quiet)
+        done = publish_git(rel, git_root, repo_id, quiet=quiet, force=force)
     else:
-        done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet)
-    state = "published" if done.created else "already published (same content)"
+        done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force)
+    state = ("published" if done.created else "already published (same content)") + (
+        " (evidence: data unchanged)" if done.evidence else "")
     click.echo(f"{state}: {repo_id} {done.tag} = commit {done.commit[:12]} at {done.where}")
 
 
@@ -339,23 +430,33 @@ def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | 
 @click.option("--revision", required=True, help="Tag (e.g. v1.0.0), branch or commit to fetch.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to create [default: ./NAME-REVISION].")
+@click.option("--source", "sources", multiple=True, metavar="SOURCE",
+              help="Fetch only this source's shards (repeat for several); verified against the full lock.")
+@click.option("--split", "splits", multiple=True, metavar="SPLIT", help="Fetch only this split's shards (repeatable).")
 @click.option("--endpoint", default=None, help=_ENDPOINT_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def download(repo_id: str, revision: str, out: Path | None, endpoint: str | None, quiet: bool) -> None:
-    """Fetch one revision of a release and verify every file against its lock.
+def download(repo_id: str, revision: str, out: Path | None, sources: tuple[str, ...], splits: tuple[str, ...],
+             endpoint: str | None, quiet: bool) -> None:
+    """Fetch one revision of a release (all of it, or some sources or splits) and verify every
+    file against its lock. Only the files the lock names are fetched.
 
     Nothing unverified is left at --out; an interrupted download resumes when run again.
     """
     from .hub.download import default_out, download_release, staging_dir
+    from .words import plural
 
     out = out or default_out(repo_id, revision)
     try:
-        done = download_release(repo_id, revision, out, endpoint=endpoint, quiet=quiet)
+        done = download_release(repo_id, revision, out, endpoint=endpoint, quiet=quiet, sources=sources or None,
+                                splits=splits or None)
     except KeyboardInterrupt:
         click.echo(f"us4: interrupted; what was fetched is kept in {staging_dir(out)}: run the same "
                    "command again to resume", err=True)
         sys.exit(130)
-    click.echo(f"verified: {repo_id}@{revision} (commit {done.commit[:12]}): {done.files} files, "
+    for name in done.left_out:
+        click.echo(f"left out: {name} (in the repository, not named by release.json)", err=True)
+    part = f" ({', '.join([*sources, *splits])} only)" if done.partial else ""
+    click.echo(f"verified: {repo_id}@{revision} (commit {done.commit[:12]}){part}: {plural(done.files, 'file')}, "
                f"{done.bytes / 2**20:.1f} MiB match release.json -> {done.path}")
 
 
@@ -398,7 +499,7 @@ def benchmark(pretrain_release: Path, eval_release: Path, config_name: str, out:
     """Pretrain USCL (and a no-SPG baseline) on a release, fine-tune on POCUS folds; write OUT/benchmark.json,
     benchmark.md and plots."""
     from .train.benchmark import run_benchmark
-    from .train.card_section import benchmark_markdown
+    from .contract.benchmark_card import benchmark_markdown
 
     record = run_benchmark(pretrain_release, eval_release, config_name, out, device=device, seed=seed,
                            label_fraction=label_fraction, imagenet=imagenet,

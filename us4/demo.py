@@ -15,12 +15,10 @@ from pathlib import Path
 from .builder import build_release
 from .errors import VerificationError
 from .phantom_corpus import make_pocus_corpus, make_us4_corpus
+from .recipe import find_recipe
 from .release.audit import audit_release
 from .release.read import open_release
 from .release.verify import verify_release
-
-# The recipes live beside the package in a checkout (`pip install -e .`, as the README says).
-PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
 
 def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, device: str | None = None,
@@ -35,13 +33,14 @@ def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, de
     raw = make_us4_corpus(out / "raw" / "us4", clips_per_class=2)
     echo("[2/5] build with pipelines/us4.yaml")
     release_dir = out / "releases" / "us4-phantom"
-    summary = build_release(PIPELINES / "us4.yaml", raw, release_dir, progress=progress)
+    summary = build_release(find_recipe("us4"), raw, release_dir, progress=progress)
     release = open_release(release_dir)
-    problems = verify_release(release)
+    problems = verify_release(release).problems
     if problems:
         raise VerificationError(f"{release_dir}: fresh build does not verify", problems)
     audit = audit_release(release)
-    echo(f"      {summary.videos} videos, {summary.frames} frames, {len(summary.failures)} failed; "
+    echo(f"      {summary.name} {summary.version}: {summary.videos} videos, {summary.frames} frames, "
+         f"{len(summary.failures)} failed; "
          f"verify ok; audit: {'no clip in two splits' if audit.ok else audit.leaks}, "
          f"{len(audit.near_duplicates)} near-duplicate frame pairs across splits")
 
@@ -66,7 +65,7 @@ def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, de
     else:
         echo(f"[4/5] POCUS clips from {pocus}, built with pipelines/pocus.yaml")
     eval_dir = out / "releases" / "pocus"
-    build_release(PIPELINES / "pocus.yaml", {"pocus": pocus}, eval_dir, progress=progress)
+    build_release(find_recipe("pocus"), {"pocus": pocus}, eval_dir, progress=progress)
     products["eval"] = eval_dir
     echo("[5/5] smoke benchmark: USCL vs contrastive without SPG vs random init, 5 folds")
     products["benchmark"] = _benchmark(release_dir, eval_dir, out / "benchmark", device, echo, progress)
@@ -78,7 +77,7 @@ def _benchmark(release_dir: Path, eval_dir: Path, out: Path, device: str | None,
     """The smoke benchmark, attached to the pretraining release so that its card shows it."""
     from .release.attach import add_attachment
     from .train.benchmark import run_benchmark
-    from .train.card_section import benchmark_markdown
+    from .contract.benchmark_card import benchmark_markdown
 
     record = run_benchmark(release_dir, eval_dir, "smoke", out, device=device,
                            progress=(lambda msg: echo(f"      {msg}")) if progress else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .builder.plan import PHANTOM_MARKER
 from .media.phantom import write_phantom_clip
 from .registry import SOURCES, US4_SOURCES
 
@@ -27,6 +28,7 @@ def make_us4_corpus(root: str | Path, clips_per_class: int = 1, n_frames: int = 
     for name in US4_SOURCES:
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
+        mark_phantom(folder)
         for cls in SOURCES[name].classes:
             for i in range(clips_per_class):
                 ext = _EXTENSIONS[n % len(_EXTENSIONS)]
@@ -45,6 +47,8 @@ def make_pocus_corpus(root: str | Path, clips_per_class: int = 5, n_frames: int 
     """A folder laid out like the POCUS repository's data/: convex and linear clips and
     a metadata sheet (including a row whose file is absent, as in the real sheet)."""
     data = Path(root) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    mark_phantom(data)
     pocus = SOURCES["pocus"]
     rows = []
     n = 0
@@ -66,3 +70,8 @@ def make_pocus_corpus(root: str | Path, clips_per_class: int = 5, n_frames: int 
         writer.writeheader()
         writer.writerows(rows)
     return data
+
+
+def mark_phantom(folder: Path) -> None:
+    """Leave the marker by which a build knows its clips are phantoms (and names the release so)."""
+    (folder / PHANTOM_MARKER).write_text("clips written by us4's phantom generator: synthetic, not real data\n")

@@ -1,8 +1,11 @@
 """A recipe file -> a validated, hashable `Recipe`.
 
 A recipe declares everything a release's bytes depend on besides the clips and the
-library versions: which sources, how frames are sampled and cropped, how
-near-duplicates are dropped, how videos are split, and how shards are encoded.
+library versions: which sources (from the registry, or declared in the recipe itself),
+in what raw form they come, how clips are named and labelled, how frames are sampled,
+cropped and cleaned of burned-in text, how near-duplicates are dropped, how videos are
+split, and how shards are encoded. `Recipe.to_dict()` states every default explicitly,
+so the copy in a release's lock says exactly what was done.
 """
 from __future__ import annotations
 
@@ -15,16 +18,27 @@ import yaml
 from .errors import RecipeError
 from .hashing import sha256_json
 from .media.sampling import SamplingPolicy
-from .registry import SOURCES
+from .paths import UnsafePathError, safe_name, safe_relpath
+from .registry import SOURCES, ClassDef, Source
 
 _TOP_KEYS = {"name", "version", "description", "seed", "sources", "dedup", "splits", "output"}
-_SOURCE_KEYS = {"sampling", "probes", "classes", "crop"}
+_SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions"}
+# keys only a source that the registry does not know declares
+_DECLARED_KEYS = {"organ", "probe", "licence", "description"}
+INPUTS = ("video", "dicom", "image_sequence")
+ID_MODES = ("path", "hash")
+TEXT_ACTIONS = ("mask", "exclude", "warn")
+REGION_MODES = ("largest", "each")
+_SPLIT_KEYS = {"kind", "k", "validation", "group", "group_column", "inherit"}
+#: where a packaged recipe is found by name (`us4 build pocus ...`)
+RECIPES_PACKAGE = "us4.pipelines"
 
 
 @dataclass(frozen=True)
 class CropSpec:
-    """`auto` detects the scan region per clip; `none` keeps the full frame; `box` is
-    `[x, y, w, h]` for every clip of the source. `clips` overrides per clip path."""
+    """`auto`: the scanner's 2D tissue region where a DICOM file declares one, else the scan
+    region detected per clip; `none` keeps the full frame; `box` is `[x, y, w, h]` for every
+    clip of the source. `clips` overrides per clip (its path relative to the raw folder)."""
 
     mode: str = "auto"
     box: tuple[int, int, int, int] | None = None
@@ -49,18 +63,59 @@ class CropSpec:
 
 
 @dataclass(frozen=True)
+class LabelSpec:
+    """How a clip gets its class: `registry` (file-name prefix, and for POCUS its metadata
+    sheet), `prefix` (file-name prefix = class name), `constant` (one class for every clip)
+    or `sheet` (a CSV in the raw folder: `key_column` holds a clip's path or content sha256,
+    `column` its class)."""
+
+    kind: str
+    constant: str | None = None
+    sheet: str | None = None
+    key: str = "path"
+    key_column: str | None = None
+    column: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.kind == "registry":
+            return {"registry": True}
+        if self.kind == "prefix":
+            return {"prefix": True}
+        if self.kind == "constant":
+            return {"constant": self.constant}
+        return {"sheet": self.sheet, "key": self.key, "key_column": self.key_column or self.key,
+                "column": self.column}
+
+
+@dataclass(frozen=True)
 class SourceRecipe:
     name: str
+    definition: Source  # the registry's entry, or one built from the recipe's declaration
+    declared: bool  # declared in the recipe, not in the registry
     sampling: SamplingPolicy
+    input: str = "video"
+    fps: float | None = None  # image sequences, and DICOM files without timing
+    ids: str = "path"  # video ids from paths, or from content hashes (no path reaches the release)
+    text: str = "warn"  # what a clip with burned-in text gets: mask, exclude or warn
+    label: LabelSpec = field(default_factory=lambda: LabelSpec("registry"))
+    regions: str = "largest"  # DICOM with several 2D regions: the largest, or each as its own clip
     probes: tuple[str, ...] | None = None  # None: every probe
-    classes: tuple[str, ...] | None = None  # None: every class of the source
+    classes: tuple[str, ...] | None = None  # registry sources: None = every class
     crop: CropSpec = field(default_factory=CropSpec)
 
     def to_dict(self) -> dict:
-        out: dict[str, Any] = {"sampling": self.sampling.to_dict(), "crop": self.crop.to_dict()}
+        out: dict[str, Any] = {"sampling": self.sampling.to_dict(), "crop": self.crop.to_dict(),
+                               "input": self.input, "ids": self.ids, "text": self.text,
+                               "label": self.label.to_dict(), "regions": self.regions}
+        if self.fps is not None:
+            out["fps"] = self.fps
         if self.probes is not None:
             out["probes"] = list(self.probes)
-        if self.classes is not None:
+        if self.declared:
+            d = self.definition
+            out.update({"organ": d.organ, "probe": d.probe, "licence": d.licence, "description": d.description,
+                        "classes": [c.name for c in d.classes]})
+        elif self.classes is not None:
             out["classes"] = list(self.classes)
         return out
 
@@ -73,7 +128,7 @@ class Recipe:
     seed: int
     sources: dict[str, SourceRecipe]
     dedup_threshold: float  # mean absolute grey-level difference; 0 keeps every frame
-    splits: dict  # {"kind": "folds", "k": 5} or {"kind": "holdout", "validation": 0.2}
+    splits: dict  # {"kind": "folds", "k": 5, ...} or {"kind": "holdout", "validation": 0.2, ...}
     png_compress_level: int
     shard_max_bytes: int
 
@@ -95,22 +150,46 @@ class Recipe:
         return sha256_json(self.to_dict())
 
     def clip_params(self, source: str, rel_path: str) -> dict:
-        """Everything in the recipe that shapes one clip's frames (its cache key)."""
+        """Everything in the recipe that shapes one clip's frames (part of its cache key)."""
         src = self.sources[source]
         return {
+            "input": src.input,
+            "fps": src.fps,
             "sampling": src.sampling.to_dict(),
             "crop": src.crop.for_clip(rel_path),
+            "regions": src.regions,
+            "text": src.text,
             "dedup": self.dedup_threshold,
             "png_compress_level": self.png_compress_level,
         }
 
 
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file by path, or by name among the recipes us4 ships (`pocus`, `us4`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix == "" and "/" not in str(name_or_path):
+        from importlib.resources import files
+
+        packaged = files(RECIPES_PACKAGE) / f"{name_or_path}.yaml"
+        if packaged.is_file():
+            return Path(str(packaged))
+    shipped = ", ".join(sorted(p.name.removesuffix(".yaml") for p in packaged_recipes()))
+    raise RecipeError(f"{name_or_path}: no such recipe file, nor a recipe us4 ships (those are: {shipped})")
+
+
+def packaged_recipes() -> list[Path]:
+    from importlib.resources import files
+
+    root = files(RECIPES_PACKAGE)
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
+    path = find_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
     except (OSError, yaml.YAMLError) as exc:
         raise RecipeError(f"{path}: cannot read recipe ({exc})") from None
     return parse_recipe(raw, where=str(path))
@@ -127,9 +206,12 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
             raise RecipeError(f"{where}: missing required key {key!r}")
     if not isinstance(raw["sources"], dict) or not raw["sources"]:
         raise RecipeError(f"{where}: 'sources' must map at least one source name to its settings")
-    sources = {n: _parse_source(n, s, where) for n, s in raw["sources"].items()}
-    splits = raw.get("splits", {"kind": "holdout", "validation": 0.2})
-    _check_splits(splits, where)
+    try:
+        name, version = safe_name(str(raw["name"]), "name"), safe_name(str(raw["version"]), "version")
+        sources = {safe_name(n, "source"): _parse_source(n, s, where) for n, s in raw["sources"].items()}
+    except UnsafePathError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+    splits = _parse_splits(raw.get("splits", {"kind": "holdout", "validation": 0.2}), where)
     dedup = raw.get("dedup", {}) or {}
     output = raw.get("output", {}) or {}
     try:
@@ -137,15 +219,15 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
         level = int(output.get("png_compress_level", 1))
         shard_mb = float(output.get("shard_max_mb", 256))
         seed = int(raw.get("seed", 0))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise RecipeError(f"{where}: {exc}") from None
     if not 0 <= level <= 9:
         raise RecipeError(f"{where}: output.png_compress_level must be 0..9, got {level}")
     if threshold < 0 or shard_mb <= 0:
         raise RecipeError(f"{where}: dedup.threshold must be >= 0 and output.shard_max_mb > 0")
     return Recipe(
-        name=str(raw["name"]),
-        version=str(raw["version"]),
+        name=name,
+        version=version,
         description=str(raw.get("description", "")).strip(),
         seed=seed,
         sources=sources,
@@ -156,28 +238,102 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     )
 
 
+def _choice(raw: dict, key: str, allowed: tuple[str, ...], default: str, name: str, where: str) -> str:
+    value = raw.get(key, default)
+    if value not in allowed:
+        raise RecipeError(f"{where}: source {name!r}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
-    if name not in SOURCES:
-        raise RecipeError(f"{where}: unknown source {name!r}; known sources: {', '.join(SOURCES)}")
     if not isinstance(raw, dict) or "sampling" not in raw:
         raise RecipeError(f"{where}: source {name!r} needs a 'sampling' policy")
-    unknown = set(raw) - _SOURCE_KEYS
+    declared = name not in SOURCES
+    allowed = _SOURCE_KEYS | (_DECLARED_KEYS if declared else set())
+    unknown = set(raw) - allowed
     if unknown:
-        raise RecipeError(f"{where}: source {name!r}: unknown keys {sorted(unknown)}")
+        hint = (f" (keys {sorted(_DECLARED_KEYS & unknown)} declare a source the registry does not know; "
+                f"{name!r} is in the registry)" if _DECLARED_KEYS & unknown else "")
+        raise RecipeError(f"{where}: source {name!r}: unknown keys {sorted(unknown)}{hint}")
     try:
         sampling = SamplingPolicy.from_dict(raw["sampling"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise RecipeError(f"{where}: source {name!r}: sampling: {exc}") from None
-    known_classes = {c.name for c in SOURCES[name].classes}
-    classes = raw.get("classes")
-    if classes is not None:
-        bad = set(classes) - known_classes
+    definition = _declare(name, raw, where) if declared else SOURCES[name]
+    kind = _choice(raw, "input", INPUTS, definition.input, name, where)
+    video = kind == "video"
+    ids = _choice(raw, "ids", ID_MODES, "path" if video else "hash", name, where)
+    text = _choice(raw, "text", TEXT_ACTIONS, "warn" if video else "mask", name, where)
+    regions = _choice(raw, "regions", REGION_MODES, "largest", name, where)
+    fps = raw.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 10_000):
+        raise RecipeError(f"{where}: source {name!r}: fps must be a positive number of frames per second, got {fps!r}")
+    if kind == "image_sequence" and fps is None:
+        raise RecipeError(f"{where}: source {name!r}: image sequences carry no frame rate; state it with fps: N")
+    classes = None
+    known_classes = {c.name for c in definition.classes}
+    if not declared and raw.get("classes") is not None:
+        bad = set(raw["classes"]) - known_classes
         if bad:
-            raise RecipeError(f"{where}: source {name!r}: unknown classes {sorted(bad)}; "
-                              f"known: {sorted(known_classes)}")
-        classes = tuple(classes)
+            raise RecipeError(f"{where}: source {name!r}: unknown classes {sorted(bad)}; known: {sorted(known_classes)}")
+        classes = tuple(raw["classes"])
+    label = _parse_label(name, raw.get("label"), declared, known_classes, where)
     probes = tuple(raw["probes"]) if raw.get("probes") is not None else None
-    return SourceRecipe(name, sampling, probes, classes, _parse_crop(name, raw.get("crop"), where))
+    return SourceRecipe(name, definition, declared, sampling, kind, float(fps) if fps is not None else None, ids,
+                        text, label, regions, probes, classes, _parse_crop(name, raw.get("crop"), where))
+
+
+def _declare(name: str, raw: dict, where: str) -> Source:
+    """A Source from a recipe's declaration of a source the registry does not know."""
+    missing = [k for k in ("organ", "classes", "label") if k not in raw]
+    if missing:
+        known = ", ".join(SOURCES)
+        raise RecipeError(f"{where}: unknown source {name!r}: neither in the registry ({known}) nor declared "
+                          f"(a declared source needs {', '.join(missing)})")
+    classes = raw["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise RecipeError(f"{where}: source {name!r}: classes must be a list of distinct class names")
+    return Source(
+        name=name, corpus="declared in the recipe", organ=str(raw["organ"]), probe=str(raw.get("probe", "unknown")),
+        classes=tuple(ClassDef(c, (c,)) for c in classes),
+        licence=str(raw.get("licence", "not stated in the recipe")), citation="",
+        description=str(raw.get("description", f"{name}: declared in the recipe")), public=False,
+        input=str(raw.get("input", "video")),
+    )
+
+
+def _parse_label(name: str, raw: Any, declared: bool, classes: set[str], where: str) -> LabelSpec:
+    if raw is None:
+        return LabelSpec("registry" if not declared else "prefix")
+    if not isinstance(raw, dict) or len(raw) == 0:
+        raise RecipeError(f"{where}: source {name!r}: label must be {{constant: CLASS}}, {{prefix: true}} or "
+                          "{sheet: FILE, key: path|sha256, column: NAME}")
+    if raw.get("registry") is True and len(raw) == 1 and not declared:
+        return LabelSpec("registry")
+    if raw.get("prefix") is True and len(raw) == 1:
+        return LabelSpec("prefix")
+    if "constant" in raw and len(raw) == 1:
+        if raw["constant"] not in classes:
+            raise RecipeError(f"{where}: source {name!r}: label constant {raw['constant']!r} is not one of its "
+                              f"classes {sorted(classes)}")
+        return LabelSpec("constant", constant=raw["constant"])
+    if "sheet" in raw:
+        unknown = set(raw) - {"sheet", "key", "key_column", "column"}
+        if unknown or "column" not in raw:
+            raise RecipeError(f"{where}: source {name!r}: a sheet label is {{sheet: FILE, key: path|sha256, "
+                              f"column: NAME[, key_column: NAME]}}" + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
+        key = raw.get("key", "path")
+        if key not in ("path", "sha256"):
+            raise RecipeError(f"{where}: source {name!r}: label key must be path or sha256, got {key!r}")
+        try:
+            sheet = safe_relpath(str(raw["sheet"]), "label sheet")
+        except UnsafePathError as exc:
+            raise RecipeError(f"{where}: source {name!r}: {exc} (the sheet lies in the source's raw folder)") from None
+        return LabelSpec("sheet", sheet=sheet, key=key, key_column=str(raw.get("key_column", key)),
+                         column=str(raw["column"]))
+    raise RecipeError(f"{where}: source {name!r}: label must be {{constant: CLASS}}, {{prefix: true}} or "
+                      f"{{sheet: FILE, key: path|sha256, column: NAME}}, got {raw!r}")
 
 
 def _parse_crop(name: str, raw: Any, where: str) -> CropSpec:
@@ -185,13 +341,19 @@ def _parse_crop(name: str, raw: Any, where: str) -> CropSpec:
         return CropSpec()
     if isinstance(raw, str):
         raw = {"mode": raw}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: source {name!r}: crop must be auto, none, or {{box: [x, y, w, h]}}")
     mode = raw.get("mode", "box" if "box" in raw else "auto")
     if mode not in ("auto", "none", "box"):
         raise RecipeError(f"{where}: source {name!r}: crop mode must be auto, none or box")
     box = _box(raw.get("box"), name, where) if mode == "box" else None
     if mode == "box" and box is None:
         raise RecipeError(f"{where}: source {name!r}: crop mode 'box' needs box: [x, y, w, h]")
-    clips = tuple(sorted((str(p), _box(b, name, where)) for p, b in (raw.get("clips") or {}).items()))
+    try:
+        clips = tuple(sorted((safe_relpath(str(p), "crop override"), _box(b, name, where))
+                             for p, b in (raw.get("clips") or {}).items()))
+    except UnsafePathError as exc:
+        raise RecipeError(f"{where}: source {name!r}: {exc}") from None
     return CropSpec(mode, box, clips)
 
 
@@ -204,8 +366,13 @@ def _box(raw: Any, name: str, where: str) -> tuple[int, int, int, int] | None:
     return tuple(raw)
 
 
-def _check_splits(splits: Any, where: str) -> None:
-    kind = splits.get("kind") if isinstance(splits, dict) else None
+def _parse_splits(splits: Any, where: str) -> dict:
+    if not isinstance(splits, dict):
+        raise RecipeError(f"{where}: splits must be a mapping (kind: folds|holdout, ...)")
+    unknown = set(splits) - _SPLIT_KEYS
+    if unknown:
+        raise RecipeError(f"{where}: splits: unknown keys {sorted(unknown)}; known: {sorted(_SPLIT_KEYS)}")
+    kind = splits.get("kind")
     if kind == "folds":
         if not isinstance(splits.get("k"), int) or splits["k"] < 2:
             raise RecipeError(f"{where}: splits.k must be a whole number >= 2")
@@ -215,3 +382,10 @@ def _check_splits(splits: Any, where: str) -> None:
             raise RecipeError(f"{where}: splits.validation must be a fraction in [0, 1)")
     else:
         raise RecipeError(f"{where}: splits.kind must be 'folds' (with k) or 'holdout' (with validation)")
+    if splits.get("group") not in (None, "near_duplicates"):
+        raise RecipeError(f"{where}: splits.group must be near_duplicates, got {splits['group']!r}")
+    if "group_column" in splits and not (isinstance(splits["group_column"], str) and splits["group_column"]):
+        raise RecipeError(f"{where}: splits.group_column must name a column of the source's metadata sheet")
+    if "inherit" in splits and not (isinstance(splits["inherit"], str) and splits["inherit"]):
+        raise RecipeError(f"{where}: splits.inherit names a release folder or lock (manifest) whose splits to keep")
+    return dict(splits)

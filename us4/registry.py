@@ -48,11 +48,14 @@ class Source:
     expected_images: int | None = None
     url: str | None = None
     public: bool = True
+    # the form its holders have it in: video (containers), dicom (cine loops), image_sequence (PNG folders)
+    input: str = "video"
     # POCUS: the metadata sheet beside the clips; its label column wins over the file name.
     sheet: str | None = None
     sheet_key: str | None = None
     sheet_label: str | None = None
     sheet_licence: str | None = None
+    sheet_shipped: str | None = None  # the sheet's column saying whether the public repository ships the clip
     probe_folders: tuple[str, ...] = field(default=())  # sub-folders that name the probe
 
     def class_of_name(self, file_name: str) -> ClassDef | None:
@@ -159,6 +162,7 @@ SOURCES: dict[str, Source] = {
             expected_videos=63,
             expected_images=3150,
             url="https://clust.ethz.ch",
+            input="image_sequence",
         ),
         Source(
             name="liver_fibrosis",
@@ -174,6 +178,7 @@ SOURCES: dict[str, Source] = {
             expected_videos=296,
             expected_images=11714,
             public=False,
+            input="dicom",
         ),
         Source(
             name="covid19_lusms",
@@ -193,6 +198,7 @@ SOURCES: dict[str, Source] = {
             # the paper gives ~23,231 images in all; this source holds the rest
             expected_images=23231 - 1533 - 3150 - 11714,
             public=False,
+            input="dicom",
         ),
         Source(
             name="pocus",
@@ -215,6 +221,7 @@ SOURCES: dict[str, Source] = {
             sheet_key="Filename",
             sheet_label="Label",
             sheet_licence="License",
+            sheet_shipped="InThisRepo",
             probe_folders=("convex", "linear"),
         ),
     )

@@ -1,8 +1,10 @@
 """The resume journal: one file per finished clip, written atomically.
 
-A clip's frames (PNG bytes and hashes) go to `clips/KEY.arrow`, a failure to
-`clips/KEY.fail.json`. A file either exists whole or not at all, so a build killed
-at any instant resumes from the clips already on disk.
+A clip's frames (PNG bytes, hashes and a small thumbnail for the near-duplicate
+test) go to `clips/KEY.arrow`, a clip's failure to `clips/KEY.fail.json`. A file
+either exists whole or not at all, so a build killed at any instant resumes from the
+clips already on disk. Only a clip's own failures (media errors) are cached: anything
+else ends the build and is retried by the next run.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from ..contract.lock import Failure
 from ..errors import CacheError
 from ..files import atomic_write
-from .failure import Failure
 
 CLIP_SCHEMA = pa.schema([
     ("frame_index", pa.int32()),
@@ -22,6 +24,7 @@ CLIP_SCHEMA = pa.schema([
     ("png", pa.binary()),
     ("frame_sha256", pa.string()),
     ("phash", pa.uint64()),
+    ("thumb", pa.binary()),  # 64 x 64 grey, for confirming near-duplicates on pixels
     ("width", pa.int32()),
     ("height", pa.int32()),
 ])
@@ -49,7 +52,12 @@ class ClipCache:
 
     def failure(self, key: str) -> Failure | None:
         path = self._fail(key)
-        return Failure(**json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return Failure.model_validate_json(path.read_bytes())
+        except ValueError:
+            raise CacheError(f"{path}: damaged build cache; delete it and build again") from None
 
     def forget_failure(self, key: str) -> None:
         self._fail(key).unlink(missing_ok=True)
@@ -63,11 +71,13 @@ class ClipCache:
         self.forget_failure(key)
 
     def write_failure(self, key: str, failure: Failure) -> None:
-        atomic_write(self._fail(key), json.dumps(failure.to_dict(), sort_keys=True).encode())
+        atomic_write(self._fail(key), failure.model_dump_json().encode())
 
-    def read_result(self, key: str) -> tuple[pa.Table, dict]:
+    def read_result(self, key: str, columns: list[str] | None = None) -> tuple[pa.Table, dict]:
+        """A clip's frames (memory-mapped: columns not asked for are never read) and facts."""
         reader = self._open(key)
-        return reader.read_all(), self._facts(reader, key)
+        table = reader.read_all()
+        return (table.select(columns) if columns else table), self._facts(reader, key)
 
     def read_facts(self, key: str) -> dict:
         """The clip's facts alone: reads the file's footer, not its frames."""

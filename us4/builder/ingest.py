@@ -1,42 +1,46 @@
-"""One clip -> its kept, cropped, encoded frames in the cache, or a Failure value.
+"""One clip -> its kept, cropped, cleaned and encoded frames in the cache, or a Failure value.
 
-Runs in worker processes. Every step is a media call; this module only strings
-them together in the recipe's order and turns media errors into ledger entries.
+Runs in worker processes (local or on a Dask cluster). Every step is a media call; this
+module strings them together in the recipe's order. A clip's own problem (a media error:
+unreadable, truncated, unsupported, a crop that does not fit, text where the recipe says
+exclude) is a Failure, cached and published in the ledger. Anything else (a bug in us4,
+a full disk, a permission error) propagates, is not cached, and ends the build: the next
+run retries that clip.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
+from ..contract.lock import Failure, Stage
 from ..media import (
     Box,
     MediaError,
     SamplingPolicy,
-    decode,
     detect_scan_region,
     dhash,
     encode_png,
     is_colour,
     near_duplicate,
     pixel_sha256,
-    probe,
+    thumbnail,
 )
+from ..media import text as text_check
+from ..media.clip import decode_clip, probe_clip
 from .cache import CLIP_SCHEMA, ClipCache
-from .failure import Failure
 from .plan import ClipJob
+
+#: facts of a clip's description that may be published (never its path)
+_PUBLIC_INFO = ("container", "codec", "fps", "n_frames", "duration", "width", "height", "rotation", "kind",
+                "transfer_syntax", "timing", "attributes")
 
 
 def ingest_in_worker(job: ClipJob, cache_root: str) -> Failure | int:
-    """Entry point of a worker process: an unforeseen error in one clip is that clip's
-    failure, recorded in the ledger with its type, not the end of the build."""
-    cache = ClipCache(Path(cache_root))
-    try:
-        return ingest_clip(job, cache)
-    except Exception as exc:  # noqa: BLE001
-        failure = _fail(job, "ingest", f"unexpected {type(exc).__name__}: {exc}")
-        cache.write_failure(job.key, failure)
-        return failure
+    """Entry point of a worker: ingest one clip into the cache under `cache_root`."""
+    return ingest_clip(job, ClipCache(Path(cache_root)))
 
 
 def ingest_clip(job: ClipJob, cache: ClipCache) -> Failure | int:
@@ -50,65 +54,126 @@ def ingest_clip(job: ClipJob, cache: ClipCache) -> Failure | int:
     return table.num_rows
 
 
-def _central(grey):
+def _central(grey: np.ndarray) -> np.ndarray:
     """The middle half of the scan region: inside any sector, so the hash follows the
     anatomy, not the shape of the fan that every frame of a probe shares."""
     h, w = grey.shape
     return grey[h // 4: h - h // 4 or h, w // 4: w - w // 4 or w]
 
 
-def _fail(job: ClipJob, stage: str, reason: str) -> Failure:
-    return Failure(job.source, job.rel_path, job.sha256, stage, reason)
+def _fail(job: ClipJob, stage: Stage, reason: str) -> Failure:
+    return Failure(source=job.source, video_id=job.video_id, sha256=job.sha256, stage=stage, reason=reason)
+
+
+def _reason(exc: MediaError) -> str:
+    # A media error names the file it read: keep that local, publish only the cause.
+    return exc.reason
 
 
 def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
     try:
-        info = probe(job.path)
+        info = probe_clip(job.ref)
     except MediaError as exc:
-        return _fail(job, "probe", exc.reason)
+        return _fail(job, Stage.PROBE, _reason(exc))
     wanted = SamplingPolicy.from_dict(job.params["sampling"]).indices(info.n_frames, info.fps)
     if not wanted:
-        return _fail(job, "sample", f"the sampling policy keeps no frame of {info.n_frames}")
+        return _fail(job, Stage.SAMPLE, f"the sampling policy keeps no frame of {info.n_frames}")
     try:
-        decoded = decode(job.path, wanted)
+        decoded = decode_clip(job.ref, wanted)
     except MediaError as exc:
-        return _fail(job, "decode", exc.reason)
+        return _fail(job, Stage.DECODE, _reason(exc))
     greys = [f.grey for f in decoded]
-    crop = job.params["crop"]
     height, width = greys[0].shape
+    crop = job.params["crop"]
+    fallback = False
+    spacing = getattr(info, "spacing_mm", None)
     if crop["mode"] == "box":
         box = Box.from_list(crop["box"])
         if box.x + box.w > width or box.y + box.h > height:
-            return _fail(job, "crop", f"crop box {crop['box']} lies outside the {width}x{height} frame")
+            return _fail(job, Stage.CROP, f"crop box {crop['box']} lies outside the {width}x{height} frame")
     elif crop["mode"] == "none":
         box = Box(0, 0, width, height)
+    elif (region := _tissue_region(info)) is not None:
+        box, spacing = region.box, region.spacing_mm or spacing
     else:
         box = detect_scan_region(greys)
+        fallback = box == Box(0, 0, width, height)
     colour = is_colour(decoded, box)
+
+    text = _text_facts(job, info, decoded, box)
+    if text["found"] and job.params["text"] == "exclude":
+        return _fail(job, Stage.TEXT, f"burned-in text found ({text['why']}) and the recipe says exclude")
+    masks = [Box.from_list(b) for b in text["boxes"]] if text["found"] and job.params["text"] == "mask" else []
+
     rows: dict[str, list] = {name: [] for name in CLIP_SCHEMA.names}
     previous = None
     dropped = 0
     threshold = job.params["dedup"]
     level = job.params["png_compress_level"]
     for frame, grey in zip(decoded, greys):
-        grey_crop = box.apply(grey)
+        grey_crop = _masked(box.apply(grey), masks)
         if previous is not None and threshold > 0 and near_duplicate(previous, grey_crop, threshold):
             dropped += 1
             continue
         previous = grey_crop
-        pixels = box.apply(frame.to_rgb()) if colour else grey_crop
+        pixels = _masked(box.apply(frame.to_rgb()), masks) if colour else grey_crop
         rows["frame_index"].append(frame.index)
         rows["pts"].append(frame.pts)
         rows["png"].append(encode_png(pixels, level))
         rows["frame_sha256"].append(pixel_sha256(pixels))
         rows["phash"].append(dhash(_central(grey_crop)))
+        rows["thumb"].append(thumbnail(pixels).tobytes())
         rows["width"].append(pixels.shape[1])
         rows["height"].append(pixels.shape[0])
+    public = {k: v for k, v in info.to_dict().items() if k in _PUBLIC_INFO}
     facts = {
-        "info": info.to_dict(),
+        "info": public,
         "crop_box": box.as_list(),
+        "crop_fallback": fallback,
         "colour": bool(colour),
+        "spacing_mm": list(spacing) if spacing else None,
+        "text": {k: v for k, v in text.items() if k != "why"},
         "n_duplicates_dropped": dropped,
         "png_bytes": sum(len(b) for b in rows["png"]),
+        "rows": len(rows["png"]),
     }
+    json.dumps(facts)  # a fact that cannot be serialised is a bug here, not the clip's failure
     return pa.Table.from_pydict(rows, schema=CLIP_SCHEMA), facts
+
+
+def _tissue_region(info):
+    """The scanner's largest 2D tissue region, where the file declares its regions."""
+    regions = [r for r in getattr(info, "regions", ()) if getattr(r, "spatial_format", None) == 1]
+    return max(regions, key=lambda r: r.box.area) if regions else None
+
+
+def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
+    """Burned-in text inside the crop, on the first, middle and last kept frames (and more,
+    as `frames_to_check` says). Boxes are in the stored image's coordinates; the text read
+    stays in the local cache and report, never in the release."""
+    burned_in = getattr(info, "burned_in", None)
+    try:
+        picks = text_check.frames_to_check(len(decoded))
+        found = text_check.detect_text([decoded[i].to_rgb() if decoded[i].rgb is not None else decoded[i].grey
+                                        for i in picks], box)
+        checked = True
+    except text_check.TextDetectionUnavailable:
+        if job.params["text"] != "warn":  # the plan refuses this up front; a worker without the extra is ours
+            raise
+        found, checked = [], False
+    boxes = [[t.x - box.x, t.y - box.y, t.w, t.h] for t in found]
+    why = [f"{len(boxes)} text box{'es' if len(boxes) != 1 else ''}"] if boxes else []
+    if burned_in:
+        why.append("the file declares Burned In Annotation = YES")
+    action = ("masked" if job.params["text"] == "mask" else "warned") if why else "none"
+    return {"checked": checked, "found": bool(why), "boxes": boxes, "burned_in": burned_in, "action": action,
+            "read": [t.text for t in found], "why": ", ".join(why)}
+
+
+def _masked(pixels: np.ndarray, masks: list[Box]) -> np.ndarray:
+    if not masks:
+        return pixels
+    out = np.array(pixels)
+    for m in masks:
+        m.apply(out)[...] = 0
+    return out

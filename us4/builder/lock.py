@@ -1,63 +1,69 @@
-"""The lock (`release.json`): what a release was built from and what it holds."""
+"""The lock (`release.json`) of a build: what it was built from and what it holds."""
 from __future__ import annotations
 
-import platform
-import sys
+from collections.abc import Sequence
 
-from .. import __version__
+from ..contract.lock import (
+    FORMAT,
+    BuildWarning,
+    Clip,
+    Counts,
+    Environment,
+    Failure,
+    Lock,
+    Previous,
+    Sheet,
+    SplitTally,
+)
 from ..recipe import Recipe
-from .failure import Failure
+from .environment import byte_libraries, host
 from .plan import Plan
-from .writer import Written
-
-LOCK_FORMAT = "us4-release/1"
+from .writer import ShardResult, ShardTask
 
 
-def environment() -> dict[str, str]:
-    """Versions of everything the release's bytes depend on."""
-    import av
-    import numpy
-    import PIL
-    import pyarrow
-    from PIL import features
-
-    ffmpeg = ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in sorted(av.library_versions.items())
-                       if k in ("libavcodec", "libavformat", "libavutil", "libswscale"))
-    return {
-        "us4": __version__,
-        "python": platform.python_version(),
-        "av": av.__version__,
-        "ffmpeg": ffmpeg,
-        "pillow": PIL.__version__,
-        "zlib": str(features.version("zlib")),
-        "pyarrow": pyarrow.__version__,
-        "numpy": numpy.__version__,
-        "platform": f"{sys.platform}-{platform.machine()}",
-    }
-
-
-def make_lock(recipe: Recipe, plan: Plan, failures: list[Failure], written: Written) -> dict:
-    return {
-        "format": LOCK_FORMAT,
-        "name": recipe.name,
-        "version": recipe.version,
-        "description": recipe.description,
-        "recipe": recipe.to_dict(),
-        "recipe_sha256": recipe.sha256,
-        "environment": environment(),
-        "inputs": plan.inputs,
-        "shards": written.shards,
-        "lineage": written.lineage,
-        "failures": [f.to_dict() for f in sorted(failures, key=lambda f: (f.source, f.path))],
-        "excluded": plan.excluded,
-        "sheet": {"missing_files": plan.sheet_missing, "label_overrides": plan.label_overrides},
-        "counts": {
-            "videos": written.videos,
-            "frames": written.frames,
-            "duplicates_dropped": written.duplicates_dropped,
-            "failures": len(failures),
-            "excluded": len(plan.excluded),
-            "by_split_label": written.by_split_label,
-        },
-        "attachments": {},
-    }
+def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings: Sequence[BuildWarning],
+              tasks: Sequence[ShardTask], results: dict[int, ShardResult], facts: dict[str, dict],
+              previous: Previous | None) -> Lock:
+    """The lock of a finished build (no attachments, no generated files yet)."""
+    shards = [results[t.index].shard for t in tasks]
+    clips: list[Clip] = []
+    tally: dict[str, dict[str, list[int]]] = {}
+    for task in tasks:
+        if task.config != "frames":
+            continue
+        for slot in task.slots:
+            job, at = slot.job, slot.at
+            indices, pixels = results[task.index].frames[job.video_id]
+            clips.append(Clip(video_id=job.video_id, source=job.source, sha256=job.sha256, bytes=job.size,
+                              label=job.label, split=at.split, fold=at.fold, group=at.group, shard=task.index,
+                              row=slot.row, frame_id=slot.frame_id, frame_index=indices, frame_sha256=pixels))
+            n = tally.setdefault(at.split, {}).setdefault(f"{job.source}/{job.label}", [0, 0])
+            n[0] += 1
+            n[1] += slot.rows
+    frames = sum(len(c.frame_index) for c in clips)
+    return Lock(
+        format=FORMAT,
+        name=recipe.name + ("-phantom" if plan.phantom else ""),
+        version=recipe.version + ("-phantom" if plan.phantom else ""),
+        description=recipe.description,
+        phantom=plan.phantom,
+        recipe=recipe.to_dict(),
+        recipe_sha256=recipe.sha256,
+        environment=Environment(bytes=byte_libraries(), host=host()),
+        previous=previous,
+        clips=clips,
+        failures=sorted(failures, key=lambda f: f.video_id),
+        excluded=plan.excluded,
+        warnings=sorted(warnings, key=lambda w: (w.source, w.video_id or "", w.kind)),
+        sheet=Sheet(missing=plan.sheet_missing, label_overrides=plan.label_overrides),
+        counts=Counts(
+            videos=len(clips), frames=frames,
+            duplicates_dropped=sum(facts[s.job.key]["n_duplicates_dropped"] for t in tasks if t.config == "frames"
+                                   for s in t.slots),
+            failures=len(failures), excluded=len(plan.excluded),
+            by_split_label={sp: {k: SplitTally(videos=v[0], frames=v[1]) for k, v in sorted(labels.items())}
+                            for sp, labels in sorted(tally.items())}),
+        shards=shards,
+        attachments={},
+        generated={},
+    )

@@ -1,32 +1,41 @@
 """Recipe + raw folders -> a sorted list of clip jobs, with what was left out and why.
 
-Planning reads folders and hashes files; it decodes nothing. Labels come from the
-registry (file-name prefix) and, for POCUS, the metadata sheet, which wins.
+Planning lists folders, reads DICOM headers and hashes files; it decodes no pixels.
+Labels come from the recipe's label rule: the registry's (file-name prefix, and for
+POCUS its metadata sheet, which wins), a prefix, a constant, or a sheet. A source with
+`ids: hash` names its clips by content hash: no path, folder or file name of it reaches
+the release or its lock, only the local, never-published id map (`.us4-local/`).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
 from ..hashing import sha256_file, sha256_json
-from ..media import VIDEO_SUFFIXES
-from ..recipe import Recipe
-from ..registry import ClassDef, Source, get_source
-from .failure import Failure
+from ..media.clip import ClipRef, FoundClip, find_clips
+from ..recipe import Recipe, SourceRecipe
+from ..registry import ClassDef, Source
+from .environment import byte_libraries
 
 # Bump when ingest changes what it makes of the same clip and parameters: invalidates caches.
-INGEST_VERSION = 1
+INGEST_VERSION = 2
+#: a file that us4's phantom generator leaves in every folder it fills
+PHANTOM_MARKER = ".us4-phantom"
+_HASH_ID_CHARS = 20  # 80 bits of the content sha256 name a clip of an `ids: hash` source
 
 
 @dataclass(frozen=True)
 class ClipJob:
     source: str
-    rel_path: str  # posix path relative to the source's clip folder
-    path: str  # absolute path, never written to a release
+    video_id: str  # published: SOURCE/relative/path, or SOURCE/content-hash
+    rel_path: str | None  # relative to the raw folder; None when the source's ids are hashes (never published)
+    ref: ClipRef  # local files, never published
     label: str
     label_id: int
     us4_label: int | None
@@ -35,28 +44,40 @@ class ClipJob:
     licence: str
     sha256: str
     size: int
+    group_key: str | None  # the sheet's grouping column, when the recipe names one
     params: dict  # the recipe's part that shapes this clip
-    key: str  # cache key: clip bytes + params
+    key: str  # cache key: clip bytes + params + byte-shaping library versions
 
     @property
-    def video_id(self) -> str:
-        return f"{self.source}/{self.rel_path}"
+    def input(self) -> str:
+        return self.ref.kind
 
 
 @dataclass
 class Plan:
     jobs: list[ClipJob] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    excluded: list[dict] = field(default_factory=list)
-    inputs: list[dict] = field(default_factory=list)  # every clip file read, for the lock
+    excluded: list[Excluded] = field(default_factory=list)
+    warnings: list[BuildWarning] = field(default_factory=list)
     sheet_missing: list[str] = field(default_factory=list)
-    label_overrides: list[dict] = field(default_factory=list)
+    sheet_missing_unshipped: int = 0  # of those, rows the public repository does not ship either
+    label_overrides: list[LabelOverride] = field(default_factory=list)
+    phantom: bool = False  # some raw folder was written by us4's phantom generator
+    local_ids: list[dict] = field(default_factory=list)  # video_id -> where it came from, kept on this machine
+    sources_found: dict[str, int] = field(default_factory=dict)  # clips listed per source
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    source: SourceRecipe
+    found: FoundClip
+    sha256: str
+    size: int
 
 
 def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
     """List, label, filter and hash every clip of every source the recipe names."""
     for name in raw:
-        get_source(name)  # unknown names fail with the list of known ones
         if name not in recipe.sources:
             raise RecipeError(f"--raw {name}=...: recipe {recipe.name!r} has no source {name!r} "
                               f"(it has: {', '.join(sorted(recipe.sources))})")
@@ -64,59 +85,113 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
     if missing:
         raise RawFolderError(f"no --raw folder given for source(s) {', '.join(missing)} "
                              f"(pass --raw {missing[0]}=DIR)")
+    libraries = byte_libraries()
     plan = Plan()
-    candidates: list[tuple[Source, Path, str, ClassDef, str, str]] = []
     for name in sorted(raw):
-        source = get_source(name)
-        clip_root, sheet = _resolve_folder(source, Path(raw[name]))
         spec = recipe.sources[name]
-        rows = _read_sheet(source, sheet) if sheet else {}
-        found: set[str] = set()
-        for rel in _walk(clip_root):
-            ext = os.path.splitext(rel)[1].lower()
-            if ext not in VIDEO_SUFFIXES:
-                plan.excluded.append({"source": name, "path": rel, "reason": f"not a video file extension ({ext or 'none'})"})
-                continue
-            stem = os.path.splitext(os.path.basename(rel))[0]
-            found.add(stem)
-            probe = _probe_of(source, rel)
-            row = rows.get(stem)
-            cls, reason = _label(source, os.path.basename(rel), row, plan, rel)
-            if cls is None:
-                plan.failures.append(Failure(name, rel, None, "plan", reason))
-                continue
-            if spec.probes is not None and probe not in spec.probes:
-                plan.excluded.append({"source": name, "path": rel, "reason": f"probe {probe} not in recipe {list(spec.probes)}"})
-                continue
-            if spec.classes is not None and cls.name not in spec.classes:
-                plan.excluded.append({"source": name, "path": rel, "reason": f"class {cls.name} not in recipe {list(spec.classes)}"})
-                continue
-            licence = source.licence
-            if row is not None and source.sheet_licence and source.sheet_licence in row:
-                licence = row[source.sheet_licence]
-            candidates.append((source, clip_root / rel, rel, cls, probe, licence))
-        if rows:
-            plan.sheet_missing.extend(_sheet_rows_without_files(source, spec, rows, found))
-    digests = _hash_all([c[1] for c in candidates], threads)
-    for (source, path, rel, cls, probe, licence), (digest, size) in zip(candidates, digests):
-        params = recipe.clip_params(source.name, rel)
-        plan.jobs.append(ClipJob(
-            source=source.name, rel_path=rel, path=str(path), label=cls.name,
-            label_id=source.label_id(cls), us4_label=cls.us4_head, probe=probe, organ=source.organ,
-            licence=licence, sha256=digest, size=size, params=params,
-            key=sha256_json({"sha256": digest, "params": params, "ingest": INGEST_VERSION}),
-        ))
-        plan.inputs.append({"source": source.name, "path": rel, "sha256": digest, "bytes": size})
+        folder = Path(raw[name])
+        if not folder.is_dir():
+            raise RawFolderError(f"--raw {name}={folder}: no such folder")
+        plan.phantom |= (folder / PHANTOM_MARKER).is_file()
+        clip_root, registry_sheet = _resolve_folder(spec, folder)
+        label_sheet = _label_sheet(spec, folder)
+        found, other = find_clips(spec.input, clip_root, spec.fps)
+        if label_sheet is not None and label_sheet.is_relative_to(clip_root):
+            other = [o for o in other if o.rel != label_sheet.relative_to(clip_root).as_posix()]
+        hashed_other = other if spec.ids == "hash" else []  # their names may not be published either
+        digests = _hash_all([f.files for f in found] + [(str(clip_root / o.rel),) for o in hashed_other], threads)
+        candidates = [_Candidate(spec, f, *d) for f, d in zip(found, digests)]
+        plan.sources_found[name] = len(candidates)
+        plan.excluded.extend(
+            Excluded(source=name, video_id=_hash_id(name, d[0]) if spec.ids == "hash" else f"{name}/{o.rel}",
+                     reason=o.reason)
+            for o, d in zip(other, digests[len(found):] if hashed_other else [None] * len(other)))
+        _plan_source(plan, recipe, spec, candidates, registry_sheet, label_sheet, libraries)
+        if registry_sheet is None and spec.label.kind == "registry" and spec.definition.sheet:
+            plan.warnings.append(BuildWarning(
+                source=name, video_id=None, kind=WarningKind.SHEET_MISSING,
+                message=f"no {spec.definition.sheet} beside the clips: labels come from file names alone"))
+        present = {c.found.rel for c in candidates}
+        for path, _ in spec.crop.clips:
+            if path not in present:
+                plan.warnings.append(BuildWarning(
+                    source=name, video_id=None, kind=WarningKind.UNKNOWN_CLIP,
+                    message=f"the recipe's crop override names a clip that is not in the raw folder "
+                            f"({path if spec.ids == 'path' else 'path withheld: hashed ids'})"))
     plan.jobs.sort(key=lambda j: j.video_id)
-    plan.inputs.sort(key=lambda i: (i["source"], i["path"]))
+    plan.failures.sort(key=lambda f: f.video_id)
+    plan.excluded.sort(key=lambda e: e.video_id)
+    plan.local_ids.sort(key=lambda e: e["video_id"])
     return plan
 
 
-def _resolve_folder(source: Source, folder: Path) -> tuple[Path, Path | None]:
-    """The folder holding the clips, and the metadata sheet if the source has one."""
-    if not folder.is_dir():
-        raise RawFolderError(f"--raw {source.name}={folder}: no such folder")
-    if source.sheet is None:
+def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: list[_Candidate],
+                 registry_sheet: Path | None, label_sheet: Path | None, libraries: dict) -> None:
+    source = spec.definition
+    rows = _read_sheet(registry_sheet, source.sheet_key) if registry_sheet else {}
+    label_rows = _read_sheet(label_sheet, spec.label.key_column) if label_sheet else {}
+    group_column = recipe.splits.get("group_column")
+    seen: dict[str, str] = {}  # content hash -> video id, for hashed-id sources
+    found_stems: set[str] = set()
+    for cand in candidates:
+        rel = cand.found.rel
+        video_id = f"{spec.name}/{rel}" if spec.ids == "path" else _hash_id(spec.name, cand.sha256)
+        plan.local_ids.append({"video_id": video_id, "source": spec.name, "path": rel, "sha256": cand.sha256})
+        base = os.path.basename(rel)
+        stem = os.path.splitext(base)[0] if spec.input == "video" else base
+        found_stems.add(stem)
+        if spec.ids == "hash" and cand.sha256 in seen:
+            plan.excluded.append(Excluded(source=spec.name, video_id=video_id,
+                                          reason=f"same content as {seen[cand.sha256]}"))
+            continue
+        seen[cand.sha256] = video_id
+        row = rows.get(stem)
+        if spec.label.kind == "sheet":
+            key = rel if spec.label.key == "path" else cand.sha256
+            cls, reason = _label_from_sheet(source, label_rows.get(key), spec)
+            row = label_rows.get(key)
+        else:
+            cls, reason = _label(spec, base, row, plan, video_id)
+        if cls is None:
+            plan.failures.append(Failure(source=spec.name, video_id=video_id, sha256=cand.sha256,
+                                         stage=Stage.PLAN, reason=reason))
+            continue
+        probe = _probe_of(source, rel)
+        if spec.probes is not None and probe not in spec.probes:
+            plan.excluded.append(Excluded(source=spec.name, video_id=video_id,
+                                          reason=f"probe {probe} not in recipe {list(spec.probes)}"))
+            continue
+        if spec.classes is not None and cls.name not in spec.classes:
+            plan.excluded.append(Excluded(source=spec.name, video_id=video_id,
+                                          reason=f"class {cls.name} not in recipe {list(spec.classes)}"))
+            continue
+        licence = source.licence
+        if row is not None and source.sheet_licence and source.sheet_licence in row:
+            licence = row[source.sheet_licence]
+        group_key = row.get(group_column) if (row is not None and group_column) else None
+        params = recipe.clip_params(spec.name, rel)
+        plan.jobs.append(ClipJob(
+            source=spec.name, video_id=video_id, rel_path=rel if spec.ids == "path" else None,
+            ref=cand.found.ref, label=cls.name, label_id=source.label_id(cls), us4_label=cls.us4_head,
+            probe=probe, organ=source.organ, licence=licence, sha256=cand.sha256, size=cand.size,
+            group_key=f"{group_column}={group_key}" if group_key else None, params=params,
+            key=sha256_json({"sha256": cand.sha256, "params": params, "ingest": INGEST_VERSION,
+                             "libraries": libraries}),
+        ))
+    if rows:
+        missing = _sheet_rows_without_files(source, spec, rows, found_stems)
+        plan.sheet_missing.extend(m for m, _ in missing)
+        plan.sheet_missing_unshipped += sum(not shipped for _, shipped in missing)
+
+
+def _hash_id(source: str, sha256: str) -> str:
+    return f"{source}/{sha256[:_HASH_ID_CHARS]}"
+
+
+def _resolve_folder(spec: SourceRecipe, folder: Path) -> tuple[Path, Path | None]:
+    """The folder holding the clips, and the registry's metadata sheet if the source has one."""
+    source = spec.definition
+    if source.sheet is None or spec.label.kind != "registry":
         return folder, None
     # POCUS: a checkout's data/ folder (pocus_videos/ + the sheet), or pocus_videos/ itself
     clip_root = folder / "pocus_videos" if (folder / "pocus_videos").is_dir() else folder
@@ -130,14 +205,13 @@ def _resolve_folder(source: Source, folder: Path) -> tuple[Path, Path | None]:
     return clip_root, None
 
 
-def _walk(root: Path) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith("."):
-                out.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(out)
+def _label_sheet(spec: SourceRecipe, folder: Path) -> Path | None:
+    if spec.label.kind != "sheet":
+        return None
+    path = folder / spec.label.sheet
+    if not path.is_file():
+        raise RawFolderError(f"--raw {spec.name}={folder}: the recipe's label sheet {spec.label.sheet} is not there")
+    return path
 
 
 def _probe_of(source: Source, rel: str) -> str:
@@ -147,25 +221,42 @@ def _probe_of(source: Source, rel: str) -> str:
     return source.probe if not source.probe_folders else "unknown"
 
 
-def _label(source: Source, file_name: str, row: dict | None, plan: Plan, rel: str) -> tuple[ClassDef | None, str]:
+def _label(spec: SourceRecipe, file_name: str, row: dict | None, plan: Plan,
+           video_id: str) -> tuple[ClassDef | None, str]:
+    source = spec.definition
+    if spec.label.kind == "constant":
+        return source.class_named(spec.label.constant), ""
     by_name = source.class_of_name(file_name)
     by_sheet = None
-    if row is not None and source.sheet_label and source.sheet_label in row:
+    if spec.label.kind == "registry" and row is not None and source.sheet_label and source.sheet_label in row:
         by_sheet = source.class_of_sheet(str(row[source.sheet_label]))
     if by_sheet is not None:
         if by_name is not None and by_name != by_sheet:
-            plan.label_overrides.append({"source": source.name, "path": rel, "file_name": by_name.name,
-                                         "sheet": by_sheet.name})
+            plan.label_overrides.append(LabelOverride(source=source.name, video_id=video_id, file_name=by_name.name,
+                                                      sheet=by_sheet.name))
         return by_sheet, ""
     if by_name is not None:
         return by_name, ""
     prefixes = ", ".join(p for c in source.classes for p in c.prefixes)
-    return None, f"unreadable label: file name has none of the prefixes {prefixes}" + (
-        " and the metadata sheet has no usable label for it" if source.sheet else "")
+    what = "file name" if spec.ids == "path" else "name"
+    return None, f"unreadable label: the {what} has none of the prefixes {prefixes}" + (
+        " and the metadata sheet has no usable label for it" if source.sheet and spec.label.kind == "registry" else "")
 
 
-def _read_sheet(source: Source, path: Path) -> dict[str, dict]:
-    """Rows of the metadata sheet by file stem; empty cells are absent keys."""
+def _label_from_sheet(source: Source, row: dict | None, spec: SourceRecipe) -> tuple[ClassDef | None, str]:
+    if row is None:
+        return None, f"unreadable label: the label sheet has no row for this clip's {spec.label.key}"
+    value = str(row.get(spec.label.column, "")).strip()
+    cls = next((c for c in source.classes if value.lower() in (c.name.lower(), *(v.lower() for v in c.sheet_labels))),
+               None)
+    if cls is None:
+        return None, (f"unreadable label: the label sheet's {spec.label.column!r} is {value!r}, "
+                      f"not one of {', '.join(c.name for c in source.classes)}")
+    return cls, ""
+
+
+def _read_sheet(path: Path, key_column: str | None) -> dict[str, dict]:
+    """Rows of a CSV sheet by their key column; empty cells are absent keys."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -173,19 +264,21 @@ def _read_sheet(source: Source, path: Path) -> dict[str, dict]:
                        for row in reader]
             columns = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise RawFolderError(f"{path}: cannot read the metadata sheet ({exc})") from None
-    if source.sheet_key not in columns:
-        raise RawFolderError(f"{path}: metadata sheet has no {source.sheet_key!r} column")
+        raise RawFolderError(f"{path}: cannot read the sheet ({exc})") from None
+    if key_column not in columns:
+        raise RawFolderError(f"{path}: sheet has no {key_column!r} column (it has: {', '.join(c for c in columns if c)})")
     rows: dict[str, dict] = {}
     for row in rows_in:
-        key = row.get(source.sheet_key)
+        key = row.get(key_column)
         if key and key not in rows:
             rows[key] = row
     return rows
 
 
-def _sheet_rows_without_files(source: Source, spec, rows: dict[str, dict], found: set[str]) -> list[str]:
-    """Sheet rows of videos this recipe would build whose file is not in the folder."""
+def _sheet_rows_without_files(source: Source, spec: SourceRecipe, rows: dict[str, dict],
+                              found: set[str]) -> list[tuple[str, bool]]:
+    """Sheet rows of videos this recipe would build whose file is not in the folder, and
+    whether the public repository ships each (False where its sheet says it does not)."""
     out = []
     for stem, row in rows.items():
         if stem in found or str(row.get("Type", "video")).strip().lower() != "video":
@@ -196,13 +289,19 @@ def _sheet_rows_without_files(source: Source, spec, rows: dict[str, dict], found
             continue
         if spec.probes is not None and probe not in spec.probes:
             continue
-        out.append(f"{stem} ({cls.name}, {probe})")
+        shipped = str(row.get(source.sheet_shipped, "yes")).strip().lower() != "no" if source.sheet_shipped else True
+        out.append((f"{stem} ({cls.name}, {probe})", shipped))
     return sorted(out)
 
 
-def _hash_all(paths: list[Path], threads: int) -> list[tuple[str, int]]:
-    def one(p: Path) -> tuple[str, int]:
-        return sha256_file(p), p.stat().st_size
+def _hash_all(groups: list[tuple[str, ...]], threads: int) -> list[tuple[str, int]]:
+    """(sha256, bytes) of each clip: of its file, or for a multi-file clip (a series, an image
+    sequence) of the ordered list of its files' hashes (content only: names are identity)."""
+    def one(files: tuple[str, ...]) -> tuple[str, int]:
+        if len(files) == 1:
+            return sha256_file(files[0]), os.path.getsize(files[0])
+        digests = [sha256_file(f) for f in files]
+        return hashlib.sha256(("\n".join(digests)).encode()).hexdigest(), sum(os.path.getsize(f) for f in files)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(one, paths))
+        return list(pool.map(one, groups))

@@ -1,37 +1,49 @@
-"""`us4 build`: plan, ingest in parallel (resumable), write shards, lock, card; install atomically."""
+"""`us4 build`: plan, ingest in parallel (resumable), group and split, write shards, lock,
+card; install atomically. One build at a time per output folder."""
 from __future__ import annotations
 
-import multiprocessing
+import csv
+import io
+import json
 import os
 import shutil
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 from tqdm import tqdm
 
+from ..contract.lock import LOCK_NAME, BuildWarning, Failure, WarningKind
 from ..errors import BuildError, RawFolderError, ReleaseError
-from ..system import available_cores
+from ..files import atomic_write
 from ..recipe import Recipe, load_recipe
-from ..release.attach import add_attachment
-from ..release.card import write_contact_sheet
-from ..release.read import LOCK_NAME, Release
+from ..release.attach import add_attachment, seal
+from ..release.contact_sheet import write_contact_sheet
+from ..system import available_cores
 from .cache import ClipCache
-from .failure import Failure
+from .executor import Executor, LocalExecutor
+from .groups import column_links, near_duplicate_links
 from .ingest import ingest_in_worker
 from .lock import make_lock
-from .plan import ClipJob, make_plan
+from .mutex import BuildMutex
+from .plan import ClipJob, Plan, make_plan
+from .previous import read_previous
 from .splits import assign_splits
-from .writer import write_shards
+from .writer import ShardResult, plan_shards, write_shard
 
 WORK_DIR = ".us4-work"
+#: files of this machine only (where each hashed id came from, the text read): never published
+LOCAL_DIR = ".us4-local"
+# A monitor thread in this process while the pool forks could leave a lock held in the workers.
+tqdm.monitor_interval = 0
 
 
 @dataclass
 class BuildSummary:
     out: Path
+    name: str
+    version: str
+    phantom: bool
     videos: int
     frames: int
     duplicates_dropped: int
@@ -39,8 +51,13 @@ class BuildSummary:
     reused: int  # clips taken from the resume cache
     failures: list[Failure] = field(default_factory=list)
     excluded: int = 0
+    warnings: list[BuildWarning] = field(default_factory=list)
     sheet_missing: list[str] = field(default_factory=list)
-    label_overrides: list[dict] = field(default_factory=list)
+    sheet_missing_unshipped: int = 0  # of those, rows naming clips the public repository does not ship
+    label_overrides: int = 0
+    groups: int = 0  # groups of two or more clips kept in one split
+    per_source: dict[str, int] = field(default_factory=dict)  # videos per recipe source, 0 where empty
+    local: Path | None = None  # the never-published local files, when written
 
 
 def build_release(
@@ -49,21 +66,38 @@ def build_release(
     out: str | Path,
     *,
     workers: int | None = None,
+    executor: Executor | None = None,
     retry_failed: bool = False,
+    allow_empty: tuple[str, ...] = (),
+    previous: str | Path | None = None,
     progress: bool = True,
 ) -> BuildSummary:
-    """Build (or resume building) a release of `recipe` from the `raw` clip folders into `out`."""
+    """Build (or resume building) a release of `recipe` from the `raw` clip folders into `out`.
+
+    `executor` runs the per-clip and per-shard work (default: `workers` local processes).
+    `previous` (a release folder or a lock) keeps the split of every clip it holds; the
+    recipe's `splits.inherit` says the same. `allow_empty` names sources that may end with
+    no usable clip.
+    """
+    recipe_path = None if isinstance(recipe, Recipe) else Path(recipe)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
+    for name in allow_empty:
+        if name not in recipe.sources:
+            raise RawFolderError(f"--allow-empty {name}: recipe {recipe.name!r} has no such source")
     plan = make_plan(recipe, {k: Path(v) for k, v in raw.items()})
-    if not plan.jobs and not plan.failures:  # before anything is written
-        raise RawFolderError(f"no video clips found in {', '.join(f'--raw {k}={v}' for k, v in sorted(raw.items()))}"
-                             + (f" ({len(plan.excluded)} files excluded by the recipe)" if plan.excluded else ""))
+    _check_inputs(recipe, plan, raw, allow_empty)
+    prev = read_previous(previous or recipe.splits.get("inherit"), recipe_path.parent if recipe_path else None)
     _check_out(out)
+    executor = executor or LocalExecutor(workers or available_cores())
+    with BuildMutex(out / WORK_DIR, out):
+        return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
+
+
+def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_failed: bool,
+           allow_empty: tuple[str, ...], prev, progress: bool) -> BuildSummary:
     cache = ClipCache(out / WORK_DIR)
     cache.remove_partial_writes()
-    splits = assign_splits(plan.jobs, recipe)
-
     todo: list[ClipJob] = []
     for job in plan.jobs:
         if cache.has_result(job.key):
@@ -73,36 +107,140 @@ def build_release(
                 continue
             cache.forget_failure(job.key)
         todo.append(job)
-    _ingest_all(todo, cache, workers or available_cores(), progress)
+    todo.sort(key=lambda j: -j.size)  # longest first: fewer idle workers at the end
+    failed = Counter()
+    with tqdm(total=len(todo), desc="ingest", unit="clip", disable=not progress) as bar:
+        def done(job: ClipJob, result) -> None:
+            failed["n"] += not isinstance(result, int)
+            bar.set_postfix_str(f"{failed['n']} failed, {executor.workers} workers", refresh=False)
+            bar.update()
+
+        executor.run(ingest_in_worker, todo, (str(cache.root),), done)
 
     failures = list(plan.failures)
-    good = []
+    good: list[ClipJob] = []
     for job in plan.jobs:
         failure = cache.failure(job.key)
         if failure is not None:
             failures.append(failure)
         elif cache.has_result(job.key):
             good.append(job)
-    if not good:
-        raise ReleaseError(f"{out}: no clip could be used ({len(failures)} failed, "
-                           f"{len(plan.excluded)} excluded by the recipe); nothing to release")
+    warnings = list(plan.warnings)
+    _check_usable(recipe, plan, good, failures, allow_empty, warnings, out)
+    facts = {job.key: cache.read_facts(job.key) for job in good}
+    warnings += _fact_warnings(good, facts)
+
+    links = column_links(plan.jobs)
+    if recipe.splits.get("group") == "near_duplicates":
+        links += near_duplicate_links(good, cache)
+    previous, prev_splits = prev if prev else (None, None)
+    splits, moved = assign_splits(plan.jobs, recipe, links, prev_splits)
+    warnings += moved
 
     staging = cache.root / "staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with tqdm(total=len(good), desc="write shards", unit="clip", disable=not progress) as bar:
-        written = write_shards(good, splits, cache, staging, recipe.shard_max_bytes, bar.update)
-    staged = Release(staging, make_lock(recipe, plan, failures, written))
-    add_attachment(staged, write_contact_sheet(staged))  # writes the lock and renders the card
+    tasks = plan_shards(good, splits, facts, recipe.shard_max_bytes)
+    results: dict[int, ShardResult] = {}
+    with tqdm(total=len(tasks), desc="write shards", unit="shard", disable=not progress) as bar:
+        def written(task, result: ShardResult) -> None:
+            results[result.index] = result
+            bar.update()
+
+        executor.run(write_shard, tasks, (str(cache.root), str(staging)), written)
+    lock = make_lock(recipe, plan, failures, warnings, tasks, results, facts, previous)
+    staged = seal(staging, lock)
+    staged = add_attachment(staged, write_contact_sheet(staged))
+    local = _write_local(cache.root / "local", plan, good, facts)
     _install(staging, out)
+    if local is not None:
+        shutil.rmtree(out / LOCAL_DIR, ignore_errors=True)
+        os.replace(local, out / LOCAL_DIR)
     if not failures:
         shutil.rmtree(cache.root, ignore_errors=True)
     return BuildSummary(
-        out=out, videos=written.videos, frames=written.frames,
-        duplicates_dropped=written.duplicates_dropped, ingested=len(todo),
-        reused=len(plan.jobs) - len(todo), failures=failures, excluded=len(plan.excluded),
-        sheet_missing=plan.sheet_missing, label_overrides=plan.label_overrides,
+        out=out, name=lock.name, version=lock.version, phantom=lock.phantom, videos=lock.counts.videos,
+        frames=lock.counts.frames, duplicates_dropped=lock.counts.duplicates_dropped, ingested=len(todo),
+        reused=len(plan.jobs) - len(todo), failures=lock.failures, excluded=len(plan.excluded),
+        warnings=lock.warnings, sheet_missing=plan.sheet_missing,
+        sheet_missing_unshipped=plan.sheet_missing_unshipped, label_overrides=len(plan.label_overrides),
+        groups=len({a.group for a in splits.values() if a.group}),
+        per_source={s: sum(c.source == s for c in lock.clips) for s in sorted(recipe.sources)},
+        local=out / LOCAL_DIR if local is not None else None,
     )
+
+
+def _check_inputs(recipe: Recipe, plan: Plan, raw: dict, allow_empty: tuple[str, ...]) -> None:
+    """Before anything is written: some clip somewhere, no source empty unless allowed,
+    and the text detector wherever the recipe relies on it."""
+    if not plan.jobs and not plan.failures:
+        raise RawFolderError(f"no clips found in {', '.join(f'--raw {k}={v}' for k, v in sorted(raw.items()))}"
+                             + (f" ({len(plan.excluded)} files excluded by the recipe)" if plan.excluded else ""))
+    for name in sorted(recipe.sources):
+        if plan.sources_found.get(name, 0) == 0 and name not in allow_empty:
+            raise RawFolderError(f"--raw {name}={raw[name]}: no {recipe.sources[name].input} clips of source {name} "
+                                 f"there; pass --allow-empty {name} to build without it")
+    needs_text = sorted(n for n, s in recipe.sources.items() if s.text in ("mask", "exclude"))
+    if needs_text:
+        from ..media import text
+
+        try:
+            text.text_engine_versions()
+        except text.TextDetectionUnavailable:
+            raise BuildError(f"source(s) {', '.join(needs_text)}: the recipe says text: mask/exclude, which needs "
+                             "the burned-in text detector: pip install 'us4[text]'") from None
+
+
+def _check_usable(recipe: Recipe, plan: Plan, good: list[ClipJob], failures: list[Failure],
+                  allow_empty: tuple[str, ...], warnings: list[BuildWarning], out: Path) -> None:
+    """A source with zero usable clips is an error unless allowed (then a warning)."""
+    if not good:
+        raise ReleaseError(f"{out}: no clip could be used ({len(failures)} failed, "
+                           f"{len(plan.excluded)} excluded by the recipe); nothing to release")
+    usable = Counter(j.source for j in good)
+    for name in sorted(recipe.sources):
+        if usable[name]:
+            continue
+        lost = sum(f.source == name for f in failures)
+        if name not in allow_empty:
+            raise ReleaseError(f"source {name}: no usable clip ({plan.sources_found.get(name, 0)} found, {lost} failed: "
+                               f"the clips finished are kept in {out / WORK_DIR}); fix the source, or pass "
+                               f"--allow-empty {name} to build without it")
+        warnings.append(BuildWarning(source=name, video_id=None, kind=WarningKind.EMPTY_SOURCE,
+                                     message=f"no usable clip ({lost} failed); built without it (--allow-empty)"))
+
+
+def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWarning]:
+    out = []
+    for job in good:
+        f = facts[job.key]
+        if f["crop_fallback"]:
+            out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.CROP_FALLBACK,
+                                    message="no credible scan region found: the full frame is kept"))
+        if f["text"]["action"] == "warned":
+            out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.TEXT_FOUND,
+                                    message=f"burned-in text found ({len(f['text']['boxes'])} boxes), "
+                                            "left in the pixels (text: warn)"))
+    return out
+
+
+def _write_local(folder: Path, plan: Plan, good: list[ClipJob], facts: dict[str, dict]) -> Path | None:
+    """Where each video id came from, and the text read in each clip: for the holder of the
+    raw data only. Never published (publish sends only what the lock names)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["video_id", "source", "path", "sha256"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(plan.local_ids)
+    atomic_write(folder / "ids.csv", buf.getvalue().encode())
+    text = [{"video_id": j.video_id, **facts[j.key]["text"]} for j in good if facts[j.key]["text"]["found"]]
+    atomic_write(folder / "text.json", json.dumps(text, indent=1, sort_keys=True).encode())
+    (folder / "README.txt").write_text(
+        "Files of the machine that built this release, never published: ids.csv maps each video id to the\n"
+        "raw file or folder it came from; text.json lists the burned-in text found and read in each clip.\n"
+        "Keep them with the raw data: they may identify patients.\n")
+    return folder
 
 
 def _check_out(out: Path) -> None:
@@ -130,40 +268,3 @@ def _install(staging: Path, out: Path) -> None:
         os.replace(entry, old)
     os.replace(staging / LOCK_NAME, out / LOCK_NAME)
     shutil.rmtree(staging, ignore_errors=True)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # fork starts workers with the modules already imported (spawn costs each worker
-    # about 0.5 s of imports); no thread runs in this process when the pool forks.
-    if "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
-
-
-def _ingest_all(jobs: list[ClipJob], cache: ClipCache, workers: int, progress: bool) -> None:
-    if not jobs:
-        return
-    jobs = sorted(jobs, key=lambda j: -j.size)  # longest first: fewer idle workers at the end
-    if workers <= 1:
-        for job in tqdm(jobs, desc="ingest", unit="clip", disable=not progress):
-            ingest_in_worker(job, str(cache.root))
-        return
-    # pyarrow imports pandas on its first array (~0.2 s): once here, inherited by the
-    # forked workers, instead of once in every worker and again in this process.
-    pa.array([0])
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_pool_context()) as pool:
-        # submitting starts the workers: before the progress bar starts its monitor thread
-        pending: set[Future] = {pool.submit(ingest_in_worker, job, str(cache.root)) for job in jobs}
-        with tqdm(total=len(jobs), desc="ingest", unit="clip", disable=not progress) as bar:
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        fut.result()
-                        bar.update()
-            except BrokenProcessPool:
-                raise BuildError("a worker process died (crashed or ran out of memory); the clips it "
-                                 "finished are kept: run again to resume, with --workers 1 to find the clip") from None
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise

@@ -1,50 +1,133 @@
-"""Whole videos to splits: never a frame. Deterministic from the recipe's seed.
+"""Whole videos, and whole groups of videos, to splits: never a frame. Deterministic.
 
-Assignment covers every planned clip, including those that later fail, so that one
-clip failing on one machine does not move any other clip to another split.
+Units are groups: clips joined by the split rule (near-duplicate frames, a sheet
+column) or a clip alone. A unit that holds clips of a previous release keeps their
+split; every other unit goes, class by class (largest units first), to the split where
+its class is least represented for that split's share, then where the split is smallest
+for its share, ties broken by the unit's content hash and the seed. Assignment covers
+every planned clip, those that later fail included, so one clip failing on one machine
+moves no other clip.
 """
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 
+from ..contract.lock import BuildWarning, WarningKind
 from ..recipe import Recipe
 from .plan import ClipJob
 
 
-def _order(seed: int, video_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{video_id}".encode()).hexdigest()
+@dataclass(frozen=True)
+class Assignment:
+    split: str
+    fold: int | None
+    group: str | None  # published group id, for clips that share their unit with others
 
 
-def assign_splits(jobs: Iterable[ClipJob], recipe: Recipe) -> dict[str, tuple[str, int | None]]:
-    """video_id -> (split name, fold or None).
+@dataclass(frozen=True)
+class PreviousSplits:
+    """Splits of the clips of an earlier release, by video id and by clip content hash."""
 
-    folds: within each class, videos in seeded-hash order are dealt round-robin over
-    k folds, each class starting where the last left off, so folds stay balanced
-    in size and stratified by class. holdout: the same dealing with an accumulator,
-    so that a `validation` fraction of each class (carried across classes, so that
-    small classes still contribute) goes to `validation`.
-    """
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for job in jobs:
-        groups[(job.source, job.label)].append(job.video_id)
-    out: dict[str, tuple[str, int | None]] = {}
-    kind = recipe.splits["kind"]
-    offset = 0
-    carry = 0.0
-    for key in sorted(groups):
-        videos = sorted(groups[key], key=lambda v: _order(recipe.seed, v))
-        if kind == "folds":
-            k = recipe.splits["k"]
-            for i, video in enumerate(videos):
-                fold = (offset + i) % k
-                out[video] = (f"fold{fold}", fold)
-            offset += len(videos)
-        else:
-            for video in videos:
-                carry += recipe.splits["validation"]
-                held_out = carry >= 1.0
-                carry -= held_out
-                out[video] = ("validation" if held_out else "train", None)
-    return out
+    by_id: dict[str, str]
+    by_sha256: dict[str, str]
+
+    def of(self, job: ClipJob) -> str | None:
+        return self.by_id.get(job.video_id) or self.by_sha256.get(job.sha256)
+
+
+def split_shares(recipe: Recipe) -> dict[str, float]:
+    """Each split's share of the videos, in the recipe's order."""
+    if recipe.splits["kind"] == "folds":
+        k = recipe.splits["k"]
+        return {f"fold{i}": 1 / k for i in range(k)}
+    v = float(recipe.splits["validation"])
+    return {"train": 1 - v, "validation": v}
+
+
+def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, str]] = (),
+                  previous: PreviousSplits | None = None) -> tuple[dict[str, Assignment], list[BuildWarning]]:
+    """video_id -> Assignment for every job, and the warnings of clips that had to move."""
+    shares = split_shares(recipe)
+    by_id = {j.video_id: j for j in jobs}
+    units = _units(jobs, links)
+    counts: dict[str, Counter] = {s: Counter() for s in shares}
+    totals: Counter = Counter()
+    chosen: dict[int, str] = {}
+    warnings: list[BuildWarning] = []
+    for n, members in enumerate(units):
+        if previous is None:
+            break
+        before = {v: previous.of(by_id[v]) for v in members}
+        kept = Counter(s for s in before.values() if s in shares)
+        if not kept:
+            continue
+        split = max(kept, key=lambda s: (kept[s], -list(shares).index(s)))
+        chosen[n] = split
+        for v, s in sorted(before.items()):
+            if s is not None and s != split:
+                warnings.append(BuildWarning(
+                    source=by_id[v].source, video_id=v, kind=WarningKind.SPLIT_MOVED,
+                    message=f"was in {s}; its group now spans splits and goes to {split} whole"))
+        _tally(counts, totals, split, members, by_id)
+    free = [n for n in range(len(units)) if n not in chosen]
+    keys = {n: _unit_hash(recipe.seed, units[n], by_id) for n in free}
+    free.sort(key=lambda n: (_class_of(units[n], by_id), -len(units[n]), keys[n]))
+    live = [s for s, share in shares.items() if share > 0]
+    for n in free:
+        cls = _class_of(units[n], by_id)
+        split = min(live, key=lambda s: (counts[s][cls] / shares[s], totals[s] / shares[s],
+                                         hashlib.sha256(f"{keys[n]}:{s}".encode()).hexdigest()))
+        chosen[n] = split
+        _tally(counts, totals, split, units[n], by_id)
+    out = {}
+    for n, members in enumerate(units):
+        split = chosen[n]
+        fold = int(split[4:]) if recipe.splits["kind"] == "folds" else None
+        group = _group_id(members, by_id) if len(members) > 1 else None
+        out.update({v: Assignment(split, fold, group) for v in members})
+    return out, warnings
+
+
+def _units(jobs: list[ClipJob], links) -> list[list[str]]:
+    """Connected components of the links, each sorted; a clip without links is its own unit."""
+    parent = {j.video_id: j.video_id for j in jobs}
+
+    def root(v: str) -> str:
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for a, b in links:
+        if a in parent and b in parent:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    members: dict[str, list[str]] = defaultdict(list)
+    for v in sorted(parent):
+        members[root(v)].append(v)
+    return sorted(members.values())
+
+
+def _class_of(members: list[str], by_id: dict[str, ClipJob]) -> str:
+    """A unit's class for stratification: its most common (source, label); ties by name."""
+    tally = Counter(f"{by_id[v].source}/{by_id[v].label}" for v in members)
+    return min(tally, key=lambda c: (-tally[c], c))
+
+
+def _tally(counts: dict[str, Counter], totals: Counter, split: str, members: list[str], by_id) -> None:
+    for v in members:
+        counts[split][f"{by_id[v].source}/{by_id[v].label}"] += 1
+        totals[split] += 1
+
+
+def _unit_hash(seed: int, members: list[str], by_id: dict[str, ClipJob]) -> str:
+    return hashlib.sha256(f"{seed}:{min(by_id[v].sha256 for v in members)}".encode()).hexdigest()
+
+
+def _group_id(members: list[str], by_id: dict[str, ClipJob]) -> str:
+    """Named by its members' content, never by a sheet value (which may identify a patient)."""
+    digest = hashlib.sha256("\n".join(sorted(by_id[v].sha256 for v in members)).encode()).hexdigest()
+    return f"group-{digest[:12]}"

@@ -1,25 +1,125 @@
-"""Cached clips -> Parquet shards, in one fixed order, streaming clip by clip.
+"""Cached clips -> Parquet shards: a layout planned once, shards written independently.
 
-Order: split, then video_id, then frame index. Shard boundaries fall between clips
-once a shard holds `shard_max_bytes` of images, so the same clips always give the
-same shards, whatever order the workers finished in.
+`plan_shards` fixes everything a shard's bytes depend on before any is written: the
+order (source, split, video id, frame index), the boundaries (a new frames shard once
+one holds `shard_max_bytes` of images, from per-clip sizes in the cache), each clip's
+first frame_id and row. So each shard is a task that any process (a local worker, a
+Dask worker) can write alone, and the same clips always give the same bytes whatever
+the worker count or completion order.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import json
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..contract.lock import Shard
+from ..contract.schema import FRAMES_SCHEMA, VIDEOS_SCHEMA
 from ..hashing import sha256_file
-from ..release.schema import FRAMES_SCHEMA, VIDEOS_SCHEMA
 from .cache import ClipCache
 from .plan import ClipJob
+from .splits import Assignment
 
 # Small row groups keep the Hub viewer and random access cheap on image columns.
 ROW_GROUP_ROWS = 100
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One clip's place in the release."""
+
+    job: ClipJob
+    at: Assignment
+    frame_id: int  # first frame_id of the clip
+    row: int  # first row of the clip in its frames shard
+    rows: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int  # position in the lock's shard list
+    path: str  # relative to the release
+    config: str
+    source: str
+    split: str
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    index: int
+    shard: Shard
+    frames: dict[str, tuple[list[int], list[str]]]  # video_id -> (frame indices, frame sha256s): frames shards
+
+
+def plan_shards(jobs: list[ClipJob], splits: dict[str, Assignment], facts: dict[str, dict],
+                shard_max_bytes: int) -> list[ShardTask]:
+    """Every shard of the release, frames shards first (in frame_id order), then videos shards."""
+    by_part: dict[tuple[str, str], list[ClipJob]] = defaultdict(list)
+    for job in sorted(jobs, key=lambda j: (j.source, splits[j.video_id].split, j.video_id)):
+        by_part[(job.source, splits[job.video_id].split)].append(job)
+    frames: list[tuple[str, str, list[Slot]]] = []
+    videos: list[tuple[str, str, list[Slot]]] = []
+    frame_id = 0
+    for (source, split), part in by_part.items():
+        groups: list[list[Slot]] = [[]]
+        size = row = 0
+        for job in part:
+            f = facts[job.key]
+            if groups[-1] and size + f["png_bytes"] > shard_max_bytes:
+                groups.append([])
+                size = row = 0
+            groups[-1].append(Slot(job, splits[job.video_id], frame_id, row, f["rows"]))
+            size += f["png_bytes"]
+            row += f["rows"]
+            frame_id += f["rows"]
+        frames += [(source, split, g) for g in groups]
+        videos.append((source, split, [s for g in groups for s in g]))
+    tasks = []
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for source, split, _ in frames:
+        counts[(source, split)] += 1
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    for source, split, slots in frames:
+        i = seen[(source, split)]
+        seen[(source, split)] += 1
+        path = f"data/frames/{source}/{split}-{i:05d}-of-{counts[(source, split)]:05d}.parquet"
+        tasks.append(ShardTask(len(tasks), path, "frames", source, split, tuple(slots)))
+    for source, split, slots in videos:
+        tasks.append(ShardTask(len(tasks), f"data/videos/{source}/{split}-00000-of-00001.parquet", "videos",
+                               source, split, tuple(slots)))
+    return tasks
+
+
+def write_shard(task: ShardTask, cache_root: str, out: str) -> ShardResult:
+    """Write one shard under `out` from the cache (entry point of a worker)."""
+    cache = ClipCache(Path(cache_root))
+    path = Path(out) / task.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames: dict[str, tuple[list[int], list[str]]] = {}
+    if task.config == "frames":
+        with pq.ParquetWriter(path, FRAMES_SCHEMA, **_parquet_options(FRAMES_SCHEMA)) as writer:
+            for slot in task.slots:
+                table, facts = cache.read_result(slot.job.key)
+                writer.write_table(_frame_table(slot, table, facts), row_group_size=ROW_GROUP_ROWS)
+                frames[slot.job.video_id] = (table.column("frame_index").to_pylist(),
+                                             table.column("frame_sha256").to_pylist())
+        rows = sum(s.rows for s in task.slots)
+    else:
+        video_rows = []
+        for slot in task.slots:
+            table, facts = cache.read_result(slot.job.key, ["frame_index"])
+            video_rows.append(_video_row(slot, facts, table.column("frame_index").to_pylist()))
+        pq.write_table(pa.Table.from_pylist(video_rows, schema=VIDEOS_SCHEMA), path, row_group_size=ROW_GROUP_ROWS,
+                       **_parquet_options(VIDEOS_SCHEMA))
+        rows = len(video_rows)
+    shard = Shard(path=task.path, config=task.config, source=task.source, split=task.split, rows=rows,
+                  bytes=path.stat().st_size, sha256=sha256_file(path))
+    return ShardResult(task.index, shard, frames)
 
 
 def _leaf_paths(schema: pa.Schema) -> list[str]:
@@ -39,130 +139,45 @@ def _parquet_options(schema: pa.Schema) -> dict:
     return {"compression": codecs, "write_statistics": True}
 
 
-@dataclass
-class Written:
-    shards: list[dict] = field(default_factory=list)
-    lineage: dict[str, list] = field(
-        default_factory=lambda: {k: [] for k in ("clip_sha256", "frame_index", "pts", "frame_sha256", "shard", "row")})
-    videos: int = 0
-    frames: int = 0
-    duplicates_dropped: int = 0
-    by_split_label: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+def _spacing(facts: dict) -> tuple[float | None, float | None]:
+    return tuple(facts["spacing_mm"]) if facts.get("spacing_mm") else (None, None)
 
 
-def write_shards(
-    jobs: list[ClipJob],
-    splits: dict[str, tuple[str, int | None]],
-    cache: ClipCache,
-    out: Path,
-    shard_max_bytes: int,
-    on_clip: Callable[[], None] = lambda: None,
-) -> Written:
-    """Write data/frames and data/videos under `out` from the cached clips of `jobs`."""
-    ordered = sorted(jobs, key=lambda j: (splits[j.video_id][0], j.video_id))
-    by_split: dict[str, list[ClipJob]] = {}
-    for job in ordered:
-        by_split.setdefault(splits[job.video_id][0], []).append(job)
-    result = Written()
-    frame_id = 0
-    for split, split_jobs in by_split.items():
-        groups = _group_by_bytes(split_jobs, cache, shard_max_bytes)
-        video_rows: list[dict] = []
-        for n, group in enumerate(groups):
-            rel = f"data/frames/{split}-{n:05d}-of-{len(groups):05d}.parquet"
-            shard_index = len(result.shards)
-            path = out / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            row_in_shard = 0
-            with pq.ParquetWriter(path, FRAMES_SCHEMA, **_parquet_options(FRAMES_SCHEMA)) as writer:
-                for job in group:
-                    table, facts = cache.read_result(job.key)
-                    n = table.num_rows
-                    writer.write_table(_frame_table(job, splits[job.video_id], table, facts, frame_id),
-                                       row_group_size=ROW_GROUP_ROWS)
-                    indices = table.column("frame_index").to_pylist()
-                    ids = list(range(frame_id, frame_id + n))
-                    video_rows.append(_video_row(job, splits[job.video_id], facts, ids, indices))
-                    lin = result.lineage
-                    lin["clip_sha256"] += [job.sha256] * n
-                    lin["frame_index"] += indices
-                    lin["pts"] += table.column("pts").to_pylist()
-                    lin["frame_sha256"] += table.column("frame_sha256").to_pylist()
-                    lin["shard"] += [shard_index] * n
-                    lin["row"] += list(range(row_in_shard, row_in_shard + n))
-                    row_in_shard += n
-                    frame_id += n
-                    result.videos += 1
-                    result.duplicates_dropped += facts["n_duplicates_dropped"]
-                    tally = result.by_split_label.setdefault(split, {}).setdefault(
-                        f"{job.source}/{job.label}", {"videos": 0, "frames": 0})
-                    tally["videos"] += 1
-                    tally["frames"] += n
-                    on_clip()
-            result.shards.append(_entry(out, rel, "frames", split, row_in_shard))
-        rel = f"data/videos/{split}-00000-of-00001.parquet"
-        pq.write_table(pa.Table.from_pylist(video_rows, schema=VIDEOS_SCHEMA), out / _mkparent(out, rel),
-                       row_group_size=ROW_GROUP_ROWS, **_parquet_options(VIDEOS_SCHEMA))
-        result.shards.append(_entry(out, rel, "videos", split, len(video_rows)))
-    result.frames = frame_id
-    return result
-
-
-def _mkparent(out: Path, rel: str) -> str:
-    (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    return rel
-
-
-def _group_by_bytes(jobs: list[ClipJob], cache: ClipCache, limit: int) -> list[list[ClipJob]]:
-    groups: list[list[ClipJob]] = [[]]
-    size = 0
-    for job in jobs:
-        n = cache.read_facts(job.key)["png_bytes"]
-        if groups[-1] and size + n > limit:
-            groups.append([])
-            size = 0
-        groups[-1].append(job)
-        size += n
-    return groups
-
-
-def _entry(out: Path, rel: str, config: str, split: str, rows: int) -> dict:
-    path = out / rel
-    return {"path": rel, "config": config, "split": split, "rows": rows,
-            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def _frame_table(job: ClipJob, split: tuple[str, int | None], table: pa.Table, facts: dict,
-                 first_id: int) -> pa.Table:
+def _frame_table(slot: Slot, table: pa.Table, facts: dict) -> pa.Table:
     """A clip's frame rows, built column by column (the PNG bytes are never copied into Python)."""
-    n = table.num_rows
+    job, at, n = slot.job, slot.at, table.num_rows
+    sx, sy = _spacing(facts)
     per_clip = {
         "source": job.source, "video_id": job.video_id, "label": job.label, "label_id": job.label_id,
-        "us4_label": job.us4_label, "split": split[0], "fold": split[1], "crop_box": facts["crop_box"],
-        "probe": job.probe, "organ": job.organ, "colour": facts["colour"], "clip_sha256": job.sha256,
+        "us4_label": job.us4_label, "split": at.split, "fold": at.fold, "group": at.group,
+        "crop_box": facts["crop_box"], "probe": job.probe, "organ": job.organ, "colour": facts["colour"],
+        "spacing_x_mm": sx, "spacing_y_mm": sy, "clip_sha256": job.sha256,
     }
     columns = {
         "image": pa.StructArray.from_arrays([table.column("png").combine_chunks(), pa.nulls(n, pa.string())],
                                             fields=list(FRAMES_SCHEMA.field("image").type)),
-        "frame_id": pa.array(range(first_id, first_id + n), pa.int64()),
+        "frame_id": pa.array(range(slot.frame_id, slot.frame_id + n), pa.int64()),
         **{name: table.column(name) for name in ("frame_index", "pts", "width", "height", "frame_sha256", "phash")},
         **{name: pa.array([value] * n, FRAMES_SCHEMA.field(name).type) for name, value in per_clip.items()},
     }
     return pa.table([columns[name] for name in FRAMES_SCHEMA.names], schema=FRAMES_SCHEMA)
 
 
-def _video_row(job: ClipJob, split: tuple[str, int | None], facts: dict, frame_ids: list[int],
-               frame_indices: list[int]) -> dict:
-    info = facts["info"]
+def _video_row(slot: Slot, facts: dict, frame_indices: list[int]) -> dict:
+    job, at, info = slot.job, slot.at, facts["info"]
+    sx, sy = _spacing(facts)
+    text = facts["text"]
     return {
         "video_id": job.video_id, "source": job.source, "path": job.rel_path, "label": job.label,
-        "label_id": job.label_id, "us4_label": job.us4_label, "split": split[0], "fold": split[1],
-        "probe": job.probe, "organ": job.organ, "licence": job.licence,
-        "container": info["container"], "codec": info["codec"], "fps": info["fps"],
-        "n_frames": info["n_frames"], "duration": info["duration"],
+        "label_id": job.label_id, "us4_label": job.us4_label, "split": at.split, "fold": at.fold,
+        "group": at.group, "probe": job.probe, "organ": job.organ, "licence": job.licence,
+        "input": job.input, "container": info["container"], "codec": info["codec"],
+        "transfer_syntax": info.get("transfer_syntax"), "fps": info["fps"] if info["fps"] else None,
+        "timing": info.get("timing", "container"), "n_frames": info["n_frames"], "duration": info["duration"],
         "orig_width": info["width"], "orig_height": info["height"], "rotation": info["rotation"],
-        "crop_box": facts["crop_box"], "colour": facts["colour"], "clip_sha256": job.sha256,
-        "n_kept": len(frame_ids), "n_duplicates_dropped": facts["n_duplicates_dropped"],
-        "frame_ids": frame_ids,
-        "frame_indices": frame_indices,
+        "crop_box": facts["crop_box"], "colour": facts["colour"], "spacing_x_mm": sx, "spacing_y_mm": sy,
+        "text_boxes": text["boxes"], "text_action": text["action"],
+        "attributes": json.dumps(info["attributes"], sort_keys=True) if info.get("attributes") else None,
+        "clip_sha256": job.sha256, "n_kept": slot.rows, "n_duplicates_dropped": facts["n_duplicates_dropped"],
+        "frame_ids": list(range(slot.frame_id, slot.frame_id + slot.rows)), "frame_indices": frame_indices,
     }

@@ -1,5 +1,10 @@
 """Download one revision of a release repository and verify it before anyone can use it.
 
+The lock comes first, alone: it is validated (paths included) and says which files to
+fetch; nothing else the repository holds is fetched (it is reported and left out). With
+`sources` or `splits`, only their shards are fetched (plus the lock, the card, the
+Croissant file and the attachments), and verified against the full lock.
+
 Files land in a staging folder beside the destination (`.NAME.us4-partial`); only once
 every file matches the lock is the folder renamed into place. A failed verification
 deletes the staging copy, so nothing unverified is ever found at the destination; an
@@ -10,12 +15,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..contract.lock import LOCK_NAME, Lock, read_lock
 from ..errors import HubError, ReleaseError, VerificationError
-from ..release.read import LOCK_NAME, open_release
+from ..paths import UnsafePathError, safe_commit
+from ..release.read import open_release
 from ..release.verify import verify_release
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
 
@@ -25,6 +33,8 @@ if TYPE_CHECKING:
 # Where `huggingface_hub` keeps its resume metadata inside a local_dir download.
 _HF_LOCAL_META = Path(".cache") / "huggingface"
 _STAGING_SUFFIX = ".us4-partial"
+#: files a Hub puts in every repository, which belong to the repository, not to the release
+HUB_OWN_FILES = frozenset({".gitattributes"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,8 @@ class Downloaded:
     path: Path
     files: int
     bytes: int
+    partial: bool = False  # only some sources or splits were fetched
+    left_out: list[str] = field(default_factory=list)  # files of the commit that the lock does not name
 
 
 def default_out(repo_id: str, revision: str) -> Path:
@@ -46,10 +58,26 @@ def staging_dir(out: Path) -> Path:
     return out.parent / f".{out.name}{_STAGING_SUFFIX}"
 
 
+def select_files(lock: Lock, sources: Sequence[str] | None = None, splits: Sequence[str] | None = None) -> list[str]:
+    """The files of the lock a download of some sources and/or splits needs; an unknown
+    source or split is an error listing those the release has."""
+    for wanted, have, what in ((sources, {s.source for s in lock.shards}, "source"),
+                               (splits, {s.split for s in lock.shards}, "split")):
+        unknown = sorted(set(wanted or ()) - have)
+        if unknown:
+            raise HubError(f"no {what} {', '.join(unknown)} in {lock.name} {lock.version}; "
+                           f"its {what}s: {', '.join(sorted(have))}")
+    shards = {s.path for s in lock.shards}
+    keep = {s.path for s in lock.shards if (not sources or s.source in sources) and (not splits or s.split in splits)}
+    return [f for f in lock.files() if f not in shards or f in keep]
+
+
 def download_release(repo_id: str, revision: str, out: str | Path | None = None, *, endpoint: str | None = None,
-                     token: str | None = None, quiet: bool = False) -> Downloaded:
-    """Fetch exactly `revision` of `repo_id`, verify every file against its lock, move it to `out`."""
-    from huggingface_hub import HfApi, snapshot_download
+                     token: str | None = None, quiet: bool = False, sources: Sequence[str] | None = None,
+                     splits: Sequence[str] | None = None) -> Downloaded:
+    """Fetch exactly what `revision`'s lock names (some sources/splits of it, if asked),
+    verify every file against the lock, move it to `out`."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     check_repo_id(repo_id)
     out = Path(out) if out is not None else default_out(repo_id, revision)
@@ -65,26 +93,56 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
         if LOCK_NAME not in listed:
             raise HubError(f"{where}: not a us4 release (no {LOCK_NAME} in commit {info.sha[:12]})")
         staging.mkdir(parents=True, exist_ok=True)
-        _drop_unlisted(staging, listed)
+        lock_path = hf_hub_download(repo_id, LOCK_NAME, repo_type=REPO_TYPE, revision=info.sha, local_dir=staging,
+                                    endpoint=endpoint, token=token)
+        try:
+            lock = read_lock(Path(lock_path).read_bytes(), f"{where}: {LOCK_NAME}")
+        except ReleaseError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        wanted = select_files(lock, sources, splits)
+        missing = sorted(set(wanted) - listed)
+        if missing:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise VerificationError(f"{where}: {len(missing)} file(s) the lock names are not in the commit; "
+                                    f"first: {missing[0]}", [f"{m}: missing" for m in missing])
+        _drop_unlisted(staging, set(wanted))
         snapshot_download(repo_id, repo_type=REPO_TYPE, revision=info.sha, local_dir=staging,
-                          endpoint=endpoint, token=token)
-    _verify_or_discard(staging, where, out)
+                          allow_patterns=wanted, endpoint=endpoint, token=token)
+    partial = bool(sources or splits)
+    _verify_or_discard(staging, where, out, partial)
     shutil.rmtree(staging / _HF_LOCAL_META.parts[0], ignore_errors=True)
     if out.exists():
         out.rmdir()  # empty, checked above
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, out)
     files = [p for p in out.rglob("*") if p.is_file()]
-    return Downloaded(repo_id, revision, info.sha, out, len(files), sum(p.stat().st_size for p in files))
+    return Downloaded(repo_id, revision, info.sha, out, len(files), sum(p.stat().st_size for p in files),
+                      partial=partial, left_out=sorted(listed - set(lock.files()) - HUB_OWN_FILES))
+
+
+def fetch_lock(repo_id: str, revision: str, *, endpoint: str | None = None, token: str | None = None) -> Lock:
+    """Only the lock of `repo_id@revision`, validated: what `us4 diff` and `us4 verify
+    --manifest` need of a Hub revision (never its frame shards)."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    check_repo_id(repo_id)
+    api = HfApi(endpoint=endpoint, token=token)
+    where = f"{repo_id}@{revision} at {api.endpoint}"
+    with hub_errors(where, token), progress_bars(False):
+        commit = _pin(api, repo_id, revision, where).sha
+        path = hf_hub_download(repo_id, LOCK_NAME, repo_type=REPO_TYPE, revision=commit, endpoint=endpoint,
+                               token=token, cache_dir=cache_root() / "locks")
+    return read_lock(Path(path).read_bytes(), f"{where}: {LOCK_NAME}")
 
 
 def _pin(api: HfApi, repo_id: str, revision: str, where: str) -> DatasetInfo:
-    """The commit `revision` names. A mirror answers an unknown revision as an unknown
-    repository: tell the two apart, and list the tags that do exist."""
+    """The commit `revision` names (a full commit id, checked). A mirror answers an unknown
+    revision as an unknown repository: tell the two apart, and list the tags that do exist."""
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return api.dataset_info(repo_id, revision=revision)
+        info = api.dataset_info(repo_id, revision=revision, files_metadata=False)
     except RepositoryNotFoundError:
         try:
             refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
@@ -92,30 +150,35 @@ def _pin(api: HfApi, repo_id: str, revision: str, where: str) -> DatasetInfo:
             raise HubError(f"{where}: no such dataset repository (or no access to it)") from None
         tags = ", ".join(t.name for t in refs.tags) or "none"
         raise HubError(f"{where}: no such revision; the repository's tags: {tags}") from None
+    try:
+        safe_commit(info.sha, "commit the server named")
+    except UnsafePathError as exc:
+        raise HubError(f"{where}: {exc}") from None
+    return info
 
 
-def _drop_unlisted(staging: Path, listed: set[str]) -> None:
-    """A staging folder left by an interrupted download of another revision may hold files
-    this revision lacks; they would pass for stray release files, so they go first."""
+def _drop_unlisted(staging: Path, wanted: set[str]) -> None:
+    """A staging folder left by an interrupted download of another revision (or of other
+    sources) may hold files this one does not want; they would pass for stray files."""
     for path in sorted(staging.rglob("*"), reverse=True):
         rel = path.relative_to(staging)
         if rel.parts[:2] == _HF_LOCAL_META.parts:
             continue
-        if path.is_file() and rel.as_posix() not in listed:
+        if path.is_file() and rel.as_posix() not in wanted:
             path.unlink()
 
 
-def _verify_or_discard(staging: Path, where: str, out: Path) -> None:
+def _verify_or_discard(staging: Path, where: str, out: Path, partial: bool) -> None:
     kept = False
     try:
         try:
-            problems = verify_release(open_release(staging))
+            result = verify_release(open_release(staging), partial=partial)
         except ReleaseError as exc:
             raise HubError(f"{where}: not a readable us4 release ({exc}); nothing was kept") from None
-        if problems:
+        if result.problems:
             raise VerificationError(
-                f"{where}: {len(problems)} file(s) failed verification against {LOCK_NAME}, nothing was kept "
-                f"at {out}; first: {problems[0]}", problems)
+                f"{where}: {len(result.problems)} file(s) failed verification against {LOCK_NAME}, nothing was kept "
+                f"at {out}; first: {result.problems[0]}", result.problems)
         kept = True
     finally:
         if not kept:  # whatever went wrong, an unverified copy must not stay around to be mistaken for good
@@ -123,7 +186,7 @@ def _verify_or_discard(staging: Path, where: str, out: Path) -> None:
 
 
 def cache_root() -> Path:
-    """Where `us4.load` and `us4 diff` keep verified downloads: $US4_CACHE, else $HF_HOME/us4."""
+    """Where `us4.load` keeps verified downloads: $US4_CACHE, else $HF_HOME/us4."""
     from huggingface_hub import constants
 
     return Path(os.environ.get("US4_CACHE") or Path(constants.HF_HOME) / "us4")
@@ -133,11 +196,14 @@ def cache_root() -> Path:
 class Resolved:
     path: Path
     verified: bool  # verified against its lock by this call (a fresh download)
+    partial: bool = False
 
 
 def fetch_release(repo_id: str, revision: str, *, endpoint: str | None = None, token: str | None = None,
-                  quiet: bool = False, cache_dir: str | Path | None = None) -> Resolved:
-    """A verified local copy of `repo_id@revision`, downloaded once per commit into the cache."""
+                  quiet: bool = False, cache_dir: str | Path | None = None,
+                  sources: Sequence[str] | None = None) -> Resolved:
+    """A verified local copy of `repo_id@revision` (of some of its sources), downloaded
+    once per commit (and choice of sources) into the cache."""
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
@@ -146,25 +212,32 @@ def fetch_release(repo_id: str, revision: str, *, endpoint: str | None = None, t
     with hub_errors(where, token):
         commit = _pin(api, repo_id, revision, where).sha  # one lookup, and its clear errors
     # keyed by commit, not by revision name: a branch moves, a commit does not
-    path = Path(cache_dir or cache_root()) / "datasets" / repo_id / commit
+    name = commit + (f"-{'+'.join(sorted(sources))}" if sources else "")
+    path = Path(cache_dir or cache_root()) / "datasets" / repo_id / name
     if (path / LOCK_NAME).is_file():
-        return Resolved(path, verified=False)
-    download_release(repo_id, commit, path, endpoint=endpoint, token=token, quiet=quiet)
-    return Resolved(path, verified=True)
+        return Resolved(path, verified=False, partial=bool(sources))
+    download_release(repo_id, commit, path, endpoint=endpoint, token=token, quiet=quiet, sources=sources)
+    return Resolved(path, verified=True, partial=bool(sources))
 
 
 def resolve_release(source: str | Path, revision: str | None = None, *, endpoint: str | None = None,
-                    token: str | None = None, quiet: bool = False) -> Resolved:
+                    token: str | None = None, quiet: bool = False, sources: Sequence[str] | None = None) -> Resolved:
     """A release folder as it is, or a repository (`ORG/NAME` with `revision`, or written
     `ORG/NAME@REVISION`; default branch main) as a verified download in the cache."""
     path = Path(source)
     if path.is_dir():
         if revision is not None:
             raise HubError(f"{source}: a revision applies to a repository, not to a local folder")
-        return Resolved(path, verified=False)
-    repo_id, at, pinned = str(source).partition("@")
+        return Resolved(path, verified=False, partial=False)
+    repo_id, revision = split_ref(str(source), revision)
+    return fetch_release(repo_id, revision, endpoint=endpoint, token=token, quiet=quiet, sources=sources)
+
+
+def split_ref(ref: str, revision: str | None = None) -> tuple[str, str]:
+    """`ORG/NAME[@REVISION]` -> (repo id, revision; default main)."""
+    repo_id, at, pinned = ref.partition("@")
     if repo_id.count("/") != 1:
-        raise ReleaseError(f"{source}: no such release folder, nor a repository ORG/NAME[@REVISION]")
+        raise ReleaseError(f"{ref}: no such release folder, lock file, nor a repository ORG/NAME[@REVISION]")
     if at and revision is not None and pinned != revision:
-        raise HubError(f"{source}: names revision {pinned!r} but revision={revision!r} was given too")
-    return fetch_release(repo_id, pinned or revision or "main", endpoint=endpoint, token=token, quiet=quiet)
+        raise HubError(f"{ref}: names revision {pinned!r} but revision={revision!r} was given too")
+    return repo_id, pinned or revision or "main"

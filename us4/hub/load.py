@@ -1,27 +1,40 @@
-"""`us4.load`: a release (local folder or Hub revision) as a `datasets` object, verified first."""
+"""`us4.load`: a release (local folder or Hub revision, all or some of its sources) as a
+`datasets` object, verified first."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import VerificationError
-from ..release.read import LOCK_NAME, open_release
+from ..contract.lock import LOCK_NAME
+from ..errors import ReleaseError, VerificationError
+from ..release.read import open_release
 from ..release.verify import verify_release
 from .download import resolve_release
 
 
 def load_release(source: str | Path, revision: str | None = None, config: str = "frames", *,
-                 split: str | None = None, endpoint: str | None = None, token: str | None = None,
-                 verify: bool = True, quiet: bool = True) -> Any:
-    resolved = resolve_release(source, revision, endpoint=endpoint, token=token, quiet=quiet)
-    path = resolved.path
-    release = open_release(path)
+                 split: str | None = None, sources: Sequence[str] | None = None, endpoint: str | None = None,
+                 token: str | None = None, verify: bool = True, quiet: bool = True) -> Any:
+    resolved = resolve_release(source, revision, endpoint=endpoint, token=token, quiet=quiet, sources=sources)
+    release = open_release(resolved.path)
     if verify and not resolved.verified:  # a fresh download was verified on arrival
-        problems = verify_release(release)
-        if problems:
-            raise VerificationError(f"{path}: {len(problems)} file(s) differ from {LOCK_NAME}; "
-                                    f"first: {problems[0]}", problems)
+        result = verify_release(release, partial=resolved.partial or bool(sources))
+        if result.problems:
+            raise VerificationError(f"{resolved.path}: {len(result.problems)} file(s) differ from {LOCK_NAME}; "
+                                    f"first: {result.problems[0]}", result.problems)
+    have = {s.source for s in release.lock.shards}
+    unknown = sorted(set(sources or ()) - have)
+    if unknown:
+        raise ReleaseError(f"{resolved.path}: no source {', '.join(unknown)}; its sources: {', '.join(sorted(have))}")
+    data_files: dict[str, list[str]] = {}
+    for shard in release.shards(config, present_only=True):
+        if not sources or shard.source in sources:
+            data_files.setdefault(shard.split, []).append(str(release.path(shard.path)))
+    if not data_files or (split is not None and split not in data_files):
+        raise ReleaseError(f"{resolved.path}: no {config!r} shards here for "
+                           f"{'split ' + split if split else 'the sources asked for'}")
     import datasets  # heavy; only once there is something to load
 
-    # the card's `configs` and `dataset_info` tell `datasets` the splits and that `image` is an Image
-    return datasets.load_dataset(str(release.root), config, split=split)
+    # the shards' schema carries the Hugging Face features: `image` decodes as an Image
+    return datasets.load_dataset("parquet", data_files=dict(sorted(data_files.items())), split=split)

@@ -1,35 +1,44 @@
 """Publish a release: one commit holding exactly the files its lock names, tagged `v{version}`.
 
-Two destinations share one plan (`publish_plan`): a Hub reached through `huggingface_hub`
+Two destinations share one flow (`_publish`): a Hub reached through `huggingface_hub`
 (`publish_hub`) and a local git repository laid out as a Hub mirror, `DIR/datasets/ORG/NAME`
-on branch `main` (`publish_git`), which `us4 mirror serve` then serves. A version tag is
-never moved: publishing again with the same content is a no-op, with other content an error.
+on branch `main` (`publish_git`), which `us4 mirror serve` then serves.
+
+A version tag is never moved. Publishing again with the same content is a no-op; with
+other data, an error. Evidence added after publishing (a benchmark record attached with
+`us4 card --benchmark`) changes the lock's attachments and the card, never the data
+(`Lock.data_sha256` stays the same): it is published as a new commit on main whose data
+files are unchanged, tagged `v{version}+evidence.N`, while `v{version}` keeps naming the
+data as first published.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tqdm.auto import tqdm
 
-from ..errors import HubError, VerificationError
+from ..contract.lock import LOCK_NAME, Lock, read_lock
+from ..errors import HubError, ReleaseError, VerificationError
 from ..hashing import sha256_file
-from ..release.read import CARD_NAME, LOCK_NAME, Release
-from ..release.verify import lock_sha256, verify_release
+from ..release.read import Release
+from ..release.verify import verify_release
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
+from .download import HUB_OWN_FILES
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-# The Hub puts `.gitattributes` (its LFS rules) into every new repository: it belongs to the
-# repository, not to the release, so publishing neither sends nor deletes it.
-HUB_OWN_FILES = frozenset({".gitattributes"})
 BRANCH = "main"
+EVIDENCE = "evidence"
+#: above this many bytes a Hub upload goes through huggingface_hub's resumable large-folder upload
+LARGE_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,16 @@ class PublishPlan:
     title: str
     description: str
     files: tuple[tuple[str, Path], ...]
+    data_sha256: str
+    root: Path  # the release folder the files come from
 
     @property
     def paths(self) -> list[str]:
         return [p for p, _ in self.files]
+
+    @property
+    def bytes(self) -> int:
+        return sum(local.stat().st_size for _, local in self.files)
 
 
 @dataclass(frozen=True)
@@ -54,23 +69,24 @@ class Published:
     commit: str
     where: str  # the Hub URL, or the git repository's folder
     created: bool  # False: the tag already held exactly this content
+    evidence: bool = False  # a new commit of evidence about an already published version
 
 
 def publish_plan(release: Release, repo_id: str) -> PublishPlan:
-    """The files of a release that a publish sends (card, lock, shards and attachments), sorted by path.
-
-    Only what the lock names travels: a stray file in the folder (a build cache, a
-    scratch file) never reaches a repository.
-    """
+    """The files of a release that a publish sends (lock, card, croissant.json, shards and
+    attachments), sorted by path. Only what the lock names travels: a stray file in the
+    folder (a build cache, the local id map) never reaches a repository."""
     check_repo_id(repo_id)
     lock = release.lock
-    names = [CARD_NAME, LOCK_NAME, *(s["path"] for s in lock["shards"]), *lock.get("attachments", {})]
     return PublishPlan(
         repo_id=repo_id,
         tag=f"v{release.version}",
         title=f"{release.name} {release.version}",
-        description=f"us4 release {release.name} {release.version}, lock sha256 {lock_sha256(lock)}",
-        files=tuple(sorted((name, release.root / name) for name in set(names))),
+        description=f"us4 release {release.name} {release.version}, lock sha256 {lock.sha256}, "
+                    f"data sha256 {lock.data_sha256()}",
+        files=tuple((name, release.path(name)) for name in lock.files()),
+        data_sha256=lock.data_sha256(),
+        root=release.root,
     )
 
 
@@ -89,55 +105,85 @@ def commit_operations(plan: PublishPlan,
 
 
 def publish_hub(release: Release, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
-                private: bool | None = None, quiet: bool = False) -> Published:
+                private: bool | None = None, quiet: bool = False, force: bool = False) -> Published:
     """Create the dataset repository if needed, upload the release in one commit, tag it."""
     from huggingface_hub import HfApi
 
-    plan = _checked_plan(release, repo_id)
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(f"{repo_id} at {api.endpoint}", token), progress_bars(not quiet):
-        tagged = _hub_tag_content(api, plan)
-        if tagged is not None:
-            return Published(repo_id, plan.tag, _refuse_or_same(plan, tagged, repo_id),
-                             f"{api.endpoint}/datasets/{repo_id}", created=False)
-        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
-        existing = api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=BRANCH)
-        info = api.create_commit(repo_id, commit_operations(plan, existing), commit_message=plan.title,
-                                 commit_description=plan.description, repo_type=REPO_TYPE, revision=BRANCH)
-        # exist_ok=False: if someone tagged this version meanwhile, the Hub refuses instead of moving it
-        api.create_tag(repo_id, tag=plan.tag, tag_message=plan.description, revision=info.oid, repo_type=REPO_TYPE)
-    return Published(repo_id, plan.tag, info.oid, f"{api.endpoint}/datasets/{repo_id}", created=True)
+        return _publish(release, _Hub(api, repo_id, private), repo_id, force)
 
 
-def publish_git(release: Release, root: str | Path, repo_id: str, *, quiet: bool = False) -> Published:
+def publish_git(release: Release, root: str | Path, repo_id: str, *, quiet: bool = False,
+                force: bool = False) -> Published:
     """Write the same commit and tag into the git repository `root/datasets/ORG/NAME` (branch main)."""
-    plan = _checked_plan(release, repo_id)
     org, name = check_repo_id(repo_id)
-    git = _Git(Path(root) / "datasets" / org / name)
+    git = _Git(Path(root) / "datasets" / org / name, quiet)
     git.init()
-    tagged = git.tag_content(plan.tag)
-    if tagged is not None:
-        return Published(repo_id, plan.tag, _refuse_or_same(plan, tagged, repo_id), str(git.dir), created=False)
-    git.require_clean_main()
-    planned = set(plan.paths)
-    for tracked in git.tracked():
-        if tracked not in planned:
-            (git.dir / tracked).unlink()
-    total = sum(local.stat().st_size for _, local in plan.files)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"publish {repo_id}", disable=quiet) as bar:
-        for path, local in plan.files:
-            target = git.dir / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, target)
-            bar.update(local.stat().st_size)
-    git("add", "--all")
-    if git.has_head() and git.ok("diff", "--cached", "--quiet"):
-        commit = git("rev-parse", "HEAD")  # same files as main's head: tag it, no empty commit
-    else:
-        git("commit", "--quiet", "-m", plan.title, "-m", plan.description)
-        commit = git("rev-parse", "HEAD")
-    git("tag", "--annotate", plan.tag, "-m", plan.description, commit)
-    return Published(repo_id, plan.tag, commit, str(git.dir), created=True)
+    return _publish(release, git, repo_id, force)
+
+
+class _Destination(Protocol):
+    where: str
+
+    def tags(self) -> list[str]: ...
+
+    def tag_content(self, tag: str) -> tuple[str, dict[str, _Stored]] | None: ...
+
+    def read(self, commit: str, path: str) -> bytes: ...
+
+    def commit(self, plan: PublishPlan) -> str: ...
+
+    def tag(self, name: str, commit: str, message: str) -> None: ...
+
+
+def _publish(release: Release, dest: _Destination, repo_id: str, force: bool) -> Published:
+    plan = publish_plan(release, repo_id)
+    _check_phantom(release.lock, repo_id, force)
+    result = verify_release(release)
+    if result.problems:
+        raise VerificationError(f"{release.root}: not published, {len(result.problems)} file(s) differ from "
+                                f"{LOCK_NAME}; first: {result.problems[0]}", result.problems)
+    tagged = dest.tag_content(plan.tag)
+    if tagged is None:
+        commit = dest.commit(plan)
+        dest.tag(plan.tag, commit, plan.description)
+        return Published(repo_id, plan.tag, commit, dest.where, created=True)
+    if not _differences(plan, tagged[1]):
+        return Published(repo_id, plan.tag, tagged[0], dest.where, created=False)
+    published = _lock_at(dest, tagged[0], f"{repo_id}@{plan.tag}")
+    if published.data_sha256() != plan.data_sha256:
+        raise HubError(f"{repo_id}: tag {plan.tag} already holds other data ({_first(_differences(plan, tagged[1]))}); "
+                       "a published version is never moved: give the release a new version")
+    # same data, new evidence: a commit of its own, and v{version} keeps naming the data
+    pattern = re.compile(re.escape(plan.tag) + r"\+" + EVIDENCE + r"\.(\d+)$")
+    numbered = sorted((int(m.group(1)), t) for t in dest.tags() if (m := pattern.match(t)))
+    for _, tag in numbered:
+        content = dest.tag_content(tag)
+        if content is not None and not _differences(plan, content[1]):
+            return Published(repo_id, tag, content[0], dest.where, created=False, evidence=True)
+    tag = f"{plan.tag}+{EVIDENCE}.{(numbered[-1][0] if numbered else 0) + 1}"
+    commit = dest.commit(plan)
+    dest.tag(tag, commit, f"evidence about {plan.title} (data unchanged: {plan.tag}); {plan.description}")
+    return Published(repo_id, tag, commit, dest.where, created=True, evidence=True)
+
+
+def _check_phantom(lock: Lock, repo_id: str, force: bool) -> None:
+    """A phantom release never passes for real data: its repository says phantom too, or --force."""
+    if lock.phantom and "phantom" not in repo_id.lower() and not force:
+        raise HubError(f"{lock.name} {lock.version} was built from phantom clips (synthetic, not real data); "
+                       f"publish it to a repository whose name says phantom (not {repo_id}), or pass --force")
+
+
+def _lock_at(dest: _Destination, commit: str, where: str) -> Lock:
+    try:
+        return read_lock(dest.read(commit, LOCK_NAME), f"{where}: {LOCK_NAME}")
+    except ReleaseError as exc:
+        raise HubError(f"{where}: the published release's lock cannot be read ({exc})") from None
+
+
+def _first(differences: list[str]) -> str:
+    return differences[0] + (f", and {len(differences) - 1} more" if len(differences) > 1 else "")
 
 
 # --- what a tag already holds ------------------------------------------------
@@ -149,26 +195,6 @@ class _Stored:
 
     blob: str
     lfs_sha256: str | None = None
-
-
-def _checked_plan(release: Release, repo_id: str) -> PublishPlan:
-    plan = publish_plan(release, repo_id)
-    problems = verify_release(release)
-    if problems:
-        raise VerificationError(f"{release.root}: not published, {len(problems)} file(s) differ from "
-                                f"{LOCK_NAME}; first: {problems[0]}", problems)
-    return plan
-
-
-def _refuse_or_same(plan: PublishPlan, tagged: tuple[str, dict[str, _Stored]], repo_id: str) -> str:
-    """The tagged commit when it holds exactly the plan's files; else refuse to move the tag."""
-    commit, stored = tagged
-    differences = _differences(plan, stored)
-    if differences:
-        raise HubError(f"{repo_id}: tag {plan.tag} already holds other content ({differences[0]}"
-                       f"{f', and {len(differences) - 1} more' if len(differences) > 1 else ''}); "
-                       f"a published version is never moved: give the release a new version")
-    return commit
 
 
 def _differences(plan: PublishPlan, stored: dict[str, _Stored]) -> list[str]:
@@ -197,31 +223,83 @@ def git_blob_id(path: Path) -> str:
     return h.hexdigest()
 
 
-def _hub_tag_content(api: HfApi, plan: PublishPlan) -> tuple[str, dict[str, _Stored]] | None:
-    from huggingface_hub import RepoFile
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+# --- a Hub, through huggingface_hub -------------------------------------------------
 
-    try:
-        refs = api.list_repo_refs(plan.repo_id, repo_type=REPO_TYPE)
-    except (RepositoryNotFoundError, EntryNotFoundError):  # the Hub says the first, a mirror the second
-        return None
-    tag = next((t for t in refs.tags if t.name == plan.tag), None)
-    if tag is None:
-        return None
-    entries = api.list_repo_tree(plan.repo_id, revision=tag.target_commit, recursive=True, repo_type=REPO_TYPE)
-    return tag.target_commit, {
-        e.path: _Stored(e.blob_id, e.lfs.sha256 if e.lfs else None) for e in entries if isinstance(e, RepoFile)
-    }
+
+class _Hub:
+    def __init__(self, api: HfApi, repo_id: str, private: bool | None):
+        self.api, self.repo_id, self.private = api, repo_id, private
+        self.where = f"{api.endpoint}/datasets/{repo_id}"
+
+    def tags(self) -> list[str]:
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            return [t.name for t in self.api.list_repo_refs(self.repo_id, repo_type=REPO_TYPE).tags]
+        except (RepositoryNotFoundError, EntryNotFoundError):  # the Hub says the first, a mirror the second
+            return []
+
+    def tag_content(self, tag: str) -> tuple[str, dict[str, _Stored]] | None:
+        from huggingface_hub import RepoFile
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            refs = self.api.list_repo_refs(self.repo_id, repo_type=REPO_TYPE)
+        except (RepositoryNotFoundError, EntryNotFoundError):
+            return None
+        found = next((t for t in refs.tags if t.name == tag), None)
+        if found is None:
+            return None
+        entries = self.api.list_repo_tree(self.repo_id, revision=found.target_commit, recursive=True,
+                                          repo_type=REPO_TYPE)
+        return found.target_commit, {e.path: _Stored(e.blob_id, e.lfs.sha256 if e.lfs else None)
+                                     for e in entries if isinstance(e, RepoFile)}
+
+    def read(self, commit: str, path: str) -> bytes:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(self.repo_id, path, repo_type=REPO_TYPE, revision=commit,
+                                    endpoint=self.api.endpoint, token=self.api.token)).read_bytes()
+
+    def commit(self, plan: PublishPlan) -> str:
+        self.api.create_repo(self.repo_id, repo_type=REPO_TYPE, private=self.private, exist_ok=True)
+        existing = self.api.list_repo_files(self.repo_id, repo_type=REPO_TYPE, revision=BRANCH)
+        if plan.bytes > LARGE_BYTES:
+            return self._large(plan, existing)
+        info = self.api.create_commit(self.repo_id, commit_operations(plan, existing), commit_message=plan.title,
+                                      commit_description=plan.description, repo_type=REPO_TYPE, revision=BRANCH)
+        return info.oid
+
+    def _large(self, plan: PublishPlan, existing: list[str]) -> str:
+        """A multi-GB release: huggingface_hub's resumable large-folder upload (many commits,
+        resumed from its own records if interrupted), then one commit deleting stale files."""
+        from huggingface_hub import CommitOperationDelete
+
+        self.api.upload_large_folder(self.repo_id, plan.root, repo_type=REPO_TYPE, revision=BRANCH,
+                                     allow_patterns=plan.paths)
+        stale = sorted(set(existing) - set(plan.paths) - HUB_OWN_FILES)
+        if not stale:
+            return self.api.dataset_info(self.repo_id, revision=BRANCH).sha
+        ops = [CommitOperationDelete(path_in_repo=p) for p in stale]
+        info = self.api.create_commit(self.repo_id, ops, commit_message=plan.title,
+                                      commit_description=plan.description, repo_type=REPO_TYPE, revision=BRANCH)
+        return info.oid
+
+    def tag(self, name: str, commit: str, message: str) -> None:
+        # exist_ok=False: if someone tagged this version meanwhile, the Hub refuses instead of moving it
+        self.api.create_tag(self.repo_id, tag=name, tag_message=message, revision=commit, repo_type=REPO_TYPE)
 
 
 # --- the local git repository ---------------------------------------------------
 
 
 class _Git:
-    """The few git commands a local publish needs, run in one repository."""
+    """The few git commands a local publish needs, run in one repository: one commit per publish."""
 
-    def __init__(self, repo: Path):
+    def __init__(self, repo: Path, quiet: bool = True):
         self.dir = repo
+        self.where = str(repo)
+        self.quiet = quiet
         self._identity: list[str] = []
 
     def __call__(self, *args: str) -> str:
@@ -248,18 +326,8 @@ class _Git:
             # a publish must not fail on a machine where git was never given an identity
             self._identity = ["-c", "user.name=us4", "-c", "user.email=us4@localhost"]
 
-    def has_head(self) -> bool:
-        return self.ok("rev-parse", "--verify", "--quiet", "HEAD")
-
-    def tracked(self) -> list[str]:
-        return [p for p in self("ls-files", "-z").split("\0") if p]
-
-    def require_clean_main(self) -> None:
-        branch = self("symbolic-ref", "--short", "HEAD")
-        if branch != BRANCH:
-            raise HubError(f"{self.dir}: on branch {branch!r}; the Hub layout serves {BRANCH!r}: check it out first")
-        if self("status", "--porcelain"):
-            raise HubError(f"{self.dir}: has uncommitted changes; commit or discard them before publishing")
+    def tags(self) -> list[str]:
+        return [t for t in self("tag", "--list").splitlines() if t]
 
     def tag_content(self, tag: str) -> tuple[str, dict[str, _Stored]] | None:
         if not self.ok("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}"):
@@ -271,3 +339,38 @@ class _Git:
                 meta, path = line.split("\t", 1)
                 stored[path] = _Stored(meta.split()[2])
         return commit, stored
+
+    def read(self, commit: str, path: str) -> bytes:
+        proc = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=self.dir, capture_output=True)
+        if proc.returncode != 0:
+            raise HubError(f"{self.dir}: {path} is not in commit {commit[:12]}")
+        return proc.stdout
+
+    def commit(self, plan: PublishPlan) -> str:
+        self._require_clean_main()
+        planned = set(plan.paths)
+        for tracked in [p for p in self("ls-files", "-z").split("\0") if p]:
+            if tracked not in planned:
+                (self.dir / tracked).unlink()
+        with tqdm(total=plan.bytes, unit="B", unit_scale=True, desc=f"publish {plan.repo_id}",
+                  disable=self.quiet) as bar:
+            for path, local in plan.files:
+                target = self.dir / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local, target)
+                bar.update(local.stat().st_size)
+        self("add", "--all")
+        if self.ok("rev-parse", "--verify", "--quiet", "HEAD") and self.ok("diff", "--cached", "--quiet"):
+            return self("rev-parse", "HEAD")  # same files as main's head: tag it, no empty commit
+        self("commit", "--quiet", "-m", plan.title, "-m", plan.description)
+        return self("rev-parse", "HEAD")
+
+    def tag(self, name: str, commit: str, message: str) -> None:
+        self("tag", "--annotate", name, "-m", message, commit)
+
+    def _require_clean_main(self) -> None:
+        branch = self("symbolic-ref", "--short", "HEAD")
+        if branch != BRANCH:
+            raise HubError(f"{self.dir}: on branch {branch!r}; the Hub layout serves {BRANCH!r}: check it out first")
+        if self("status", "--porcelain"):
+            raise HubError(f"{self.dir}: has uncommitted changes; commit or discard them before publishing")

@@ -11,7 +11,9 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ["to_grey", "dhash", "near_duplicate", "encode_png", "pixel_sha256", "BT601_CHROMA"]
+__all__ = ["to_grey", "dhash", "near_duplicate", "encode_png", "pixel_sha256", "thumbnail", "BT601_CHROMA"]
+
+THUMB = 64  # px a side of the thumbnails that confirm near-duplicates on pixels
 
 #: BT.601 YCbCr -> RGB chroma weights in 16.16 fixed point, keyed by "the chroma is full
 #: range": (Cr->R, Cb->G, Cr->G, Cb->B). Full range: 1.402, 0.344136, 0.714136, 1.772;
@@ -94,3 +96,13 @@ def pixel_sha256(arr: np.ndarray) -> str:
     h = hashlib.sha256("x".join(str(d) for d in arr.shape).encode("ascii") + b"\n")
     h.update(arr.tobytes())
     return h.hexdigest()
+
+
+def thumbnail(pixels: np.ndarray) -> np.ndarray:
+    """THUMB x THUMB uint8 grey thumbnail (PIL BILINEAR) of a stored image, grey or RGB.
+
+    The build keeps one per frame to confirm near-duplicate pairs; `us4 audit` makes the
+    same from the decoded PNG, so both compare the same numbers.
+    """
+    grey = np.ascontiguousarray(to_grey(np.asarray(pixels)))
+    return np.asarray(Image.fromarray(grey).resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.uint8)

@@ -1,51 +1,70 @@
-"""Files added to a finished release (the contact sheet, a benchmark record): copied in,
-named with their sha256 in the lock's `attachments`, and shown by the regenerated card."""
+"""Seal a release (its card, its Croissant description and their hashes in the lock), and
+add files to a finished release (the contact sheet, a benchmark record): copied in, named
+with their sha256 in the lock's `attachments`, and shown by the regenerated card."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path, PurePosixPath
 
+from ..contract.card import CARD_FORMAT, render_card
+from ..contract.croissant import CROISSANT_FORMAT, render_croissant
+from ..contract.lock import CARD_NAME, CROISSANT_NAME, FORMAT_V1, GENERATED, LOCK_NAME, Generated, Lock, dump_lock
 from ..errors import ReleaseError
 from ..files import atomic_write
 from ..hashing import sha256_file
-from .card import render_card
-from .read import CARD_NAME, LOCK_NAME, Release, dump_lock
+from ..paths import UnsafePathError, inside, safe_relpath
+from .read import Release
 
-# Names the release itself owns: an attachment may not replace them, nor sit among the
-# shards, where the configs' `data/...` patterns would read it as data.
-_RESERVED = {CARD_NAME, LOCK_NAME}
 _DATA = "data"
+
+
+def seal(root: Path, lock: Lock) -> Release:
+    """Render the card and croissant.json from `lock`, write both, record their sha256 and
+    format numbers in the lock, write the lock (last: it is the commit point)."""
+    card = render_card(lock, lambda name: inside(root, name).read_bytes()).encode()
+    croissant = render_croissant(lock)
+    atomic_write(root / CARD_NAME, card)
+    atomic_write(root / CROISSANT_NAME, croissant)
+    generated = {CARD_NAME: Generated(format=CARD_FORMAT, sha256=hashlib.sha256(card).hexdigest()),
+                 CROISSANT_NAME: Generated(format=CROISSANT_FORMAT, sha256=hashlib.sha256(croissant).hexdigest())}
+    sealed = lock.model_copy(update={"generated": generated})
+    atomic_write(root / LOCK_NAME, dump_lock(sealed))
+    return Release(root, sealed)
 
 
 def add_attachment(release: Release, path: str | Path, dest: str | None = None) -> Release:
     """Copy `path` into the release as `dest` (default: where it already lies inside the
-    release, else its file name), record its sha256 in the lock, regenerate the card.
+    release, else its file name), record its sha256 in the lock, seal the release again.
 
     Returns the release with its new lock. Attaching a changed file under the same name
-    replaces the entry; the lock is written before the card, each atomically.
+    replaces the entry. The release's data (shards, clips, splits) is untouched: its
+    `data_sha256` stays the same.
     """
+    if release.lock.source_format == FORMAT_V1:
+        raise ReleaseError(f"{release.root}: built by us4 0.1.0 (lock {FORMAT_V1}); files cannot be attached to it "
+                           "without rewriting its lock: rebuild it with this us4 first")
     src = Path(path)
     if not src.is_file():
         raise ReleaseError(f"{src}: no such file to attach")
     try:
-        inside: str | None = src.resolve().relative_to(release.root.resolve()).as_posix()
+        inside_as: str | None = src.resolve().relative_to(release.root.resolve()).as_posix()
     except ValueError:
-        inside = None
-    name = _check_name(dest or inside or src.name)
-    target = release.root / name
-    if inside != name:
+        inside_as = None
+    name = _check_name(dest or inside_as or src.name)
+    target = inside(release.root, name)
+    if inside_as != name:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, src.read_bytes())
-    attachments = {**release.lock.get("attachments", {}), name: sha256_file(target)}
-    updated = Release(release.root, {**release.lock, "attachments": dict(sorted(attachments.items()))})
-    atomic_write(release.root / LOCK_NAME, dump_lock(updated.lock))
-    atomic_write(release.root / CARD_NAME, render_card(updated).encode())
-    return updated
+    attachments = {**release.lock.attachments, name: sha256_file(target)}
+    return seal(release.root, release.lock.model_copy(update={"attachments": dict(sorted(attachments.items()))}))
 
 
 def _check_name(name: str) -> str:
+    try:
+        safe_relpath(name, "attachment name")
+    except UnsafePathError as exc:
+        raise ReleaseError(str(exc)) from None
     pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-        raise ReleaseError(f"{name}: an attachment's name is a relative path inside the release")
-    if name in _RESERVED or pure.parts[0] == _DATA or pure.parts[0].startswith("."):
+    if name in (LOCK_NAME, *GENERATED) or pure.parts[0] == _DATA or pure.parts[0].startswith("."):
         raise ReleaseError(f"{name}: reserved for the release's own files; attach it under another name")
-    return pure.as_posix()
+    return name

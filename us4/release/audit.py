@@ -1,17 +1,23 @@
-"""Prove that splits hold whole videos, and find near-duplicate frames across splits."""
+"""Prove that splits hold whole videos, find near-duplicate frames across splits, and list
+the burned-in text the build found."""
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from ..files import atomic_write
+from ..media import thumbnail
+from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, thumb_difference
 from .read import Release
 
-_CHUNK = 2048  # rows of the pairwise distance matrix computed at once (bounded memory)
-_THUMB = 64
+LOCAL_TEXT = ".us4-local/text.json"  # written by the build, on the machine that built it
 
 
 @dataclass(frozen=True)
@@ -26,69 +32,113 @@ class NearDuplicate:
 class Audit:
     videos: int = 0
     frames: int = 0
+    grouped: bool = False  # the release was built with near-duplicate groups
     leaks: list[str] = field(default_factory=list)  # videos found in more than one split
     candidates: int = 0  # cross-split pairs whose hashes are close
     near_duplicates: list[NearDuplicate] = field(default_factory=list)  # confirmed on pixels
 
     @property
     def ok(self) -> bool:
-        return not self.leaks
+        """No clip in two splits, and, where the recipe promised groups, no near-duplicate across splits."""
+        return not self.leaks and not (self.grouped and self.near_duplicates)
 
 
-def audit_release(release: Release, max_distance: int = 6, max_difference: float = 4.0) -> Audit:
+def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_difference: float = MAX_DIFFERENCE) -> Audit:
     """Check split integrity from both tables, then list cross-split frame pairs whose
     perceptual hashes lie within `max_distance` bits and whose thumbnails differ by at
     most `max_difference` grey levels on average, closest first."""
     frames = release.frames(["frame_id", "video_id", "frame_index", "split", "phash"]).to_pandas()
     videos = release.videos(["video_id", "split"]).to_pandas()
-    result = Audit(videos=videos["video_id"].nunique(), frames=len(frames))
+    result = Audit(videos=videos["video_id"].nunique(), frames=len(frames),
+                   grouped=release.lock.recipe["splits"].get("group") == "near_duplicates")
     seen = frames.groupby("video_id")["split"].unique()
     declared = videos.groupby("video_id")["split"].unique()
     for video_id in sorted(set(seen.index) | set(declared.index)):
         splits = set(seen.get(video_id, [])) | set(declared.get(video_id, []))
         if len(splits) > 1:
             result.leaks.append(f"{video_id}: in splits {sorted(splits)}")
-    pairs = _close_hashes(frames["phash"].to_numpy(dtype=np.uint64),
-                          frames["split"].factorize()[0], max_distance)
+    pairs = close_pairs(frames["phash"].to_numpy(dtype=np.uint64), frames["split"].factorize()[0], max_distance)
     result.candidates = len(pairs)
-    thumbs = _thumbnails(release, {int(frames["frame_id"].iat[i]) for p in pairs for i in p[1:]})
+    ids = frames["frame_id"].to_numpy()
+    thumbs = _thumbnails(release, {int(ids[i]) for p in pairs for i in p[1:]})
     for dist, a, b in pairs:
-        ta, tb = thumbs[int(frames["frame_id"].iat[a])], thumbs[int(frames["frame_id"].iat[b])]
-        diff = float(np.abs(ta - tb).mean())
+        diff = thumb_difference(thumbs[int(ids[a])], thumbs[int(ids[b])])
         if diff <= max_difference:
             result.near_duplicates.append(NearDuplicate(dist, round(diff, 2), _ref(frames, a), _ref(frames, b)))
     result.near_duplicates.sort(key=lambda p: (p.difference, p.distance, p.a, p.b))
     return result
 
 
-def _close_hashes(hashes: np.ndarray, split_codes: np.ndarray, max_distance: int) -> list[tuple[int, int, int]]:
-    out = []
-    for start in range(0, len(hashes), _CHUNK):
-        dist = np.bitwise_count(hashes[start:start + _CHUNK, None] ^ hashes[None, :])
-        close = (dist <= max_distance) & (split_codes[start:start + _CHUNK, None] != split_codes[None, :])
-        for i, j in zip(*np.nonzero(close)):
-            if start + i < j:  # each unordered pair once
-                out.append((int(dist[i, j]), int(start + i), int(j)))
-    return out
-
-
 def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
-    """Grey 64x64 thumbnails of the wanted frames, streaming the shards batch by batch."""
+    """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels)."""
     out: dict[int, np.ndarray] = {}
     if not wanted:
         return out
-    for shard in release.shards("frames"):
-        for batch in pq.ParquetFile(release.root / shard["path"]).iter_batches(columns=["frame_id", "image"]):
-            ids = batch.column("frame_id").to_pylist()
-            images = batch.column("image")
-            for k, frame_id in enumerate(ids):
-                if frame_id in wanted:
-                    png = images[k]["bytes"].as_py()
-                    img = Image.open(io.BytesIO(png)).convert("L").resize((_THUMB, _THUMB), Image.BILINEAR)
-                    out[frame_id] = np.asarray(img, dtype=np.float32)
+    for shard in release.shards("frames", present_only=True):
+        part = pq.read_table(release.path(shard.path), columns=["frame_id", "image"],
+                             filters=pc.field("frame_id").isin(sorted(wanted)))
+        for fid, image in zip(part["frame_id"].to_pylist(), part["image"].to_pylist(), strict=True):
+            with Image.open(io.BytesIO(image["bytes"])) as im:
+                out[fid] = thumbnail(np.asarray(im))
     return out
 
 
 def _ref(frames, row: int) -> tuple[str, int, str]:
     r = frames.iloc[row]
     return (r["video_id"], int(r["frame_index"]), r["split"])
+
+
+# --- burned-in text ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextFinding:
+    video_id: str
+    action: str  # masked, warned
+    boxes: list[list[int]]  # x, y, w, h in the stored image
+    read: list[str] | None  # the text read: only on the machine that built the release
+    thumbnail: str | None  # file of the report, when one was written
+
+
+def text_findings(release: Release, report: Path | None = None) -> list[TextFinding]:
+    """Each clip in which the build found burned-in text: its boxes and the action taken
+    (from the videos table), the text read (from the build machine's local report, when
+    this is that machine), and with `report` a thumbnail of its middle frame with the
+    boxes drawn (PNG files in that folder)."""
+    videos = release.videos(["video_id", "text_boxes", "text_action", "frame_ids"]).to_pylist()
+    local = release.root / LOCAL_TEXT
+    read = {t["video_id"]: t["read"] for t in json.loads(local.read_text())} if local.is_file() else None
+    flagged = [v for v in videos if v["text_action"] in ("masked", "warned")]
+    images = _frames_by_id(release, {v["frame_ids"][len(v["frame_ids"]) // 2] for v in flagged if v["frame_ids"]}) \
+        if report is not None else {}
+    out = []
+    for n, v in enumerate(flagged):
+        thumb = None
+        if report is not None and v["frame_ids"]:
+            thumb = f"text-{n:04d}.png"
+            report.mkdir(parents=True, exist_ok=True)
+            atomic_write(report / thumb, _boxed(images[v["frame_ids"][len(v["frame_ids"]) // 2]], v["text_boxes"]))
+        out.append(TextFinding(v["video_id"], v["text_action"], v["text_boxes"],
+                               read.get(v["video_id"]) if read is not None else None, thumb))
+    return out
+
+
+def _frames_by_id(release: Release, wanted: set[int]) -> dict[int, bytes]:
+    out = {}
+    for shard in release.shards("frames", present_only=True):
+        part = pq.read_table(release.path(shard.path), columns=["frame_id", "image"],
+                             filters=pc.field("frame_id").isin(sorted(wanted)))
+        out.update({fid: img["bytes"] for fid, img in zip(part["frame_id"].to_pylist(), part["image"].to_pylist())})
+    return out
+
+
+def _boxed(png: bytes, boxes: list[list[int]], size: int = 256) -> bytes:
+    with Image.open(io.BytesIO(png)) as im:
+        img = im.convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for x, y, w, h in boxes:
+        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 0, 0), width=2)
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,25 +1,27 @@
-"""What changed between two releases: clips and frames added and removed, labels and
-splits changed, and the sources whose recipe changed.
+"""What changed between two releases: clips and frames added and removed, labels changed,
+clips that moved between splits, and the sources whose recipe changed.
 
-Clips are matched by `video_id` (source + path), frames by (video_id, frame_index); a
-frame kept by both whose pixels differ (`frame_sha256`, e.g. after a crop change) counts
-as changed. Only the lock and the small `videos` table are read, never the images.
+Read from the two locks alone (a lock lists every clip with its label, split and the
+pixel hash of each frame), so either side may be a release folder, a lock or manifest
+file, or a Hub revision of which only the lock is fetched. Clips are matched by
+`video_id`, frames by (video_id, frame_index); a frame kept by both whose pixels differ
+(`frame_sha256`, e.g. after a crop change) counts as changed. Locks of format 1 record
+no labels: for them the labels come from the release's `videos` table where it is at hand.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .read import Release
+from ..contract.lock import Lock
 
-_VIDEO_COLUMNS = ["video_id", "label", "split", "clip_sha256", "frame_ids", "frame_indices"]
 # recipe keys that shape every source's frames, as opposed to `sources.NAME`
 _SHARED_RECIPE_KEYS = ("seed", "dedup", "splits", "output")
 
 
 @dataclass(frozen=True)
-class Clip:
+class ClipRef:
     video_id: str
-    label: str
+    label: str | None
     split: str
     frames: int
 
@@ -28,25 +30,27 @@ class Clip:
 class ReleaseDiff:
     old: str
     new: str
-    clips_added: list[Clip] = field(default_factory=list)
-    clips_removed: list[Clip] = field(default_factory=list)
+    clips_added: list[ClipRef] = field(default_factory=list)
+    clips_removed: list[ClipRef] = field(default_factory=list)
     clips_replaced: list[str] = field(default_factory=list)  # same video_id, another file
     frames_added: int = 0
     frames_removed: int = 0
     frames_changed: int = 0  # same clip and index, other pixels
     labels_changed: list[tuple[str, str, str]] = field(default_factory=list)  # video_id, old, new
-    splits_changed: list[tuple[str, str, str]] = field(default_factory=list)
+    moved: list[tuple[str, str, str]] = field(default_factory=list)  # video_id, old split, new split
     recipes_changed: dict[str, list[str]] = field(default_factory=dict)  # source -> what changed
     recipe_shared_changed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (self.clips_added or self.clips_removed or self.clips_replaced or self.frames_added
                     or self.frames_removed or self.frames_changed or self.labels_changed
-                    or self.splits_changed or self.recipes_changed or self.recipe_shared_changed)
+                    or self.moved or self.recipes_changed or self.recipe_shared_changed)
 
     def lines(self) -> list[str]:
         out = [f"{self.old} -> {self.new}"]
+        out += [f"note: {n}" for n in self.notes]
         if self.empty:
             return out + ["no differences in clips, frames, labels, splits or recipe"]
         out.append(f"clips: {len(self.clips_added)} added, {len(self.clips_removed)} removed, "
@@ -58,8 +62,8 @@ class ReleaseDiff:
                    f"{self.frames_changed} with other pixels")
         out.append(f"labels changed: {len(self.labels_changed)}")
         out += [f"  {v}: {a} -> {b}" for v, a, b in self.labels_changed]
-        out.append(f"splits changed: {len(self.splits_changed)}")
-        out += [f"  {v}: {a} -> {b}" for v, a, b in self.splits_changed]
+        out.append(f"clips that moved between splits: {len(self.moved)}")
+        out += [f"  {v}: {a} -> {b}" for v, a, b in self.moved]
         out.append(f"sources whose recipe changed: {', '.join(self.recipes_changed) or 'none'}")
         out += [f"  {s}: {what}" for s, whats in self.recipes_changed.items() for what in whats]
         out += [f"  all sources: {what}" for what in self.recipe_shared_changed]
@@ -74,29 +78,36 @@ class ReleaseDiff:
             "frames_added": self.frames_added, "frames_removed": self.frames_removed,
             "frames_changed": self.frames_changed,
             "labels_changed": [list(t) for t in self.labels_changed],
-            "splits_changed": [list(t) for t in self.splits_changed],
+            "moved_between_splits": [list(t) for t in self.moved],
             "recipes_changed": self.recipes_changed,
             "recipe_shared_changed": self.recipe_shared_changed,
+            "notes": self.notes,
         }
 
 
-def diff_releases(old: Release, new: Release) -> ReleaseDiff:
-    a, b = _clips(old), _clips(new)
+def diff_locks(old: Lock, new: Lock, labels: tuple[dict[str, str], dict[str, str]] = ({}, {})) -> ReleaseDiff:
+    """The differences from `old` to `new`. `labels` supplies {video_id: label} for locks
+    that record none (format 1), read from their releases' videos tables."""
+    a, b = _clips(old, labels[0]), _clips(new, labels[1])
     result = ReleaseDiff(f"{old.name} {old.version}", f"{new.name} {new.version}")
-    result.clips_added = [_clip(b[v]) for v in sorted(set(b) - set(a))]
-    result.clips_removed = [_clip(a[v]) for v in sorted(set(a) - set(b))]
-    fa, fb = _frames(old, a), _frames(new, b)
+    result.clips_added = [b[v][0] for v in sorted(set(b) - set(a))]
+    result.clips_removed = [a[v][0] for v in sorted(set(a) - set(b))]
+    fa = {(v, i): p for v, (_, frames, _) in a.items() for i, p in frames.items()}
+    fb = {(v, i): p for v, (_, frames, _) in b.items() for i, p in frames.items()}
     result.frames_added = len(set(fb) - set(fa))
     result.frames_removed = len(set(fa) - set(fb))
     result.frames_changed = sum(1 for k in set(fa) & set(fb) if fa[k] != fb[k])
     for v in sorted(set(a) & set(b)):
-        if a[v]["clip_sha256"] != b[v]["clip_sha256"]:
+        (ca, _, sha_a), (cb, _, sha_b) = a[v], b[v]
+        if sha_a != sha_b:
             result.clips_replaced.append(v)
-        if a[v]["label"] != b[v]["label"]:
-            result.labels_changed.append((v, a[v]["label"], b[v]["label"]))
-        if a[v]["split"] != b[v]["split"]:
-            result.splits_changed.append((v, a[v]["split"], b[v]["split"]))
-    ra, rb = old.lock["recipe"], new.lock["recipe"]
+        if ca.label != cb.label and None not in (ca.label, cb.label):
+            result.labels_changed.append((v, ca.label, cb.label))
+        if ca.split != cb.split:
+            result.moved.append((v, ca.split, cb.split))
+    if any(c.label is None for c, _, _ in [*a.values(), *b.values()]):
+        result.notes.append("a side records no labels (a format-1 lock without its videos table): labels not compared")
+    ra, rb = old.recipe, new.recipe
     for source in sorted(set(ra["sources"]) | set(rb["sources"])):
         sa, sb = ra["sources"].get(source), rb["sources"].get(source)
         if sa is None or sb is None:
@@ -109,16 +120,7 @@ def diff_releases(old: Release, new: Release) -> ReleaseDiff:
     return result
 
 
-def _clips(release: Release) -> dict[str, dict]:
-    return {row["video_id"]: row for row in release.videos(_VIDEO_COLUMNS).to_pylist()}
-
-
-def _clip(row: dict) -> Clip:
-    return Clip(row["video_id"], row["label"], row["split"], len(row["frame_ids"]))
-
-
-def _frames(release: Release, clips: dict[str, dict]) -> dict[tuple[str, int], str]:
-    """(video_id, frame_index) -> frame_sha256, through the lock's per-frame lineage."""
-    pixels = release.lock["lineage"]["frame_sha256"]
-    return {(v, index): pixels[fid] for v, row in clips.items()
-            for fid, index in zip(row["frame_ids"], row["frame_indices"], strict=True)}
+def _clips(lock: Lock, labels: dict[str, str]) -> dict[str, tuple[ClipRef, dict[int, str], str]]:
+    return {c.video_id: (ClipRef(c.video_id, c.label if c.label is not None else labels.get(c.video_id), c.split,
+                                 len(c.frame_index)),
+                         dict(zip(c.frame_index, c.frame_sha256)), c.sha256) for c in lock.clips}

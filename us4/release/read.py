@@ -1,22 +1,19 @@
-"""Open a release folder: its lock and its tables."""
+"""Open a release folder: its typed lock and its tables."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..contract.lock import CARD_NAME, LOCK_NAME, Lock, Shard, read_lock
 from ..errors import ReleaseError
+from ..paths import inside
 
-LOCK_NAME = "release.json"
-CARD_NAME = "README.md"
+__all__ = ["CARD_NAME", "LOCK_NAME", "Release", "locate_lock", "open_release", "read_lock_ref"]
 
-
-def dump_lock(lock: dict) -> bytes:
-    """The one serialisation of `release.json`, shared by the build and by attachments."""
-    return json.dumps(lock, indent=1, sort_keys=True).encode() + b"\n"
+MANIFESTS_PACKAGE = "us4.manifests"
 
 
 @dataclass(frozen=True)
@@ -24,25 +21,31 @@ class Release:
     """A release folder and its lock (`release.json`)."""
 
     root: Path
-    lock: dict
+    lock: Lock
 
     @property
     def name(self) -> str:
-        return self.lock["name"]
+        return self.lock.name
 
     @property
     def version(self) -> str:
-        return self.lock["version"]
+        return self.lock.version
 
-    def shards(self, config: str) -> list[dict]:
-        """Shard entries of one config (`frames` or `videos`), in lock order."""
-        return [s for s in self.lock["shards"] if s["config"] == config]
+    def path(self, rel: str) -> Path:
+        """A file of the release by its path in the lock, proven to lie inside the folder."""
+        return inside(self.root, rel)
+
+    def shards(self, config: str, *, present_only: bool = False) -> list[Shard]:
+        """Shard entries of one config (`frames` or `videos`), in lock order; with
+        `present_only`, those whose file is here (a partial download holds some)."""
+        shards = self.lock.shards_of(config)
+        return [s for s in shards if self.path(s.path).is_file()] if present_only else shards
 
     def table(self, config: str, columns: list[str] | None = None) -> pa.Table:
-        """All rows of a config, in lock order (frames: by frame_id; videos: by video_id)."""
-        parts = [pq.read_table(self.root / s["path"], columns=columns) for s in self.shards(config)]
+        """All rows of a config, in lock order (frames: by frame_id; videos: by source, split, video_id)."""
+        parts = [pq.read_table(self.path(s.path), columns=columns) for s in self.shards(config, present_only=True)]
         if not parts:
-            raise ReleaseError(f"{self.root}: release has no {config!r} shards")
+            raise ReleaseError(f"{self.root}: release has no {config!r} shards here")
         return pa.concat_tables(parts)
 
     def frames(self, columns: list[str] | None = None) -> pa.Table:
@@ -53,7 +56,7 @@ class Release:
 
 
 def open_release(path: str | Path) -> Release:
-    """Read a release's lock; raise ReleaseError naming what is missing."""
+    """Read and validate a release's lock; ReleaseError (LockError) names what is wrong."""
     root = Path(path)
     if not root.is_dir():
         raise ReleaseError(f"{root}: no such release folder")
@@ -61,9 +64,40 @@ def open_release(path: str | Path) -> Release:
     if not lock_path.is_file():
         raise ReleaseError(f"{lock_path}: missing; not a us4 release (or its build did not finish)")
     try:
-        lock = json.loads(lock_path.read_text())
-    except (OSError, ValueError) as exc:
+        data = lock_path.read_bytes()
+    except OSError as exc:
         raise ReleaseError(f"{lock_path}: unreadable lock ({exc})") from exc
-    if not isinstance(lock, dict) or not str(lock.get("format", "")).startswith("us4-release/"):
-        raise ReleaseError(f"{lock_path}: not a us4 release lock")
-    return Release(root, lock)
+    return Release(root, read_lock(data, str(lock_path)))
+
+
+def locate_lock(ref: str | Path, base: Path | None = None) -> Path | None:
+    """The lock file `ref` names: a release folder, a lock (manifest) file, or the name of a
+    manifest us4 ships (`pocus-1.0.0`); a relative path is also tried against `base`.
+    None when it names none of these."""
+    ref = Path(ref)
+    for path in [ref] + ([base / ref] if base is not None and not ref.is_absolute() else []):
+        if path.is_dir() and (path / LOCK_NAME).is_file():
+            return path / LOCK_NAME
+        if path.is_file():
+            return path
+    if ref.suffix == "" and "/" not in str(ref):
+        from importlib.resources import files
+
+        packaged = files(MANIFESTS_PACKAGE) / f"{ref}.json"
+        if packaged.is_file():
+            return Path(str(packaged))
+    return None
+
+
+def read_lock_ref(ref: str | Path, base: Path | None = None) -> tuple[Lock, Release | None]:
+    """The lock `ref` names (see `locate_lock`), and the release when `ref` is a release folder."""
+    path = locate_lock(ref, base)
+    if path is None:
+        raise ReleaseError(f"{ref}: no such release folder, lock file, or manifest us4 ships")
+    if path.name == LOCK_NAME and (path.parent / "data").is_dir():
+        release = open_release(path.parent)
+        return release.lock, release
+    try:
+        return read_lock(path.read_bytes(), str(path)), None
+    except OSError as exc:
+        raise ReleaseError(f"{path}: unreadable lock ({exc})") from None

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..registry import SOURCES
+from ..contract.card import source_definition
 from .read import Release
 
 _FRAME_COLUMNS = ["source", "split", "label", "video_id", "width", "height"]
@@ -25,9 +25,13 @@ def release_stats(release: Release) -> Stats:
     counts = (frames.groupby(["source", "split", "label"])
               .agg(videos=("video_id", "nunique"), frames=("video_id", "size"))
               .reset_index())
-    per_source = counts.groupby("source")[["videos", "frames"]].sum().reset_index()
-    per_source["paper videos"] = [SOURCES[n].expected_videos for n in per_source["source"]]
-    per_source["paper images"] = [SOURCES[n].expected_images for n in per_source["source"]]
+    # every source of the recipe, with 0 where none of its clips made it into the release
+    sources = sorted(release.lock.recipe["sources"])
+    per_source = (counts.groupby("source")[["videos", "frames"]].sum()
+                  .reindex(sources, fill_value=0).rename_axis("source").reset_index())
+    definitions = [source_definition(release.lock, n) for n in sources]
+    per_source["paper videos"] = [d.expected_videos for d in definitions]
+    per_source["paper images"] = [d.expected_images for d in definitions]
     quantities = {
         "stored width (px)": frames["width"],
         "stored height (px)": frames["height"],

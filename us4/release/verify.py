@@ -1,125 +1,215 @@
 """Check a release's files against its lock, and a lock against a published manifest."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pyarrow.parquet as pq
 
-from ..hashing import sha256_file, sha256_json
-from .read import CARD_NAME, LOCK_NAME, Release
+from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Clip, Lock
+from ..hashing import sha256_file
+from .read import Release
 
 
-def lock_sha256(lock: dict) -> str:
-    """Hash of a lock's canonical JSON: names a release's exact content."""
-    return sha256_json(lock)
+@dataclass
+class Verification:
+    """Problems (a file differs from the lock) and notes (what was not or could not be checked)."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: int = 0  # files whose hash was checked
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
-def verify_release(release: Release) -> list[str]:
-    """Recompute every hash and row count named by the lock.
+def verify_release(release: Release, *, partial: bool = False) -> Verification:
+    """Recompute every hash and row count the lock names.
 
-    Returns one problem per file that differs, each starting with the file's path
-    relative to the release; an empty list means the release is intact.
+    The card and croissant.json are checked by the sha256 the lock records for them,
+    never by rendering them again, so a release verifies with any later us4. With
+    `partial`, shards that are absent are not problems (a download of some sources or
+    splits): every file present is checked against the full lock.
     """
-    problems: list[str] = []
+    out = Verification()
+    lock = release.lock
     listed: set[str] = set()
-    for shard in release.lock["shards"]:
-        rel = shard["path"]
-        listed.add(rel)
-        path = release.root / rel
+    absent = 0
+    for shard in lock.shards:
+        listed.add(shard.path)
+        path = release.path(shard.path)
         if not path.is_file():
-            problems.append(f"{rel}: missing")
+            if partial:
+                absent += 1
+            else:
+                out.problems.append(f"{shard.path}: missing")
             continue
+        out.checked += 1
         size = path.stat().st_size
-        if size != shard["bytes"]:
-            problems.append(f"{rel}: {size} bytes, lock says {shard['bytes']} (truncated or replaced)")
+        if size != shard.bytes:
+            out.problems.append(f"{shard.path}: {size} bytes, lock says {shard.bytes} (truncated or replaced)")
             continue
         digest = sha256_file(path)
-        if digest != shard["sha256"]:
-            problems.append(f"{rel}: sha256 {digest[:12]}… differs from lock {shard['sha256'][:12]}… (modified)")
+        if digest != shard.sha256:
+            out.problems.append(f"{shard.path}: sha256 {digest[:12]}… differs from lock {shard.sha256[:12]}… (modified)")
             continue
         try:
             rows = pq.ParquetFile(path).metadata.num_rows
         except Exception as exc:  # noqa: BLE001 - any Parquet failure is a finding here
-            problems.append(f"{rel}: unreadable Parquet ({exc})")
+            out.problems.append(f"{shard.path}: unreadable Parquet ({exc})")
             continue
-        if rows != shard["rows"]:
-            problems.append(f"{rel}: {rows} rows, lock says {shard['rows']}")
-    for rel, digest in sorted(release.lock.get("attachments", {}).items()):
-        listed.add(rel)
-        path = release.root / rel
+        if rows != shard.rows:
+            out.problems.append(f"{shard.path}: {rows} rows, lock says {shard.rows}")
+    if absent:
+        out.notes.append(f"{absent} of {len(lock.shards)} shards are not here (a partial download); "
+                         "every file that is here was checked against the full lock")
+    for name, digest in sorted({**lock.attachments, **{k: g.sha256 for k, g in lock.generated.items()}}.items()):
+        listed.add(name)
+        path = release.path(name)
         if not path.is_file():
-            problems.append(f"{rel}: missing")
-        elif sha256_file(path) != digest:
-            problems.append(f"{rel}: sha256 differs from lock (modified)")
+            out.problems.append(f"{name}: missing")
+            continue
+        out.checked += 1
+        if sha256_file(path) != digest:
+            what = " (hand-edited or stale)" if name in lock.generated else " (modified)"
+            out.problems.append(f"{name}: sha256 differs from the one {LOCK_NAME} records{what}")
+    if lock.source_format == FORMAT_V1:
+        present = (release.root / CARD_NAME).is_file()
+        out.notes.append(f"{CARD_NAME}: not checked: the lock is format {FORMAT_V1} (us4 0.1.0), which records no "
+                         f"hash of the card{'' if present else ' (and the card is missing)'}; every shard and "
+                         "attachment was checked")
     data = release.root / "data"
     if data.is_dir():
         for path in sorted(data.rglob("*")):
             rel = path.relative_to(release.root).as_posix()
             if path.is_file() and rel not in listed:
-                problems.append(f"{rel}: not in the lock (stray file)")
-    problems.extend(_check_card(release))
-    return problems
+                out.problems.append(f"{rel}: not in the lock (stray file)")
+    return out
 
 
-def _check_card(release: Release) -> list[str]:
-    """The card is regenerated from the lock and compared byte for byte, but only when
-    this us4 is the version that built the release: another version may render cards
-    differently, and that must not make an intact older release fail to download."""
-    from .. import __version__
-    from .card import render_card  # the card is a pure function of the release
+# --- a rebuild against a published manifest -----------------------------------------
 
-    path = release.root / CARD_NAME
-    if not path.is_file():
-        return [f"{CARD_NAME}: missing"]
-    built_by = release.lock.get("environment", {}).get("us4")
-    if built_by == __version__ and path.read_bytes() != render_card(release).encode():
-        return [f"{CARD_NAME}: differs from the card generated from {LOCK_NAME} (hand-edited or stale)"]
-    return []
+REPRODUCED = "reproduced"
+REPRODUCED_PLUS = "reproduced plus additions"
+DIFFERS = "differs"
 
 
-def compare_to_manifest(lock: dict, manifest: dict) -> list[str]:
-    """What differs between a rebuilt release's lock and a published manifest.
+@dataclass
+class Reproduction:
+    """How a rebuilt release's lock compares with a published manifest (a lock).
 
-    Names the clips, shards, recipe and library versions that differ; frames whose
-    pixels match but whose PNG bytes do not point at the encoder (zlib/Pillow).
-    """
-    out: list[str] = []
-    if lock.get("recipe_sha256") != manifest.get("recipe_sha256"):
-        out.append(f"recipe: sha256 {lock.get('recipe_sha256', '?')[:12]}… vs manifest "
-                   f"{manifest.get('recipe_sha256', '?')[:12]}… (the recipe differs)")
-    env_a, env_b = lock.get("environment", {}), manifest.get("environment", {})
-    for key in sorted(set(env_a) | set(env_b)):
-        if env_a.get(key) != env_b.get(key):
-            out.append(f"library {key}: {env_a.get(key)} here, {env_b.get(key)} in the manifest")
-    mine = {i["path"]: i for i in lock.get("inputs", [])}
-    theirs = {i["path"]: i for i in manifest.get("inputs", [])}
-    for path in sorted(set(theirs) - set(mine)):
-        out.append(f"clip {path}: in the manifest, not in this build")
-    for path in sorted(set(mine) - set(theirs)):
-        out.append(f"clip {path}: in this build, not in the manifest")
-    for path in sorted(set(mine) & set(theirs)):
-        if mine[path]["sha256"] != theirs[path]["sha256"]:
-            out.append(f"clip {path}: sha256 {mine[path]['sha256'][:12]}… vs manifest "
-                       f"{theirs[path]['sha256'][:12]}… (a different file)")
-    fail_a = {f["path"] for f in lock.get("failures", [])}
-    fail_b = {f["path"] for f in manifest.get("failures", [])}
-    for path in sorted(fail_a - fail_b):
-        out.append(f"clip {path}: failed here, built in the manifest")
-    for path in sorted(fail_b - fail_a):
-        out.append(f"clip {path}: failed in the manifest, built here")
-    shards_a = {s["path"]: s for s in lock.get("shards", [])}
-    shards_b = {s["path"]: s for s in manifest.get("shards", [])}
+    "Same bytes" is decided on what the release holds (recipe, clips, labels, splits,
+    frame pixels, shard hashes); the environment (library versions, Python, platform)
+    is reported for information and never decides the verdict."""
+
+    verdict: str = REPRODUCED
+    manifest_clips: int = 0
+    manifest_frames: int = 0
+    recipe: str | None = None  # how the recipes differ, if they do
+    added: list[Clip] = field(default_factory=list)
+    removed: list[Clip] = field(default_factory=list)
+    failed_here: list[str] = field(default_factory=list)  # manifest clips that failed in this build
+    new_failures: list[str] = field(default_factory=list)  # files the manifest never had, failed here
+    replaced: list[str] = field(default_factory=list)  # same video id, another file
+    relabelled: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    moved: list[tuple[str, str, str]] = field(default_factory=list)  # video id, split there, split here
+    pixels: list[tuple[str, int, int]] = field(default_factory=list)  # video id, frames differing, frames compared
+    frames_compared: int = 0
+    shards: list[str] = field(default_factory=list)
+    environment: list[str] = field(default_factory=list)  # information only
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"clips added": len(self.added), "clips removed": len(self.removed),
+                "clips relabelled": len(self.relabelled), "clips replaced by another file": len(self.replaced),
+                "clips that moved split": len(self.moved),
+                "frames with other pixels": sum(n for _, n, _ in self.pixels),
+                "new files that failed here": len(self.new_failures), "shards that differ": len(self.shards)}
+
+    def lines(self) -> list[str]:
+        out = [f"verdict: {self.verdict}: {self._summary()}"]
+        out += [f"  {name}: {n}" for name, n in self.counts().items()]
+        if self.recipe:
+            out.append(f"  recipe: {self.recipe}")
+        out += [f"  environment (information only): {e}" for e in self.environment]
+        out += [f"  note: {n}" for n in self.notes]
+        details = ([f"  + {c.video_id} ({c.label}, {c.split}, {len(c.frame_index)} frames)" for c in self.added]
+                   + [f"  - {c.video_id} ({c.label}, {c.split}, {len(c.frame_index)} frames)" for c in self.removed]
+                   + [f"  ! {v}: built in the manifest, failed here" for v in self.failed_here]
+                   + [f"  ! {v}: failed here (not in the manifest)" for v in self.new_failures]
+                   + [f"  ~ {v}: another file under the same id" for v in self.replaced]
+                   + [f"  label {v}: {a} -> {b}" for v, a, b in self.relabelled]
+                   + [f"  split {v}: {a} -> {b}" for v, a, b in self.moved]
+                   + [f"  pixels {v}: {n} of {m} frames differ" for v, n, m in self.pixels]
+                   + [f"  shard {s}" for s in self.shards])
+        return out + (["details:", *details] if details else [])
+
+    def _summary(self) -> str:
+        if self.verdict == REPRODUCED:
+            return (f"byte-identical: every one of the manifest's {self.manifest_clips} clips and "
+                    f"{self.manifest_frames} frames, and every shard")
+        if self.verdict == REPRODUCED_PLUS:
+            return (f"every one of the manifest's {self.manifest_clips} clips and {self.manifest_frames} frames is "
+                    f"here with identical pixels, labels and splits; {len(self.added)} clips were added"
+                    + (f" and {len(self.new_failures)} new files failed" if self.new_failures else ""))
+        hint = (" (build with --previous MANIFEST to keep the manifest's splits when clips are added)"
+                if self.moved and self.added else "")
+        only_bytes = (" only the encoded bytes differ: every frame's pixels match (PNG/zlib or Parquet writer "
+                      "version)" if self.shards and not any(self.counts()[k] for k in list(self.counts())[:-1])
+                      and not self.recipe else "")
+        return f"the release is not the manifest's{only_bytes}{hint}"
+
+
+def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
+    """What differs between a rebuilt release's lock and a published manifest."""
+    out = Reproduction(manifest_clips=len(manifest.clips), manifest_frames=manifest.counts.frames)
+    if lock.recipe_sha256 != manifest.recipe_sha256:
+        keys = sorted(k for k in set(lock.recipe) | set(manifest.recipe) if lock.recipe.get(k) != manifest.recipe.get(k))
+        out.recipe = f"differs in {', '.join(keys)} (sha256 {lock.recipe_sha256[:12]}… here, {manifest.recipe_sha256[:12]}… there)"
+    mine = {c.video_id: c for c in lock.clips}
+    theirs = {c.video_id: c for c in manifest.clips}
+    failed = {f.video_id for f in lock.failures}
+    out.added = [mine[v] for v in sorted(set(mine) - set(theirs))]
+    out.removed = [theirs[v] for v in sorted(set(theirs) - set(mine))]
+    out.failed_here = [c.video_id for c in out.removed if c.video_id in failed]
+    known = set(theirs) | {f.video_id for f in manifest.failures}
+    out.new_failures = sorted(v for v in failed if v not in known)
+    for v in sorted(set(mine) & set(theirs)):
+        a, b = mine[v], theirs[v]
+        if a.sha256 != b.sha256:
+            out.replaced.append(v)
+            continue
+        if a.label != b.label and None not in (a.label, b.label):
+            out.relabelled.append((v, b.label, a.label))
+        if a.split != b.split:
+            out.moved.append((v, b.split, a.split))
+        here, there = dict(zip(a.frame_index, a.frame_sha256)), dict(zip(b.frame_index, b.frame_sha256))
+        differing = sum(1 for i in set(here) | set(there) if here.get(i) != there.get(i))
+        out.frames_compared += len(there)
+        if differing:
+            out.pixels.append((v, differing, len(there)))
+    if any(c.label is None for c in manifest.clips):
+        out.notes.append(f"the manifest is format {FORMAT_V1}, which records no per-clip labels: labels not compared")
+    shards_a = {s.path: s for s in lock.shards}
+    shards_b = {s.path: s for s in manifest.shards}
     for path in sorted(set(shards_a) | set(shards_b)):
         a, b = shards_a.get(path), shards_b.get(path)
-        if a is None or b is None:
-            out.append(f"shard {path}: {'missing here' if a is None else 'not in the manifest'}")
-        elif (a["sha256"], a["rows"]) != (b["sha256"], b["rows"]):
-            out.append(f"shard {path}: sha256 {a['sha256'][:12]}… ({a['rows']} rows) vs manifest "
-                       f"{b['sha256'][:12]}… ({b['rows']} rows)")
-    lin_a, lin_b = lock.get("lineage", {}), manifest.get("lineage", {})
-    pix_a, pix_b = lin_a.get("frame_sha256", []), lin_b.get("frame_sha256", [])
-    if pix_a and pix_a == pix_b and any(o.startswith("shard ") for o in out):
-        out.append("frames: every frame's pixels match the manifest; only the encoded bytes differ "
-                   "(PNG/zlib or Parquet writer version)")
-    elif pix_a != pix_b:
-        changed = sum(1 for x, y in zip(pix_a, pix_b) if x != y) + abs(len(pix_a) - len(pix_b))
-        out.append(f"frames: {changed} of {max(len(pix_a), len(pix_b))} frames differ in pixels")
+        if a is None or b is None or (a.sha256, a.rows) != (b.sha256, b.rows):
+            out.shards.append(path + ("" if a and b else " (missing here)" if a is None else " (not in the manifest)"))
+    env_a = {**lock.environment.bytes, **lock.environment.host}
+    env_b = {**manifest.environment.bytes, **manifest.environment.host}
+    out.environment = [f"{k}: {env_a.get(k)} here, {env_b.get(k)} in the manifest"
+                       for k in sorted(set(env_a) | set(env_b)) if env_a.get(k) != env_b.get(k)]
+    out.verdict = _verdict(out)
     return out
+
+
+def _verdict(r: Reproduction) -> str:
+    counts = r.counts()
+    core = ("clips removed", "clips relabelled", "clips replaced by another file", "clips that moved split",
+            "frames with other pixels")
+    if r.recipe or any(counts[k] for k in core):
+        return DIFFERS
+    if r.added or r.new_failures:
+        return REPRODUCED_PLUS
+    return DIFFERS if r.shards else REPRODUCED

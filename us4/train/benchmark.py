@@ -18,9 +18,9 @@ from .. import __version__
 from ..errors import TrainError
 from ..hashing import sha256_file
 from ..release.read import Release, open_release
-from ..release.verify import lock_sha256
+
 from ..system import available_cores
-from .card_section import benchmark_markdown
+from ..contract.benchmark_card import benchmark_markdown
 from .checkpoint import load_backbone, save_weights
 from .config import BenchmarkConfig, get_config
 from .data import FRAME_COLUMNS, VideoSet, load_videoset
@@ -51,7 +51,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 def release_info(rel: Release) -> dict:
     return {"name": rel.name, "version": rel.version,
-            "lock_sha256": lock_sha256(rel.lock)}  # the same name publish and verify use
+            "lock_sha256": rel.lock.sha256}  # the same name publish and verify use
 
 
 def load_release_videoset(rel: Release, size: int) -> VideoSet:

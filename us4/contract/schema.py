@@ -1,7 +1,8 @@
 """The columns of a release's two tables, as Arrow schemas carrying Hugging Face features.
 
-The build writes with these schemas; readers, the card and the Hub viewer read the
-`huggingface` metadata key, so the `image` column decodes as an `Image` everywhere.
+The build writes with these schemas; readers, the card, the Croissant description and
+the Hub viewer read the `huggingface` metadata key, so the `image` column decodes as an
+`Image` everywhere. Part of the release contract: a change here is a new lock format.
 """
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ _LABEL_AND_SPLIT: list[tuple[str, pa.DataType]] = [
     ("us4_label", pa.int16()),
     ("split", pa.string()),
     ("fold", pa.int8()),
+    ("group", pa.string()),  # clips joined by the split rule (near-duplicates, a sheet column); null: alone
+]
+
+# Physical size of a stored pixel, where the scanner says (DICOM ultrasound regions); null elsewhere.
+_SPACING: list[tuple[str, pa.DataType]] = [
+    ("spacing_x_mm", pa.float64()),
+    ("spacing_y_mm", pa.float64()),
 ]
 
 FRAME_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -35,6 +43,7 @@ FRAME_FIELDS: list[tuple[str, pa.DataType]] = [
     ("probe", pa.string()),
     ("organ", pa.string()),
     ("colour", pa.bool_()),
+    *_SPACING,
     ("clip_sha256", pa.string()),
     ("frame_sha256", pa.string()),
     ("phash", pa.uint64()),
@@ -48,9 +57,12 @@ VIDEO_FIELDS: list[tuple[str, pa.DataType]] = [
     ("probe", pa.string()),
     ("organ", pa.string()),
     ("licence", pa.string()),
+    ("input", pa.string()),  # video, dicom or image_sequence
     ("container", pa.string()),
     ("codec", pa.string()),
-    ("fps", pa.float64()),
+    ("transfer_syntax", pa.string()),  # DICOM only
+    ("fps", pa.float64()),  # null for a single still image
+    ("timing", pa.string()),  # where fps came from: container, frame_time, ..., recipe
     ("n_frames", pa.int32()),
     ("duration", pa.float64()),
     ("orig_width", pa.int32()),
@@ -58,6 +70,10 @@ VIDEO_FIELDS: list[tuple[str, pa.DataType]] = [
     ("rotation", pa.int16()),
     ("crop_box", BOX),
     ("colour", pa.bool_()),
+    *_SPACING,
+    ("text_boxes", pa.list_(BOX)),  # burned-in text found inside the crop (x, y, w, h in the stored image)
+    ("text_action", pa.string()),  # none, masked or warned
+    ("attributes", pa.string()),  # JSON of the allow-listed DICOM attributes; null for other inputs
     ("clip_sha256", pa.string()),
     ("n_kept", pa.int32()),
     ("n_duplicates_dropped", pa.int32()),

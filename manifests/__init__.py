@@ -1,0 +1,1 @@
+"""Locks of published releases: in a wheel they are the package data `us4.manifests`."""

@@ -1,0 +1,195 @@
+"""The release contract: a typed lock validated at the door, paths that cannot leave their
+folder, a card and a Croissant description verified by the hash the lock records, and
+releases of us4 0.1.0 that still verify and load."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import us4
+from us4.cli import main
+from us4.contract.lock import FORMAT, FORMAT_V1, LockError, dump_lock, read_lock
+from us4.errors import ReleaseError
+from us4.paths import UnsafePathError, inside, safe_commit, safe_name, safe_relpath
+from us4.release.read import open_release
+from us4.release.verify import verify_release
+
+from .conftest import REPO
+
+FIXTURE_V1 = REPO / "tests" / "fixtures" / "release-0.1.0"
+
+
+def raw_lock(release: Path) -> dict:
+    return json.loads((release / "release.json").read_text())
+
+
+def write_lock(release: Path, lock: dict) -> None:
+    (release / "release.json").write_text(json.dumps(lock, indent=1, sort_keys=True))
+
+
+# --- the typed lock -------------------------------------------------------------------
+
+
+def test_lock_round_trips_byte_for_byte(phantom_pocus_release):
+    data = (phantom_pocus_release / "release.json").read_bytes()
+    lock = read_lock(data)
+    assert lock.format == FORMAT and dump_lock(lock) == data
+    assert lock.sha256 == hashlib.sha256(json.dumps(json.loads(data), sort_keys=True, separators=(",", ":"),
+                                                    ensure_ascii=False).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(colour="blue"), "unknown field colour"),
+    (lambda d: d.pop("clips"), "missing field clips"),
+    (lambda d: d["counts"].update(frames="1095"), "counts.frames"),
+    (lambda d: d["shards"][0].update(rows=-1), "shards.0.rows"),
+    (lambda d: d["shards"][0].update(sha256="xyz"), "shards.0.sha256"),
+    (lambda d: d["failures"].append({"source": "pocus", "video_id": "v", "sha256": None, "stage": "ingest",
+                                     "reason": "r"}), "failures.0.stage"),
+    (lambda d: d["clips"][0].update(shard=999), "names shard 999"),
+    (lambda d: d.update(format="us4-release/3"), "newer us4"),
+])
+def test_a_malformed_lock_is_one_clear_error(phantom_pocus_release, tmp_path, change, message):
+    rel = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, rel)
+    lock = raw_lock(rel)
+    change(lock)
+    write_lock(rel, lock)
+    with pytest.raises(LockError, match=message):
+        open_release(rel)
+    result = CliRunner().invoke(main, ["verify", str(rel)])
+    assert result.exit_code == 1 and message.split()[0] in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("bad", ["../outside/x.parquet", "/etc/passwd", "data/../../x", "C:/x.parquet",
+                                 "data\\frames\\x.parquet", "data/frames/x\0.parquet", "", "./data/x"])
+def test_paths_are_data_not_trust(bad):
+    with pytest.raises(UnsafePathError):
+        safe_relpath(bad)
+    assert safe_relpath("data/frames/pocus/fold0-00000-of-00001.parquet")
+
+
+def test_a_link_cannot_lead_out_of_the_release(tmp_path):
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "rel").mkdir()
+    (tmp_path / "rel" / "data").symlink_to(tmp_path / "outside")
+    with pytest.raises(UnsafePathError, match="outside"):
+        inside(tmp_path / "rel", "data/x.parquet")
+
+
+def test_names_and_commits_from_servers_are_checked():
+    for bad in ("../x", ".hidden", "a/b", "x\0"):
+        with pytest.raises(UnsafePathError):
+            safe_name(bad)
+    with pytest.raises(UnsafePathError):
+        safe_commit("../../refs/heads/main")
+    assert safe_commit("a" * 40)
+
+
+def test_hostile_shard_path_with_a_matching_hash_is_refused_by_verify_and_load(phantom_pocus_release, tmp_path):
+    rel = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, rel)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    lock = raw_lock(rel)
+    shard = lock["shards"][0]
+    secret = outside / "x.parquet"
+    shutil.copy(rel / shard["path"], secret)  # same bytes, so the hash matches
+    shard["path"] = "../outside/x.parquet"
+    write_lock(rel, lock)
+    result = CliRunner().invoke(main, ["verify", str(rel)])
+    assert result.exit_code == 1 and "../outside/x.parquet" in result.output and "inside its folder" in result.output
+    with pytest.raises(ReleaseError, match="outside"):
+        us4.load(rel)
+    attach = raw_lock(phantom_pocus_release)
+    attach["attachments"]["../../etc/passwd"] = "0" * 64
+    write_lock(rel, attach)
+    with pytest.raises(LockError, match="etc/passwd"):
+        open_release(rel)
+
+
+# --- card and Croissant: verified by hash, never re-rendered ---------------------------
+
+
+def test_verify_checks_card_and_croissant_by_hash_and_never_renders(phantom_pocus_release, tmp_path, monkeypatch):
+    import us4.contract.card as card
+
+    monkeypatch.setattr(card, "render_card", lambda *a, **k: pytest.fail("verify rendered a card"))
+    rel = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, rel)
+    result = verify_release(open_release(rel))
+    assert result.ok and result.checked >= len(open_release(rel).lock.shards) + 2
+    for name in ("README.md", "croissant.json"):
+        path = rel / name
+        original = path.read_bytes()
+        path.write_bytes(original.replace(b"us4", b"uS4", 1))
+        problems = verify_release(open_release(rel)).problems
+        assert problems == [f"{name}: sha256 differs from the one release.json records (hand-edited or stale)"]
+        path.write_bytes(original)
+
+
+def test_croissant_is_valid_and_reads_every_row(phantom_pocus_release):
+    mlc = pytest.importorskip("mlcroissant", reason="mlcroissant is a test dependency: pip install -e '.[test]'")
+    rel = open_release(phantom_pocus_release)
+    doc = json.loads((phantom_pocus_release / "croissant.json").read_text())
+    files = {d["contentUrl"]: d["sha256"] for d in doc["distribution"] if d["@type"] == "cr:FileObject"}
+    assert files == {s.path: s.sha256 for s in rel.lock.shards}
+    assert doc["version"] == rel.version and "born2021pocus" in doc["citeAs"]
+    ds = mlc.Dataset(jsonld=str(phantom_pocus_release / "croissant.json"))
+    frames = list(ds.records("frames"))
+    assert len(frames) == rel.lock.counts.frames
+    assert {r["frames/split"].decode() for r in frames} == {s.split for s in rel.lock.shards}
+    assert frames[0]["frames/image"].size[0] > 0  # images decode
+    videos = list(ds.records("videos"))
+    assert len(videos) == rel.lock.counts.videos
+    splits = list(ds.records("splits"))
+    assert len(splits) == 5
+
+
+def test_one_version_string():
+    with open(REPO / "pyproject.toml", "rb") as f:
+        assert us4.__version__ == tomllib.load(f)["project"]["version"]
+    assert f"version {us4.__version__}" in CliRunner().invoke(main, ["--version"]).output
+
+
+def test_every_package_ships_in_the_wheel():
+    with open(REPO / "pyproject.toml", "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "us4").rglob("__init__.py")}
+    assert found <= listed and {"us4.pipelines", "us4.manifests"} <= listed
+
+
+# --- a release published by us4 0.1.0 --------------------------------------------------
+
+
+def test_a_release_of_us4_0_1_0_verifies_and_loads(tmp_path):
+    rel = open_release(FIXTURE_V1)
+    assert rel.lock.source_format == FORMAT_V1 and rel.lock.environment.host["us4"] == "0.1.0"
+    result = verify_release(rel)
+    assert result.ok, result.problems
+    assert any("records no hash of the card" in n for n in result.notes)
+    out = CliRunner().invoke(main, ["verify", str(FIXTURE_V1)])
+    assert out.exit_code == 0 and "not checked" in out.output and "ok:" in out.output
+    ds = us4.load(FIXTURE_V1)
+    assert sum(len(s) for s in ds.values()) == rel.lock.counts.frames == 12
+    assert [len(c.frame_index) for c in rel.lock.clips] == [3, 3, 3, 3]
+    # still tamper-evident: a changed shard is named
+    copy = tmp_path / "rel"
+    shutil.copytree(FIXTURE_V1, copy)
+    shard = copy / rel.lock.shards[0].path
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert any(rel.lock.shards[0].path in p for p in verify_release(open_release(copy)).problems)
+    # its lock hash is the hash of the file as 0.1.0 published it, not of the upgraded model
+    assert rel.lock.sha256 == hashlib.sha256(json.dumps(raw_lock(FIXTURE_V1), sort_keys=True, separators=(",", ":"),
+                                                        ensure_ascii=False).encode()).hexdigest()
+    for command in (["stats", str(FIXTURE_V1)], ["audit", str(FIXTURE_V1)], ["diff", str(FIXTURE_V1), str(FIXTURE_V1)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, (command, result.output)

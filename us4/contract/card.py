@@ -1,0 +1,390 @@
+"""The release's card (README.md): a pure function of the lock, never hand-edited.
+
+`render_card` reads the lock, the source definitions (registry or recipe) and the
+attachments the lock names, and nothing that varies between machines or runs (no
+clock, no absolute path). The build records the card's sha256 and `CARD_FORMAT` in
+the lock; `us4 verify` checks that hash and never renders a card again, so a release
+stays verifiable whatever later us4 renders. The card never shows the lock's own
+hash (the lock holds the card's: no cycle).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from ..registry import CITATIONS, SOURCES
+from ..words import plural
+from .benchmark_card import benchmark_markdown
+from .lock import CROISSANT_NAME, Lock
+from .schema import SCHEMAS
+
+#: Bump when the card's text or layout changes; recorded in the lock beside its sha256.
+CARD_FORMAT = 2
+CONFIGS = ("frames", "videos")
+CONTACT_SHEET = "assets/contact_sheet.png"
+BENCHMARK = "benchmark.json"
+#: reads an attachment's bytes by its name in the lock
+ReadAttachment = Callable[[str], bytes]
+
+
+# --- YAML header -----------------------------------------------------------------
+
+
+def hub_configs(lock: Lock) -> list[dict]:
+    """The `configs` block that lets the Hub viewer and `datasets.load_dataset` read the release."""
+    configs = []
+    for config in CONFIGS:
+        configs.append({
+            "config_name": config,
+            "data_files": [{"split": sp, "path": f"data/{config}/*/{sp}-*.parquet"} for sp in _splits(lock, config)],
+            **({"default": True} if config == "frames" else {}),
+        })
+    return configs
+
+
+def hub_dataset_info(lock: Lock) -> list[dict]:
+    """`dataset_info` per config: features (from the release schema) and rows per split (from the lock)."""
+    out = []
+    for config in CONFIGS:
+        rows: dict[str, int] = defaultdict(int)
+        size: dict[str, int] = defaultdict(int)
+        for shard in lock.shards_of(config):
+            rows[shard.split] += shard.rows
+            size[shard.split] += shard.bytes
+        features = json.loads(SCHEMAS[config].metadata[b"huggingface"])["info"]["features"]
+        out.append({
+            "config_name": config,
+            "features": [{"name": name, **_yaml_feature(features[name])} for name in SCHEMAS[config].names],
+            # num_bytes: the split's Parquet bytes, known from the lock (images are PNG, so close to
+            # the Arrow size `datasets` means); `datasets` checks num_examples, which is exact
+            "splits": [{"name": sp, "num_bytes": size[sp], "num_examples": rows[sp]} for sp in _splits(lock, config)],
+            "download_size": sum(s.bytes for s in lock.shards_of(config)),
+        })
+    return out
+
+
+def _yaml_feature(feature: dict) -> dict:
+    """A feature of the schema's `huggingface` metadata, in the card's YAML spelling."""
+    kind = feature["_type"]
+    if kind == "Image":
+        return {"dtype": "image"}
+    if kind == "Value":
+        return {"dtype": feature["dtype"]}
+    if kind == "List":
+        inner = feature["feature"]
+        if inner["_type"] == "List":  # a list of fixed-size lists (boxes): spelled as a nested sequence
+            return {"sequence": {"sequence": _yaml_feature(inner["feature"])["dtype"]}}
+        inner = _yaml_feature(inner)
+        if set(inner) != {"dtype"}:
+            raise ValueError(f"card: nested list feature {feature} has no YAML spelling here")
+        return {"list": inner["dtype"], **({"length": feature["length"]} if "length" in feature else {})}
+    raise ValueError(f"card: unknown feature type {kind!r}")
+
+
+def _splits(lock: Lock, config: str) -> list[str]:
+    return sorted({s.split for s in lock.shards_of(config)})
+
+
+def _size_category(n: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return name
+    return "n>1M"
+
+
+# --- body ----------------------------------------------------------------------
+
+
+def title(lock: Lock) -> str:
+    """`NAME VERSION`, and loudly so when the clips were phantoms that us4 generated."""
+    return f"{lock.name} {lock.version}" + (" (PHANTOM: synthetic clips, not real data)" if lock.phantom else "")
+
+
+def render_card(lock: Lock, read_attachment: ReadAttachment) -> str:
+    """The card of a release with this lock; `read_attachment` reads files the lock names."""
+    sources = sorted(lock.recipe["sources"])
+    header = {
+        "pretty_name": title(lock),
+        "license": "other",
+        "license_name": "per-source",
+        "tags": ["ultrasound", "medical-imaging", "video-frames", "us4"] + (["synthetic"] if lock.phantom else []),
+        "task_categories": ["image-classification"],
+        "size_categories": [_size_category(lock.counts.frames)],
+        "configs": hub_configs(lock),
+        "dataset_info": hub_dataset_info(lock),
+    }
+    parts = [
+        "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---",
+        _intro(lock, sources),
+        _sources_table(lock, sources),
+        _counts_table(lock),
+        _contact_sheet_section(lock),
+        _recipe_section(lock, sources),
+        _groups_section(lock),
+        _ledger_section(lock),
+        _benchmark_section(lock, read_attachment),
+        _licence_section(lock, sources),
+        _citation_section(lock, sources),
+        _provenance_section(lock),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def source_definition(lock: Lock, name: str):
+    """The registry's (or, for a source the recipe declares, the recipe's) facts of a source."""
+    from ..recipe import parse_recipe
+
+    return parse_recipe(lock.recipe, where="the release's recipe").sources[name].definition
+
+
+def _intro(lock: Lock, sources: list[str]) -> str:
+    counts = lock.counts
+    corpora = sorted({source_definition(lock, s).corpus for s in sources})
+    phantom = ([f"**This release is a phantom.** Its {counts.videos} videos are synthetic clips that us4 "
+                "generates for its demo and tests; no patient and no scanner is behind them. Use it to try "
+                "the tools, never as data.", ""] if lock.phantom else [])
+    return "\n".join([
+        f"# {title(lock)}",
+        "",
+        *phantom,
+        lock.description.strip(),
+        "",
+        f"Frames sampled from ultrasound clips ({', '.join(corpora)}; sources: {', '.join(sources)}), "
+        f"built by us4 from raw clips with a recipe recorded in `release.json`, "
+        f"which also holds the sha256 of every input clip and every shard. "
+        f"{plural(counts.videos, 'video')}, {plural(counts.frames, 'frame')}; "
+        f"{plural(counts.failures, 'clip')} failed; the failure ledger below lists them.",
+        "",
+        "Two configs: `frames` (one row per frame: the PNG image, its label, split, source video, "
+        "crop box, hashes) and `videos` (one row per clip: input kind, codec, frame rate, size, pixel "
+        "spacing, licence, and the ordered `frame_ids` of its frames). Splits are by video, never by frame. "
+        f"Shards lie under `data/CONFIG/SOURCE/SPLIT-*.parquet`, so one source or one split can be "
+        f"fetched alone. `{CROISSANT_NAME}` describes the release in Croissant (MLCommons).",
+        "",
+        "```python",
+        "import us4  # verifies every file against release.json before use",
+        f'ds = us4.load("ORG/NAME", revision="v{lock.version}", config="frames")',
+        "",
+        "from datasets import load_dataset  # the same files, without verification",
+        f'ds = load_dataset("ORG/NAME", "frames", revision="v{lock.version}")',
+        "```",
+        "",
+        "`ORG/NAME` is the repository holding this card.",
+    ])
+
+
+def _per_source_label(lock: Lock) -> dict[str, dict[str, dict[str, tuple[int, int]]]]:
+    """{source: {label: {split: (videos, frames)}}} from the lock's `by_split_label`."""
+    out: dict[str, dict[str, dict[str, tuple[int, int]]]] = defaultdict(lambda: defaultdict(dict))
+    for split, labels in lock.counts.by_split_label.items():
+        for key, n in labels.items():
+            source, _, label = key.partition("/")
+            out[source][label][split] = (n.videos, n.frames)
+    return out
+
+
+def _sources_table(lock: Lock, sources: list[str]) -> str:
+    recipe = lock.recipe["sources"]
+    tally = _per_source_label(lock)
+    rows = ["| source | corpus | organ | probe | input | classes | videos | frames | licence |",
+            "|---|---|---|---|---|---|---:|---:|---|"]
+    for name in sources:
+        src, spec = source_definition(lock, name), recipe[name]
+        classes = spec.get("classes") or [c.name for c in src.classes]
+        probes = spec.get("probes") or [src.probe]
+        videos = sum(n[0] for by_split in tally[name].values() for n in by_split.values())
+        frames = sum(n[1] for by_split in tally[name].values() for n in by_split.values())
+        rows.append(f"| {name} | {src.corpus} | {src.organ} | {', '.join(probes)} | {spec.get('input', 'video')} "
+                    f"| {', '.join(classes)} | {videos} | {frames} | {_cell(src.licence)} |")
+    return "## Sources\n\n" + "\n".join(rows)
+
+
+def _counts_table(lock: Lock) -> str:
+    splits = sorted(lock.counts.by_split_label)
+    tally = _per_source_label(lock)
+    rows = ["| source | label | " + " | ".join(splits) + " | total |", "|---|---|" + "---:|" * (len(splits) + 1)]
+    totals = {sp: [0, 0] for sp in splits}
+    for source in sorted(tally):
+        for label in sorted(tally[source]):
+            by_split = tally[source][label]
+            cells = []
+            for sp in splits:
+                v, f = by_split.get(sp, (0, 0))
+                totals[sp][0] += v
+                totals[sp][1] += f
+                cells.append(f"{f} ({v})")
+            v = sum(n[0] for n in by_split.values())
+            f = sum(n[1] for n in by_split.values())
+            rows.append(f"| {source} | {label} | " + " | ".join(cells) + f" | {f} ({v}) |")
+    all_v = sum(t[0] for t in totals.values())
+    all_f = sum(t[1] for t in totals.values())
+    rows.append("| **all** | | " + " | ".join(f"{t[1]} ({t[0]})" for t in totals.values())
+                + f" | {all_f} ({all_v}) |")
+    return "## Counts by split and label\n\nFrames (videos) per split.\n\n" + "\n".join(rows)
+
+
+def _contact_sheet_section(lock: Lock) -> str:
+    if CONTACT_SHEET not in lock.attachments:
+        return ""
+    return ("## Sample frames\n\n"
+            "Up to 8 frames per source, one row per source, taken across its classes "
+            "(the middle kept frame of each chosen video), as stored in the release.\n\n"
+            f"![Sample frames per source]({CONTACT_SHEET})")
+
+
+def _sampling_text(sampling: dict[str, Any]) -> str:
+    parts = []
+    if "every_n" in sampling:
+        parts.append(f"every {sampling['every_n']}th frame")
+    if "rate_hz" in sampling:
+        parts.append(f"about {sampling['rate_hz']} frames per second (every int(fps/{sampling['rate_hz']})-th frame)")
+    if "evenly" in sampling:
+        parts.append(f"{sampling['evenly']} frames spread evenly over the clip")
+    if "max_frames" in sampling:
+        parts.append(f"at most {sampling['max_frames']} a clip")
+    known = {"every_n", "rate_hz", "evenly", "max_frames"}
+    parts.extend(f"{k}={v}" for k, v in sorted(sampling.items()) if k not in known)
+    return ", ".join(parts)
+
+
+def _crop_text(crop: dict[str, Any]) -> str:
+    text = {"auto": "the scanner's 2D tissue region where the file declares one, else the scan region "
+                    "detected per clip", "none": "full frame"}.get(
+        crop["mode"], f"fixed box {crop.get('box')} (x, y, w, h)")
+    if crop.get("clips"):
+        text += f"; {len(crop['clips'])} clips with their own box"
+    return text
+
+
+def split_rule_text(splits: dict[str, Any]) -> str:
+    """The recipe's split rule in words (the card and the benchmark record say the same)."""
+    text = (f"{splits['k']} folds, by video, stratified by class" if splits["kind"] == "folds"
+            else f"hold-out by video, {splits['validation']:.0%} of each class's videos for validation")
+    grouping = [("clips sharing near-duplicate frames" if splits.get("group") == "near_duplicates" else None),
+                (f"clips sharing the sheet column {splits['group_column']!r}" if splits.get("group_column") else None)]
+    grouping = [g for g in grouping if g]
+    if grouping:
+        text += "; whole groups (" + " or ".join(grouping) + ") go to one split"
+    if splits.get("inherit"):
+        text += f"; clips of {splits['inherit']} keep their split"
+    return text
+
+
+def _recipe_section(lock: Lock, sources: list[str]) -> str:
+    recipe = lock.recipe
+    rows = ["| source | sampling | crop |", "|---|---|---|"]
+    for name in sources:
+        spec = recipe["sources"][name]
+        rows.append(f"| {name} | {_sampling_text(spec['sampling'])} | {_crop_text(spec['crop'])} |")
+    threshold = recipe["dedup"]["threshold"]
+    dedup = (f"a kept frame whose mean absolute grey-level difference to the previous kept frame is "
+             f"below {threshold} is dropped as a near-duplicate" if threshold > 0 else "no near-duplicate dropping")
+    previous = (f" Clips present in {lock.previous.name} {lock.previous.version} (lock sha256 "
+                f"`{lock.previous.lock_sha256[:16]}…`) kept their split; only new clips were assigned."
+                if lock.previous else "")
+    return "\n".join([
+        "## Recipe: sampling and cropping",
+        "",
+        *rows,
+        "",
+        f"- Splits: {split_rule_text(recipe['splits'])}; seed {recipe['seed']}.{previous}",
+        f"- Near-duplicates: {dedup} ({lock.counts.duplicates_dropped} dropped).",
+        f"- Storage: PNG (compression level {recipe['output']['png_compress_level']}), grey (mode L) unless "
+        f"the clip carries colour; Parquet shards of at most {recipe['output']['shard_max_mb']:g} MB.",
+        f"- Every frame records its clip's sha256, its index and time in the clip and its crop box; "
+        f"the recipe's sha256 is `{lock.recipe_sha256}`.",
+    ])
+
+
+def _groups_section(lock: Lock) -> str:
+    members: dict[str, list[str]] = defaultdict(list)
+    for clip in lock.clips:
+        if clip.group is not None:
+            members[clip.group].append(f"{clip.video_id} ({clip.split})")
+    groups = {g: m for g, m in members.items() if len(m) > 1}
+    if not groups:
+        return ""
+    lines = ["## Groups", "",
+             f"{plural(len(groups), 'group')} of clips that the split rule keeps together (they share "
+             "near-duplicate frames, or a value of the grouping column), each wholly in one split:", ""]
+    lines += [f"- {', '.join(sorted(m))}" for _, m in sorted(groups.items(), key=lambda kv: sorted(kv[1]))]
+    return "\n".join(lines)
+
+
+def _ledger_section(lock: Lock) -> str:
+    failures, excluded, warnings = lock.failures, lock.excluded, lock.warnings
+    lines = ["## Failure ledger", "",
+             f"{plural(len(failures), 'clip')} failed, {plural(len(excluded), 'file')} left out by the recipe, "
+             f"{plural(len(warnings), 'warning')}, {plural(len(lock.sheet.missing), 'metadata-sheet row')} naming no file here, "
+             f"{plural(len(lock.sheet.label_overrides), 'label')} taken from the sheet over the file name. "
+             "Every entry, with its reason, is in `release.json`."]
+    tables = (("Failed clips", [(f.source, str(f.stage), f"{f.video_id}: {f.reason}") for f in failures], "stage"),
+              ("Left out by the recipe", [(e.source, e.reason, e.video_id) for e in excluded], "reason"),
+              ("Warnings", [(w.source, str(w.kind), f"{w.video_id or w.source}: {w.message}") for w in warnings], "kind"))
+    for heading, entries, key in tables:
+        if not entries:
+            continue
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for source, what, example in entries:
+            groups[(source, what)].append(example)
+        lines += ["", f"{heading}:", "", f"| source | {key} | clips | example |", "|---|---|---:|---|"]
+        for (source, what), examples in sorted(groups.items()):
+            lines.append(f"| {source} | {_cell(what)} | {len(examples)} | {_cell(examples[0])} |")
+    return "\n".join(lines)
+
+
+def _benchmark_section(lock: Lock, read_attachment: ReadAttachment) -> str:
+    if BENCHMARK not in lock.attachments:
+        return ""
+    record = json.loads(read_attachment(BENCHMARK))
+    return (benchmark_markdown(record).strip() + "\n\n"
+            "Benchmark results are evidence about this release, not part of its data: they were attached "
+            "after the build, and publishing them adds a commit whose data files are unchanged (see the "
+            "repository's tags).")
+
+
+def _licence_section(lock: Lock, sources: list[str]) -> str:
+    lines = ["## Licences", "",
+             "Frames are derived from the clips of each source; the source's terms apply to them. "
+             "The `videos` config carries each clip's licence in its `licence` column.", ""]
+    for name in sources:
+        src = source_definition(lock, name)
+        note = "" if src.public else " Not public: publish such a release only where its terms allow."
+        lines.append(f"- **{name}**: {src.licence}.{note}")
+    return "\n".join(lines)
+
+
+def citation_keys(lock: Lock) -> list[str]:
+    keys = ["uscl", *(source_definition(lock, s).citation for s in sorted(lock.recipe["sources"]))]
+    if BENCHMARK in lock.attachments:
+        keys.append(SOURCES["pocus"].citation)  # the benchmark evaluates on POCUS
+    return [k for k in dict.fromkeys(keys) if k in CITATIONS]
+
+
+def _citation_section(lock: Lock, sources: list[str]) -> str:
+    blocks = [f"```bibtex\n{CITATIONS[k].bibtex}\n```" for k in citation_keys(lock)]
+    return "## Citation\n\nThe method this corpus serves (USCL) and the sources of its clips:\n\n" + "\n\n".join(blocks)
+
+
+def _provenance_section(lock: Lock) -> str:
+    env = lock.environment
+    n_in = len(lock.clips) + len(lock.failures)
+    size = sum(c.bytes or 0 for c in lock.clips)
+    lines = ["## Provenance", "",
+             f"Built from {plural(n_in, 'clip')} ({len(lock.clips)} used, {size} bytes), each named with its sha256 in "
+             f"`release.json`, into {plural(len(lock.shards), 'shard')}. `us4 verify` (or `us4 download`, which runs it) "
+             "checks every file against that lock, this card and the Croissant file included (by the sha256 "
+             "the lock records); rebuilding with the same clips, recipe and library versions gives the same bytes.",
+             "", "| library (shapes the bytes) | version |", "|---|---|"]
+    lines += [f"| {k} | {_cell(str(v))} |" for k, v in sorted(env.bytes.items())]
+    lines += ["", "Built on: " + ", ".join(f"{k} {v}" for k, v in sorted(env.host.items())) + " (information only)."]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")

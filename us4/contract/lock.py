@@ -1,0 +1,419 @@
+"""The lock (`release.json`) as a typed model, validated when it is read.
+
+Pydantic models (strict types, unknown fields refused) rather than a dict read by
+string keys: a lock is a promise to people we will never meet, so a missing or
+misspelt field, a wrong type, a path that climbs out of the release or a format
+from a newer us4 is one clear error at the door, not a KeyError deep inside.
+
+Format 2 is what this us4 writes. Format 1 (us4 0.1.0) is still read: it is
+validated as written and upgraded in memory (fields it never recorded are None),
+and `Lock.sha256` stays the hash of the file as it was published.
+"""
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from ..errors import ReleaseError
+from ..hashing import sha256_json
+from ..paths import safe_name, safe_relpath
+
+FORMAT = "us4-release/2"
+FORMAT_V1 = "us4-release/1"
+READABLE = (FORMAT_V1, FORMAT)
+
+LOCK_NAME = "release.json"
+CARD_NAME = "README.md"
+CROISSANT_NAME = "croissant.json"
+#: Files generated from the lock, recorded in it with a format number and their sha256.
+GENERATED = (CARD_NAME, CROISSANT_NAME)
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+RelPath = Annotated[str, AfterValidator(safe_relpath)]
+Name = Annotated[str, AfterValidator(safe_name)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class LockError(ReleaseError):
+    """A lock is unreadable, malformed, or of a format this us4 cannot read."""
+
+
+class Stage(StrEnum):
+    """Where a clip failed: the stages of planning and ingest that exist."""
+
+    PLAN = "plan"  # listing and labelling: no readable label, content identical to another clip
+    PROBE = "probe"  # the file cannot be opened or described
+    SAMPLE = "sample"  # the sampling policy keeps no frame
+    DECODE = "decode"  # a wanted frame does not decode (truncated, corrupt, unsupported)
+    CROP = "crop"  # the recipe's crop does not fit the frame
+    TEXT = "text"  # burned-in text found and the recipe says exclude
+
+
+class WarningKind(StrEnum):
+    """Fallbacks a build took that a reader should know about."""
+
+    CROP_FALLBACK = "crop_fallback"  # no scan region found: the full frame is kept
+    SHEET_MISSING = "sheet_missing"  # a source's metadata sheet is absent: labels from file names
+    UNKNOWN_CLIP = "unknown_clip"  # the recipe names a clip (a crop override) that is not there
+    EMPTY_SOURCE = "empty_source"  # a source with no usable clip, allowed by --allow-empty
+    TEXT_FOUND = "text_found"  # burned-in text found and the recipe says warn
+    SPLIT_MOVED = "split_moved"  # a clip could not keep its previous split (its group spans two)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Shard(_Strict):
+    path: RelPath
+    config: Literal["frames", "videos"]
+    source: Name
+    split: Name
+    rows: Count
+    bytes: Count
+    sha256: Sha256
+
+
+class Clip(_Strict):
+    """A built clip: what a rebuild must reproduce, readable without the frame shards."""
+
+    video_id: str
+    source: str
+    sha256: Sha256
+    bytes: Count | None  # None: upgraded from format 1 without an input entry
+    label: str | None  # None only when upgraded from format 1, which did not record it
+    split: Name
+    fold: int | None
+    group: str | None
+    shard: Count  # index in `shards` of the frames shard holding the clip's frames
+    row: Count  # first row of the clip in that shard
+    frame_id: Count  # first frame_id of the clip (its frames are consecutive)
+    frame_index: list[int]
+    frame_sha256: list[Sha256]
+
+
+class Failure(_Strict):
+    source: str
+    video_id: str
+    sha256: Sha256 | None
+    stage: Stage
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.video_id}: {self.stage}: {self.reason}"
+
+
+class Excluded(_Strict):
+    source: str
+    video_id: str  # the id the file would have had (for hashed-id sources: a hash, never a path)
+    reason: str
+
+
+class BuildWarning(_Strict):
+    source: str
+    video_id: str | None
+    kind: WarningKind
+    message: str
+
+    def line(self) -> str:
+        return f"{self.video_id or self.source}: {self.kind}: {self.message}"
+
+
+class LabelOverride(_Strict):
+    source: str
+    video_id: str
+    file_name: str
+    sheet: str
+
+
+class Sheet(_Strict):
+    missing: list[str] = []  # sheet rows naming a clip the recipe would build whose file is absent
+    label_overrides: list[LabelOverride] = []
+
+
+class SplitTally(_Strict):
+    videos: Count
+    frames: Count
+
+
+class Counts(_Strict):
+    videos: Count
+    frames: Count
+    duplicates_dropped: Count
+    failures: Count
+    excluded: Count
+    by_split_label: dict[str, dict[str, SplitTally]]
+
+
+class Environment(_Strict):
+    """`bytes`: versions of everything that shapes a release's bytes (a rebuild needs the
+    same); `host`: where it ran (information only, never a reason bytes differ)."""
+
+    bytes: dict[str, str]
+    host: dict[str, str]
+
+
+class Generated(_Strict):
+    format: Count
+    sha256: Sha256
+
+
+class Previous(_Strict):
+    """The release whose splits this one inherited (`--previous`)."""
+
+    name: str
+    version: str
+    lock_sha256: Sha256
+
+
+class Lock(_Strict):
+    format: Literal["us4-release/2"]
+    name: Name
+    version: Name
+    description: str
+    phantom: bool  # built from phantom clips that us4 generated, not from real data
+    recipe: dict[str, Any]
+    recipe_sha256: Sha256
+    environment: Environment
+    previous: Previous | None
+    clips: list[Clip]
+    failures: list[Failure]
+    excluded: list[Excluded]
+    warnings: list[BuildWarning]
+    sheet: Sheet
+    counts: Counts
+    shards: list[Shard]
+    attachments: dict[RelPath, Sha256]
+    generated: dict[Literal["README.md", "croissant.json"], Generated]
+
+    _source_sha256: str | None = PrivateAttr(default=None)
+    _source_format: str = PrivateAttr(default=FORMAT)
+
+    @property
+    def sha256(self) -> str:
+        """Names the release's exact content: the sha256 of the lock's canonical JSON as
+        published (for an upgraded format-1 lock, of the original file's JSON)."""
+        return self._source_sha256 or sha256_json(self.to_json())
+
+    @property
+    def source_format(self) -> str:
+        """The format the lock was written in (format-1 locks are upgraded in memory)."""
+        return self._source_format
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def shards_of(self, config: str) -> list[Shard]:
+        return [s for s in self.shards if s.config == config]
+
+    def files(self) -> list[str]:
+        """Every file the lock names: itself, what it generated, its shards and attachments."""
+        names = [LOCK_NAME, *self.generated, *(s.path for s in self.shards), *self.attachments]
+        if self.source_format == FORMAT_V1:
+            names.append(CARD_NAME)  # format 1 had a card but recorded no hash of it
+        return sorted(set(names))
+
+    def data_sha256(self) -> str:
+        """The data's identity: the lock without what is added after the build (attachments
+        and the files generated from them). Two locks with equal data hashes hold the same
+        frames, clips, splits and shards; only evidence about them may differ."""
+        return sha256_json({k: v for k, v in self.to_json().items() if k not in ("attachments", "generated")})
+
+
+def dump_lock(lock: Lock) -> bytes:
+    """The one serialisation of `release.json`."""
+    return json.dumps(lock.to_json(), indent=1, sort_keys=True).encode() + b"\n"
+
+
+def read_lock(data: bytes | str, where: str = LOCK_NAME) -> Lock:
+    """Parse and validate a lock; LockError names the file and every field at fault."""
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise LockError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise LockError(f"{where}: not a us4 release lock (a JSON object is expected)")
+    fmt = raw.get("format")
+    if not isinstance(fmt, str) or not fmt.startswith("us4-release/"):
+        raise LockError(f"{where}: not a us4 release lock (format {fmt!r})")
+    if fmt not in READABLE:
+        from .. import __version__
+
+        raise LockError(f"{where}: format {fmt} is not one this us4 ({__version__}) reads "
+                        f"({', '.join(READABLE)}); it was written by a newer us4: upgrade us4 to read it")
+    text = data if isinstance(data, str) else data.decode()
+    try:
+        if fmt == FORMAT_V1:
+            lock = _upgrade(LockV1.model_validate_json(text))
+            lock._source_format = FORMAT_V1
+        else:
+            lock = Lock.model_validate_json(text)
+    except ValidationError as exc:
+        raise LockError(f"{where}: invalid {fmt} lock: {_explain(exc)}") from None
+    lock._source_sha256 = sha256_json(raw)
+    _check_consistent(lock, where)
+    return lock
+
+
+def _explain(exc: ValidationError, limit: int = 6) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "missing":
+            parts.append(f"missing field {loc}")
+        elif kind == "extra_forbidden":
+            parts.append(f"unknown field {loc}")
+        else:
+            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r:.60})")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _check_consistent(lock: Lock, where: str) -> None:
+    """What types cannot say: cross-references inside the lock point where they should."""
+    n = len(lock.shards)
+    for clip in lock.clips:
+        if clip.shard >= n or lock.shards[clip.shard].config != "frames":
+            raise LockError(f"{where}: clip {clip.video_id} names shard {clip.shard}, not a frames shard of the lock")
+        if len(clip.frame_index) != len(clip.frame_sha256):
+            raise LockError(f"{where}: clip {clip.video_id}: frame_index and frame_sha256 differ in length")
+    paths = [s.path for s in lock.shards]
+    if len(set(paths)) != len(paths):
+        raise LockError(f"{where}: a shard path is listed twice")
+    for name in lock.attachments:
+        if name in (LOCK_NAME, *GENERATED) or name.split("/")[0] == "data":
+            raise LockError(f"{where}: attachment {name!r} takes the name of a release file")
+
+
+# --- format 1 (us4 0.1.0), read and upgraded -----------------------------------
+
+
+class _V1Shard(_Strict):
+    path: RelPath
+    config: Literal["frames", "videos"]
+    split: Name
+    rows: Count
+    bytes: Count
+    sha256: Sha256
+
+
+class _V1Input(_Strict):
+    source: str
+    path: str
+    sha256: Sha256
+    bytes: Count
+
+
+class _V1Lineage(_Strict):
+    clip_sha256: list[Sha256]
+    frame_index: list[int]
+    pts: list[float]
+    frame_sha256: list[Sha256]
+    shard: list[Count]
+    row: list[Count]
+
+
+class _V1Failure(_Strict):
+    source: str
+    path: str
+    sha256: Sha256 | None
+    stage: str
+    reason: str
+
+
+class _V1Excluded(_Strict):
+    source: str
+    path: str
+    reason: str
+
+
+class _V1Sheet(_Strict):
+    missing_files: list[str]
+    label_overrides: list[dict[str, str]]
+
+
+class _V1Counts(_Strict):
+    videos: Count
+    frames: Count
+    duplicates_dropped: Count
+    failures: Count
+    excluded: Count = 0
+    by_split_label: dict[str, dict[str, SplitTally]]
+
+
+class LockV1(_Strict):
+    format: Literal["us4-release/1"]
+    name: str
+    version: str
+    description: str
+    recipe: dict[str, Any]
+    recipe_sha256: Sha256
+    environment: dict[str, str]
+    inputs: list[_V1Input]
+    shards: list[_V1Shard]
+    lineage: _V1Lineage
+    failures: list[_V1Failure]
+    excluded: list[_V1Excluded]
+    sheet: _V1Sheet
+    counts: _V1Counts
+    attachments: dict[RelPath, Sha256]
+
+
+_V1_HOST = ("python", "platform", "us4")
+# Format 1 named an unforeseen error "ingest" and had an "encode" stage; neither exists now.
+_V1_STAGES = {"ingest": Stage.DECODE, "encode": Stage.DECODE}
+
+
+def _upgrade(v1: LockV1) -> Lock:
+    """A format-1 lock in the format-2 model. Shards kept their single-level paths;
+    per-clip labels were never recorded (None)."""
+    shards = [Shard(path=s.path, config=s.config, source=_only_source(v1), split=s.split, rows=s.rows,
+                    bytes=s.bytes, sha256=s.sha256) for s in v1.shards]
+    by_sha: dict[str, _V1Input] = {}
+    for i in v1.inputs:
+        by_sha.setdefault(i.sha256, i)
+    lin = v1.lineage
+    clips: list[Clip] = []
+    start = 0
+    for end in range(1, len(lin.clip_sha256) + 1):
+        last = end == len(lin.clip_sha256)
+        if not last and lin.clip_sha256[end] == lin.clip_sha256[start] and lin.shard[end] == lin.shard[start] \
+                and lin.frame_index[end] > lin.frame_index[end - 1]:
+            continue
+        sha = lin.clip_sha256[start]
+        item = by_sha.get(sha)
+        split = v1.shards[lin.shard[start]].split
+        clips.append(Clip(
+            video_id=f"{item.source}/{item.path}" if item else sha, source=item.source if item else "",
+            sha256=sha, bytes=item.bytes if item else None, label=None, split=split,
+            fold=int(split[4:]) if split.startswith("fold") and split[4:].isdigit() else None, group=None,
+            shard=lin.shard[start], row=lin.row[start], frame_id=start,
+            frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end]))
+        start = end
+    return Lock(
+        format=FORMAT, name=safe_name(v1.name, "name"), version=safe_name(v1.version, "version"),
+        description=v1.description, phantom=False, recipe=v1.recipe, recipe_sha256=v1.recipe_sha256,
+        environment=Environment(bytes={k: v for k, v in v1.environment.items() if k not in _V1_HOST},
+                                host={k: v for k, v in v1.environment.items() if k in _V1_HOST}),
+        previous=None, clips=clips,
+        failures=[Failure(source=f.source, video_id=f"{f.source}/{f.path}", sha256=f.sha256,
+                          stage=_V1_STAGES.get(f.stage) or Stage(f.stage), reason=f.reason) for f in v1.failures],
+        excluded=[Excluded(source=e.source, video_id=f"{e.source}/{e.path}", reason=e.reason) for e in v1.excluded],
+        warnings=[],
+        sheet=Sheet(missing=v1.sheet.missing_files,
+                    label_overrides=[LabelOverride(source=o["source"], video_id=f"{o['source']}/{o['path']}",
+                                                   file_name=o["file_name"], sheet=o["sheet"])
+                                     for o in v1.sheet.label_overrides]),
+        counts=Counts(videos=v1.counts.videos, frames=v1.counts.frames,
+                      duplicates_dropped=v1.counts.duplicates_dropped, failures=v1.counts.failures,
+                      excluded=v1.counts.excluded, by_split_label=v1.counts.by_split_label),
+        shards=shards, attachments=v1.attachments, generated={})
+
+
+def _only_source(v1: LockV1) -> str:
+    # format 1 shards mixed every source of a split; name them by the recipe's sources
+    return safe_name("+".join(sorted(v1.recipe.get("sources", {}))) or "all", "source")
