@@ -38,7 +38,7 @@ def _text_engine() -> dict[str, str]:
 
     try:
         return text.text_engine_versions()
-    except text.TextDetectionUnavailable:
+    except text.TextEngineMissing:
         return {}
 
 

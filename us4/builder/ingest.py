@@ -104,6 +104,7 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
     if text["found"] and job.params["text"] == "exclude":
         return _fail(job, Stage.TEXT, f"burned-in text found ({text['why']}) and the recipe says exclude")
     masks = [Box.from_list(b) for b in text["boxes"]] if text["found"] and job.params["text"] == "mask" else []
+    mask = (lambda a: text_check.mask_text(a, masks)) if masks else (lambda a: a)
 
     rows: dict[str, list] = {name: [] for name in CLIP_SCHEMA.names}
     previous = None
@@ -111,12 +112,12 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
     threshold = job.params["dedup"]
     level = job.params["png_compress_level"]
     for frame, grey in zip(decoded, greys):
-        grey_crop = _masked(box.apply(grey), masks)
+        grey_crop = mask(box.apply(grey))
         if previous is not None and threshold > 0 and near_duplicate(previous, grey_crop, threshold):
             dropped += 1
             continue
         previous = grey_crop
-        pixels = _masked(box.apply(frame.to_rgb()), masks) if colour else grey_crop
+        pixels = mask(box.apply(frame.to_rgb())) if colour else grey_crop
         rows["frame_index"].append(frame.index)
         rows["pts"].append(frame.pts)
         rows["png"].append(encode_png(pixels, level))
@@ -157,7 +158,7 @@ def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
         found = text_check.detect_text([decoded[i].to_rgb() if decoded[i].rgb is not None else decoded[i].grey
                                         for i in picks], box)
         checked = True
-    except text_check.TextDetectionUnavailable:
+    except text_check.TextEngineMissing:
         if job.params["text"] != "warn":  # the plan refuses this up front; a worker without the extra is ours
             raise
         found, checked = [], False
@@ -168,12 +169,3 @@ def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
     action = ("masked" if job.params["text"] == "mask" else "warned") if why else "none"
     return {"checked": checked, "found": bool(why), "boxes": boxes, "burned_in": burned_in, "action": action,
             "read": [t.text for t in found], "why": ", ".join(why)}
-
-
-def _masked(pixels: np.ndarray, masks: list[Box]) -> np.ndarray:
-    if not masks:
-        return pixels
-    out = np.array(pixels)
-    for m in masks:
-        m.apply(out)[...] = 0
-    return out

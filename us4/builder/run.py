@@ -186,7 +186,7 @@ def _check_inputs(recipe: Recipe, plan: Plan, raw: dict, allow_empty: tuple[str,
 
         try:
             text.text_engine_versions()
-        except text.TextDetectionUnavailable:
+        except text.TextEngineMissing:
             raise BuildError(f"source(s) {', '.join(needs_text)}: the recipe says text: mask/exclude, which needs "
                              "the burned-in text detector: pip install 'us4[text]'") from None
 
