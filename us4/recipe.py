@@ -169,7 +169,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if path.suffix == "" and "/" not in str(name_or_path):
+    if "/" not in str(name_or_path) and not str(name_or_path).endswith((".yaml", ".yml")):
         from importlib.resources import files
 
         packaged = files(RECIPES_PACKAGE) / f"{name_or_path}.yaml"

@@ -17,7 +17,7 @@ import hashlib
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -111,16 +111,20 @@ def publish_hub(release: Release, repo_id: str, *, endpoint: str | None = None, 
 
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(f"{repo_id} at {api.endpoint}", token), progress_bars(not quiet):
-        return _publish(release, _Hub(api, repo_id, private), repo_id, force)
+        return _publish(release, lambda: _Hub(api, repo_id, private), repo_id, force)
 
 
 def publish_git(release: Release, root: str | Path, repo_id: str, *, quiet: bool = False,
                 force: bool = False) -> Published:
     """Write the same commit and tag into the git repository `root/datasets/ORG/NAME` (branch main)."""
     org, name = check_repo_id(repo_id)
-    git = _Git(Path(root) / "datasets" / org / name, quiet)
-    git.init()
-    return _publish(release, git, repo_id, force)
+
+    def open_repository() -> _Git:
+        git = _Git(Path(root) / "datasets" / org / name, quiet)
+        git.init()
+        return git
+
+    return _publish(release, open_repository, repo_id, force)
 
 
 class _Destination(Protocol):
@@ -137,13 +141,15 @@ class _Destination(Protocol):
     def tag(self, name: str, commit: str, message: str) -> None: ...
 
 
-def _publish(release: Release, dest: _Destination, repo_id: str, force: bool) -> Published:
+def _publish(release: Release, destination: Callable[[], _Destination], repo_id: str, force: bool) -> Published:
+    """Check everything, then open the destination (nothing is created for a refused release)."""
     plan = publish_plan(release, repo_id)
     _check_phantom(release.lock, repo_id, force)
     result = verify_release(release)
     if result.problems:
         raise VerificationError(f"{release.root}: not published, {len(result.problems)} file(s) differ from "
                                 f"{LOCK_NAME}; first: {result.problems[0]}", result.problems)
+    dest = destination()
     tagged = dest.tag_content(plan.tag)
     if tagged is None:
         commit = dest.commit(plan)

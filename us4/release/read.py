@@ -80,10 +80,11 @@ def locate_lock(ref: str | Path, base: Path | None = None) -> Path | None:
             return path / LOCK_NAME
         if path.is_file():
             return path
-    if ref.suffix == "" and "/" not in str(ref):
+    if "/" not in str(ref):
         from importlib.resources import files
 
-        packaged = files(MANIFESTS_PACKAGE) / f"{ref}.json"
+        name = str(ref) if str(ref).endswith(".json") else f"{ref}.json"
+        packaged = files(MANIFESTS_PACKAGE) / name
         if packaged.is_file():
             return Path(str(packaged))
     return None
