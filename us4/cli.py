@@ -123,15 +123,18 @@ def _parse_raw(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Release folder to create, or to resume building into.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Decoding processes [default: all cores].")
+              help="Decoding processes [default: all cores]; with --scheduler local, the LocalCluster's workers.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the per-clip work on a Dask cluster: tcp://HOST:PORT, or 'local' for a LocalCluster. Raw "
+                   "folders and --out must be on storage every worker sees (see docs/scaling.md).")
 @click.option("--retry-failed", is_flag=True, help="Ingest again the clips that failed in an earlier run.")
 @click.option("--allow-empty", "allow_empty", multiple=True, metavar="SOURCE",
               help="Build even if SOURCE has no usable clip (repeat per source); it is recorded as a warning.")
 @click.option("--previous", type=click.Path(path_type=Path), default=None, metavar="RELEASE_OR_MANIFEST",
               help="Keep the split of every clip this earlier release (folder or lock file) holds; assign only new clips.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; failures and errors only.")
-def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, retry_failed: bool,
-          allow_empty: tuple[str, ...], previous: Path | None, quiet: bool) -> None:
+def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, scheduler: str | None,
+          retry_failed: bool, allow_empty: tuple[str, ...], previous: Path | None, quiet: bool) -> None:
     """Build a release from raw clips as RECIPE says (resumes an interrupted build).
 
     RECIPE is a recipe file, or the name of one us4 ships (pocus, us4).
@@ -143,8 +146,9 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, ret
     from .words import plural
 
     try:
-        summary = build_release(recipe, _parse_raw(raw), out, workers=workers, retry_failed=retry_failed,
-                                allow_empty=allow_empty, previous=previous, progress=not quiet)
+        summary = build_release(recipe, _parse_raw(raw), out, workers=workers, scheduler=scheduler,
+                                retry_failed=retry_failed, allow_empty=allow_empty, previous=previous,
+                                progress=not quiet)
     except KeyboardInterrupt:
         click.echo(f"us4: interrupted; finished clips are kept in {out}/.us4-work: run the same command "
                    "again to resume", err=True)
@@ -162,8 +166,7 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, ret
         if summary.label_overrides:
             click.echo(f"note: {plural(summary.label_overrides, 'clip')} labelled by the metadata sheet over its "
                        "file name (listed in release.json: sheet.label_overrides)", err=True)
-        for warning in summary.warnings:
-            click.echo(f"warning: {warning.line()}", err=True)
+        _warnings(summary.warnings)
         if summary.phantom:
             click.echo(f"note: built from phantom clips (synthetic): the release is named {summary.name} "
                        f"{summary.version} and says so everywhere", err=True)
@@ -179,6 +182,24 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, ret
         + (f"; files for this machine only (ids, text read) in {summary.local}" if summary.local else ""))
     if summary.failures:
         sys.exit(3)
+
+
+def _warnings(warnings: list, each: int = 3) -> None:
+    """One line per warning, or per kind when a kind has more than `each` (the lock lists them all)."""
+    from collections import defaultdict
+
+    from .words import plural
+
+    by_kind = defaultdict(list)
+    for w in warnings:
+        by_kind[w.kind].append(w)
+    for kind, group in by_kind.items():
+        if len(group) <= each:
+            for w in group:
+                click.echo(f"warning: {w.line()}", err=True)
+        else:
+            click.echo(f"warning: {plural(len(group), 'clip')}: {kind}: {group[0].message} (e.g. "
+                       f"{group[0].video_id or group[0].source}; all are listed in release.json: warnings)", err=True)
 
 
 @main.command()

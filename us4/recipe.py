@@ -384,8 +384,11 @@ def _parse_splits(splits: Any, where: str) -> dict:
         raise RecipeError(f"{where}: splits.kind must be 'folds' (with k) or 'holdout' (with validation)")
     if splits.get("group") not in (None, "near_duplicates"):
         raise RecipeError(f"{where}: splits.group must be near_duplicates, got {splits['group']!r}")
-    if "group_column" in splits and not (isinstance(splits["group_column"], str) and splits["group_column"]):
-        raise RecipeError(f"{where}: splits.group_column must name a column of the source's metadata sheet")
+    column = splits.get("group_column")
+    if column is not None and not ((isinstance(column, str) and column) or (
+            isinstance(column, list) and column and all(isinstance(c, str) and c for c in column))):
+        raise RecipeError(f"{where}: splits.group_column names a column of the source's sheet, or a list of "
+                          "columns whose values together make the key (e.g. [Source ID, Patient ID / Name])")
     if "inherit" in splits and not (isinstance(splits["inherit"], str) and splits["inherit"]):
         raise RecipeError(f"{where}: splits.inherit names a release folder or lock (manifest) whose splits to keep")
     return dict(splits)

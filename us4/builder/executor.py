@@ -8,6 +8,7 @@ process; finished clips are already in the cache, so the next run resumes.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterable
@@ -91,3 +92,93 @@ def _context() -> multiprocessing.context.BaseContext:
     if "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
+
+
+class DaskExecutor:
+    """The per-clip and per-shard work on a Dask cluster: `tcp://HOST:PORT` (a scheduler that
+    `dask scheduler`, dask-jobqueue or Kubernetes started), or `local` (a LocalCluster of
+    `workers` single-threaded processes started here).
+
+    Raw clips and the output folder must sit on storage every worker sees (the HPC case: a
+    shared filesystem); `check_workers` proves it, and that every worker runs the same us4
+    and byte-shaping libraries as this driver (else its bytes would differ), before any
+    work is sent. A worker that dies mid-build costs nothing: Dask reruns its tasks on
+    another worker, and what it finished is in the clip cache.
+    """
+
+    CONNECT_TIMEOUT_S = 5
+
+    def __init__(self, address: str, workers: int | None = None):
+        from distributed import Client, LocalCluster
+
+        self.address = address
+        self._cluster = None
+        try:
+            if address == "local":
+                from ..system import available_cores
+
+                self._cluster = LocalCluster(n_workers=workers or available_cores(), threads_per_worker=1,
+                                             processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+                self.client = Client(self._cluster)
+            else:
+                self.client = Client(address, timeout=self.CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise BuildError(f"--scheduler {address}: no Dask scheduler answered within "
+                             f"{self.CONNECT_TIMEOUT_S} s ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                             ) from None
+
+    @property
+    def workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+
+    def check_workers(self, paths: list[str]) -> None:
+        """Every worker sees every path and runs this driver's us4 and libraries; else one clear error."""
+        if self.workers == 0:
+            raise BuildError(f"--scheduler {self.address}: the scheduler has no workers")
+        mine = _worker_facts(paths)
+        for worker, facts in sorted(self.client.run(_worker_facts, paths).items()):
+            unseen = [p for p, seen in zip(paths, facts["sees"]) if not seen]
+            if unseen:
+                raise BuildError(f"Dask worker {worker} cannot see {unseen[0]}: raw clips and --out must be on "
+                                 "storage every worker sees (a shared filesystem)")
+            for name in sorted(set(mine["versions"]) | set(facts["versions"])):
+                if mine["versions"].get(name) != facts["versions"].get(name):
+                    raise BuildError(f"Dask worker {worker} runs {name} {facts['versions'].get(name, 'absent')}, this "
+                                     f"driver {mine['versions'].get(name, 'absent')}: its bytes would differ; install "
+                                     "the same versions on every worker")
+
+    def run(self, fn: Callable, items: Iterable, args: tuple, on_result: OnResult) -> None:
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        items = list(items)
+        if not items:
+            return
+        futures = self.client.map(fn, items, *[[a] * len(items) for a in args], pure=False,
+                                  key=[f"{fn.__name__}-{i}" for i in range(len(items))])
+        item_of = {f.key: item for f, item in zip(futures, items)}
+        try:
+            for fut in as_completed(futures):
+                on_result(item_of[fut.key], fut.result())
+        except KilledWorker as exc:
+            self.client.cancel(futures)
+            raise BuildError(f"a task killed {exc.args[1] if len(exc.args) > 1 else 'its workers'} several times "
+                             "(crash or out of memory); what was finished is kept: run again to resume") from None
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def _worker_facts(paths: list[str]) -> dict:
+    """Run on each worker: which paths it sees, and the versions its bytes depend on."""
+    import os
+
+    from .. import __version__
+    from .environment import byte_libraries
+
+    return {"sees": [os.path.exists(p) for p in paths], "versions": {"us4": __version__, **byte_libraries()}}

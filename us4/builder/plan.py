@@ -131,6 +131,7 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
     rows = _read_sheet(registry_sheet, source.sheet_key) if registry_sheet else {}
     label_rows = _read_sheet(label_sheet, spec.label.key_column) if label_sheet else {}
     group_column = recipe.splits.get("group_column")
+    group_columns = [group_column] if isinstance(group_column, str) else list(group_column or [])
     seen: dict[str, str] = {}  # content hash -> video id, for hashed-id sources
     found_stems: set[str] = set()
     for cand in candidates:
@@ -168,13 +169,14 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
         licence = source.licence
         if row is not None and source.sheet_licence and source.sheet_licence in row:
             licence = row[source.sheet_licence]
-        group_key = row.get(group_column) if (row is not None and group_column) else None
+        values = [row.get(c) for c in group_columns] if row is not None else []
+        group_key = " | ".join(f"{c}={v}" for c, v in zip(group_columns, values)) if values and all(values) else None
         params = recipe.clip_params(spec.name, rel)
         plan.jobs.append(ClipJob(
             source=spec.name, video_id=video_id, rel_path=rel if spec.ids == "path" else None,
             ref=cand.found.ref, label=cls.name, label_id=source.label_id(cls), us4_label=cls.us4_head,
             probe=probe, organ=source.organ, licence=licence, sha256=cand.sha256, size=cand.size,
-            group_key=f"{group_column}={group_key}" if group_key else None, params=params,
+            group_key=group_key, params=params,
             key=sha256_json({"sha256": cand.sha256, "params": params, "ingest": INGEST_VERSION,
                              "libraries": libraries}),
         ))

@@ -21,7 +21,7 @@ from ..release.attach import add_attachment, seal
 from ..release.contact_sheet import write_contact_sheet
 from ..system import available_cores
 from .cache import ClipCache
-from .executor import Executor, LocalExecutor
+from .executor import DaskExecutor, Executor, LocalExecutor
 from .groups import column_links, near_duplicate_links
 from .ingest import ingest_in_worker
 from .lock import make_lock
@@ -66,7 +66,7 @@ def build_release(
     out: str | Path,
     *,
     workers: int | None = None,
-    executor: Executor | None = None,
+    scheduler: str | None = None,
     retry_failed: bool = False,
     allow_empty: tuple[str, ...] = (),
     previous: str | Path | None = None,
@@ -74,7 +74,8 @@ def build_release(
 ) -> BuildSummary:
     """Build (or resume building) a release of `recipe` from the `raw` clip folders into `out`.
 
-    `executor` runs the per-clip and per-shard work (default: `workers` local processes).
+    The per-clip and per-shard work runs in `workers` local processes (default: one per
+    core), or on the Dask cluster at `scheduler` (`tcp://HOST:PORT`, or `local`).
     `previous` (a release folder or a lock) keeps the split of every clip it holds; the
     recipe's `splits.inherit` says the same. `allow_empty` names sources that may end with
     no usable clip.
@@ -89,9 +90,16 @@ def build_release(
     _check_inputs(recipe, plan, raw, allow_empty)
     prev = read_previous(previous or recipe.splits.get("inherit"), recipe_path.parent if recipe_path else None)
     _check_out(out)
-    executor = executor or LocalExecutor(workers or available_cores())
     with BuildMutex(out / WORK_DIR, out):
-        return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
+        if scheduler is None:
+            return _build(recipe, plan, out, LocalExecutor(workers or available_cores()), retry_failed, allow_empty,
+                          prev, progress)
+        executor = DaskExecutor(scheduler, workers)
+        try:
+            executor.check_workers([str(Path(raw[s]).resolve()) for s in sorted(raw)] + [str((out / WORK_DIR).resolve())])
+            return _build(recipe, plan, out.resolve(), executor, retry_failed, allow_empty, prev, progress)
+        finally:
+            executor.close()
 
 
 def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_failed: bool,
@@ -150,7 +158,9 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
         executor.run(write_shard, tasks, (str(cache.root), str(staging)), written)
     lock = make_lock(recipe, plan, failures, warnings, tasks, results, facts, previous)
     staged = seal(staging, lock)
-    staged = add_attachment(staged, write_contact_sheet(staged))
+    sheets: list[Path] = []  # drawn where the frames are (a worker), so this process never holds frame bytes
+    executor.run(_contact_sheet, [str(staging)], (), lambda _, path: sheets.append(Path(path)))
+    staged = add_attachment(staged, sheets[0])
     local = _write_local(cache.root / "local", plan, good, facts)
     _install(staging, out)
     if local is not None:
@@ -168,6 +178,12 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
         per_source={s: sum(c.source == s for c in lock.clips) for s in sorted(recipe.sources)},
         local=out / LOCAL_DIR if local is not None else None,
     )
+
+
+def _contact_sheet(root: str) -> str:
+    from ..release.read import open_release
+
+    return str(write_contact_sheet(open_release(Path(root))))
 
 
 def _check_inputs(recipe: Recipe, plan: Plan, raw: dict, allow_empty: tuple[str, ...]) -> None:
@@ -216,7 +232,8 @@ def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWar
         f = facts[job.key]
         if f["crop_fallback"]:
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.CROP_FALLBACK,
-                                    message="no credible scan region found: the full frame is kept"))
+                                    message="no scan region narrower than the frame was found: the full frame "
+                                            "is kept (right for a clip already cropped to its image)"))
         if f["text"]["action"] == "warned":
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.TEXT_FOUND,
                                     message=f"burned-in text found ({len(f['text']['boxes'])} boxes), "

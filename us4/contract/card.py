@@ -265,13 +265,18 @@ def split_rule_text(splits: dict[str, Any]) -> str:
     text = (f"{splits['k']} folds, by video, stratified by class" if splits["kind"] == "folds"
             else f"hold-out by video, {splits['validation']:.0%} of each class's videos for validation")
     grouping = [("clips sharing near-duplicate frames" if splits.get("group") == "near_duplicates" else None),
-                (f"clips sharing the sheet column {splits['group_column']!r}" if splits.get("group_column") else None)]
+                (f"clips sharing their value of the sheet's {_columns(splits['group_column'])}"
+                 if splits.get("group_column") else None)]
     grouping = [g for g in grouping if g]
     if grouping:
         text += "; whole groups (" + " or ".join(grouping) + ") go to one split"
     if splits.get("inherit"):
         text += f"; clips of {splits['inherit']} keep their split"
     return text
+
+
+def _columns(column: str | list[str]) -> str:
+    return f"column {column!r}" if isinstance(column, str) else "columns " + " and ".join(repr(c) for c in column)
 
 
 def _recipe_section(lock: Lock, sources: list[str]) -> str:

@@ -198,7 +198,7 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
             out.shards.append(path + ("" if a and b else " (missing here)" if a is None else " (not in the manifest)"))
     env_a = {**lock.environment.bytes, **lock.environment.host}
     env_b = {**manifest.environment.bytes, **manifest.environment.host}
-    out.environment = [f"{k}: {env_a.get(k)} here, {env_b.get(k)} in the manifest"
+    out.environment = [f"{k}: {env_a.get(k, 'absent')} here, {env_b.get(k, 'absent')} in the manifest"
                        for k in sorted(set(env_a) | set(env_b)) if env_a.get(k) != env_b.get(k)]
     out.verdict = _verdict(out)
     return out
