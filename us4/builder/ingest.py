@@ -153,6 +153,9 @@ def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
     as `frames_to_check` says). Boxes are in the stored image's coordinates; the text read
     stays in the local cache and report, never in the release."""
     burned_in = getattr(info, "burned_in", None)
+    if job.params["text"] == "off":
+        return {"checked": False, "found": False, "boxes": [], "burned_in": burned_in, "action": "none", "read": [],
+                "why": ""}
     try:
         picks = text_check.frames_to_check(len(decoded))
         found = text_check.detect_text([decoded[i].to_rgb() if decoded[i].rgb is not None else decoded[i].grey
