@@ -752,7 +752,7 @@ def _decode_frames(image: _Image, indices: list[int]) -> Iterator[tuple[int, np.
 
 
 def _frame(image: _Image, index: int, pts: float, arr: np.ndarray, pi: str,
-           palette: np.ndarray | None) -> DecodedFrame:
+           palette: tuple[np.ndarray, np.ndarray] | None) -> DecodedFrame:
     """One decoded array -> DecodedFrame by the rules of the module doc."""
     if pi in _GREY:
         grey = _grey_to_8bit(image, arr)
@@ -760,8 +760,9 @@ def _frame(image: _Image, index: int, pts: float, arr: np.ndarray, pi: str,
             grey = 255 - grey
         return DecodedFrame(index=index, pts=pts, grey=np.ascontiguousarray(grey))
     if pi == "PALETTE COLOR" and palette is not None:
-        rgb = palette[np.asarray(arr).astype(np.intp)]
-    elif pi == "RGB":
+        rgb_table, grey_table = palette
+        return DecodedFrame(index=index, pts=pts, grey=np.take(grey_table, arr), rgb=np.take(rgb_table, arr, axis=0))
+    if pi == "RGB":
         rgb = arr if arr.dtype == np.uint8 and image.bits_stored == 8 else range_to_8bit(arr, image.bits_stored)
     elif pi in ("YBR_FULL", "YBR_FULL_422"):
         rgb = ycbcr_to_rgb(arr[..., 0], arr[..., 1], arr[..., 2], full_range=True)
@@ -820,8 +821,9 @@ def _voi_thresholds(image: _Image) -> np.ndarray | None:
     return np.array(out, dtype=np.int64)
 
 
-def _palette(image: _Image) -> np.ndarray:
-    """(2**BitsAllocated, 3) uint8: the palette applied to every possible index (module doc)."""
+def _palette(image: _Image) -> tuple[np.ndarray, np.ndarray]:
+    """The palette applied to every possible index (module doc): (2**BitsAllocated, 3) uint8 RGB,
+    and the grey of each entry (to_grey works pixel by pixel, so a frame's grey is a lookup too)."""
     ds = image.header.ds
     index = np.arange(1 << image.bits_allocated, dtype=np.uint16 if image.bits_allocated == 16 else np.uint8)
     try:
@@ -831,7 +833,8 @@ def _palette(image: _Image) -> np.ndarray:
     table = np.asarray(table)
     if table.dtype.itemsize > 1 and int(table.max()) > 255:
         table = table >> 8
-    return table.astype(np.uint8)
+    rgb = np.ascontiguousarray(table, dtype=np.uint8)
+    return rgb, to_grey(rgb[None])[0]
 
 
 # --- finding clips in a folder ------------------------------------------------
