@@ -169,6 +169,18 @@ def test_deep_grey_without_window_maps_the_bits_stored_range(tmp_path, bits):
         assert np.array_equal(f.grey, expected)
 
 
+def test_signed_deep_grey_maps_its_own_range(tmp_path):
+    unsigned = phantom(tmp_path, "u.dcm", transfer_syntax="raw-explicit-le", bits=12)
+    signed = tmp_path / "s.dcm"
+    ds = pydicom.dcmread(unsigned)
+    ds.PixelData = (ds.pixel_array.astype(np.int16) - 2048).astype("<i2").tobytes()
+    ds.PixelRepresentation = 1
+    ds.save_as(signed, enforce_file_format=True)
+    assert pydicom.dcmread(signed).pixel_array.min() < 0
+    for a, b in zip(decode_clip(ref(unsigned), range(N)), decode_clip(ref(signed), range(N))):
+        assert np.array_equal(a.grey, b.grey)  # -2048 is black, 2047 white
+
+
 def _window_expected(x: int, c: Fraction, w: Fraction, exact: bool) -> int:
     """PS3.3 C.11.2.1.2 written out per value (LINEAR, LINEAR_EXACT), rounded half up."""
     if exact:

@@ -2,7 +2,8 @@
 
 A clip is one multi-frame file (a cine loop), one single-frame file, or the
 single-frame files of one series (ordered by the caller; see `find_dicom`). Headers
-are read with pydicom up to the pixel data and no further; the pixel data element is
+are read with pydicom up to the pixel data and no further (a deflated file, being one
+zlib stream, is inflated whole, still without decoding pixels); the pixel data element is
 then checked by walking its item headers (never its bytes) against Rows, Columns and
 Number of Frames, so a truncated stream or a wrong frame count is a clear error before
 anything is decoded. Decoding goes frame by frame through pydicom's decoder with one
