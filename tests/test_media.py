@@ -16,9 +16,9 @@ from PIL import Image
 
 from us4.cli import main
 from us4.media import (
-    Box, ClipInfo, DecodedFrame, MediaError, SamplingPolicy, decode, detect_scan_region, dhash,
-    encode_png, is_colour, near_duplicate, phantom_layout, pixel_sha256, probe, to_grey,
-    write_broken_files, write_phantom_clip,
+    Box, ClipInfo, ClipRef, DecodedFrame, MediaError, SamplingPolicy, decode, decode_clip, detect_scan_region,
+    dhash, encode_png, find_clips, is_colour, near_duplicate, phantom_layout, pixel_sha256, probe, probe_clip,
+    to_grey, write_broken_files, write_phantom_clip,
 )
 from us4.media.decode import limited_to_full
 
@@ -142,6 +142,40 @@ def test_unknown_codec_is_reported(tmp_path):
     bad.write_bytes(good.read_bytes().replace(b"FMP4", b"ZZZZ"))  # an unknown fourcc
     with pytest.raises(MediaError, match="unsupported codec"):
         probe(bad)
+
+
+# --- one entry point for every input kind: videos ----------------------------
+
+def test_video_through_the_clip_entry_point(clips, tmp_path):
+    ref = ClipRef("video", [clips["mp4"]])  # any sequence of paths; kept as strings
+    assert ref.files == (str(clips["mp4"]),)
+    info = probe_clip(ref)
+    assert info == probe(clips["mp4"])  # the same facts as before, plus the kind's defaults
+    assert (info.kind, info.timing, info.transfer_syntax, info.photometric, info.bits) == (
+        "video", "container", None, None, None)
+    assert (info.regions, info.spacing_mm, info.burned_in, info.attributes) == ((), None, None, {})
+    frames = decode_clip(ref, [3, 1])
+    assert [f.index for f in frames] == [1, 3]
+    assert all(np.array_equal(a.grey, b.grey) for a, b in zip(frames, decode(clips["mp4"], [1, 3])))
+    (tmp_path / "notes.txt").write_text("x")
+    write_phantom_clip(tmp_path / "sub" / "b.avi", seed=1, n_frames=4)
+    write_phantom_clip(tmp_path / "a.mp4", seed=1, n_frames=4)
+    (tmp_path / ".hidden.mp4").write_bytes(b"")
+    found, others = find_clips("video", tmp_path)
+    assert [(c.rel, c.ref.kind) for c in found] == [("a.mp4", "video"), ("sub/b.avi", "video")]
+    assert [(o.rel, o.reason) for o in others] == [("notes.txt", "not a video file (suffix '.txt')")]
+
+
+@pytest.mark.parametrize("args,error", [
+    (("mp3", ["a.mp4"]), "unknown input kind"), (("video", []), "at least one file"),
+    (("video", ["a.mp4", "b.mp4"]), "a video clip is one file"), (("dicom", ["a.dcm"], 0), "positive number"),
+    (("image_sequence", ["a.png"], float("nan")), "positive number"), (("dicom", ["a.dcm"], True), "positive number"),
+])
+def test_clip_ref_rejects_bad_arguments(args, error):
+    with pytest.raises(ValueError, match=error):
+        ClipRef(*args)
+    with pytest.raises(TypeError):
+        ClipRef("video", "a.mp4")  # one path, not a sequence of them
 
 
 # --- sampling ----------------------------------------------------------------

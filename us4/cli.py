@@ -52,52 +52,75 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 
 # --- media: probe -----------------------------------------------------------
 
-def _video_paths(paths: tuple[str, ...]) -> list[Path]:
-    """Files as given; folders walked recursively in sorted order for video files, hidden ones skipped."""
-    from .media import VIDEO_SUFFIXES
+def _video_paths(paths: tuple[str, ...], fps: float | None) -> list[tuple[str, object, str]]:
+    """What `us4 probe` lists, as (shown path, ClipRef or None, problem).
 
-    out: list[Path] = []
+    A file is a DICOM clip when it looks like DICOM (suffix or DICM marker), else a video.
+    A folder is walked (sorted, hidden files skipped) for videos, DICOM clips (series
+    grouped) and image sequences; DICOM files that are no clip are listed with the reason.
+    """
+    from .media import INPUT_KINDS, ClipRef, find_clips, is_dicom_file
+
+    out: list[tuple[str, object, str]] = []
     for arg in paths:
         p = Path(arg)
         if not p.is_dir():
-            out.append(p)
+            out.append((str(p), ClipRef("dicom" if is_dicom_file(p) else "video", (str(p),), fps), ""))
             continue
-        found = [f for f in p.rglob("*")
-                 if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
-                 and not any(part.startswith(".") for part in f.relative_to(p).parts)]
-        out.extend(sorted(found, key=lambda f: f.relative_to(p).as_posix()))
+        rows: list[tuple[str, object, str]] = []
+        for kind in INPUT_KINDS:
+            found, others = find_clips(kind, p, fps)
+            rows += [(f.rel, f.ref, "") for f in found]
+            if kind == "dicom":
+                rows += [(o.rel, None, o.reason) for o in others if is_dicom_file(p / o.rel)]
+        out += [(str(p) if rel == "." else str(p / rel), ref, problem) for rel, ref, problem in sorted(rows)]
     return out
 
 
 @main.command("probe")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-def probe_cmd(paths: tuple[str, ...]) -> None:
-    """Describe video clips: container, codec, fps, frames, duration, size, rotation.
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Frame rate for image sequences and DICOM files without timing (what a recipe's fps says).")
+def probe_cmd(paths: tuple[str, ...], fps: float | None) -> None:
+    """Describe clips: container, codec, fps, frames, duration, size, rotation, transfer syntax.
 
-    PATHS are clip files or folders (searched recursively for video files; hidden
-    files skipped). A clip that cannot be read gets its reason in the `problem`
-    column; the exit status is then 1, after every row is printed.
+    PATHS are clip files (videos, DICOM files) or folders, searched recursively for
+    videos, DICOM files (by suffix .dcm/.dicom or the DICM marker; single-frame files of
+    one series form one clip) and image sequences (a folder of png/jpg/tif frames);
+    hidden files are skipped. A clip that cannot be read gets its reason in the
+    `problem` column; the exit status is then 1, after every row is printed. DICOM
+    files found in a folder that are no clips (a DICOMDIR, a report) are listed with
+    their reason and do not change the exit status.
     """
-    from .media import MediaError
-    from .media import probe as probe_clip
+    from .media import MediaError, probe_clip
+    from .media.dicom import syntax_name
 
-    rows = [("path", "container", "codec", "fps", "frames", "duration", "size", "rotation", "problem")]
-    failed = 0
-    for path in _video_paths(paths):
+    rows = [("path", "container", "codec", "fps", "frames", "duration", "size", "rotation", "transfer syntax",
+             "problem")]
+    failed = not_clips = 0
+    for shown, ref, problem in _video_paths(paths, fps):
+        if ref is None:
+            not_clips += 1
+            rows.append((shown, "-", "-", "-", "-", "-", "-", "-", "-", problem))
+            continue
         try:
-            i = probe_clip(path)
+            info = probe_clip(ref)
         except MediaError as exc:
             failed += 1
-            rows.append((str(path), "-", "-", "-", "-", "-", "-", "-", exc.reason))
+            rows.append((shown, "-", "-", "-", "-", "-", "-", "-", "-", exc.reason))
             continue
-        rows.append((str(path), i.container, i.codec, f"{i.fps:.3f}".rstrip("0").rstrip("."),
-                     str(i.n_frames), f"{i.duration:.2f}s", f"{i.width}x{i.height}", str(i.rotation), ""))
+        i = info
+        rows.append((shown, i.container, i.codec, f"{i.fps:.3f}".rstrip("0").rstrip("."),
+                     str(i.n_frames), f"{i.duration:.2f}s", f"{i.width}x{i.height}", str(i.rotation),
+                     syntax_name(i.transfer_syntax) if i.transfer_syntax else "-", ""))
     if len(rows) == 1:
-        click.echo("no video files found", err=True)
+        click.echo("no clips found", err=True)
         sys.exit(1)
     _table(rows)
+    if not_clips:
+        click.echo(f"{not_clips} DICOM files are no clips (see the problem column)", err=True)
     if failed:
-        click.echo(f"{failed} of {len(rows) - 1} clips could not be read", err=True)
+        click.echo(f"{failed} of {len(rows) - 1 - not_clips} clips could not be read", err=True)
         sys.exit(1)
 
 

@@ -24,12 +24,13 @@ from ..media import (
     dhash,
     encode_png,
     is_colour,
+    largest_tissue_region,
     near_duplicate,
     pixel_sha256,
     thumbnail,
 )
 from ..media import text as text_check
-from ..media.clip import decode_clip, probe_clip
+from ..media.clips import decode_clip, probe_clip
 from .cache import CLIP_SCHEMA, ClipCache
 from .plan import ClipJob
 
@@ -86,14 +87,14 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
     height, width = greys[0].shape
     crop = job.params["crop"]
     fallback = False
-    spacing = getattr(info, "spacing_mm", None)
+    spacing = info.spacing_mm
     if crop["mode"] == "box":
         box = Box.from_list(crop["box"])
         if box.x + box.w > width or box.y + box.h > height:
             return _fail(job, Stage.CROP, f"crop box {crop['box']} lies outside the {width}x{height} frame")
     elif crop["mode"] == "none":
         box = Box(0, 0, width, height)
-    elif (region := _tissue_region(info)) is not None:
+    elif (region := largest_tissue_region(info.regions)) is not None:
         box, spacing = region.box, region.spacing_mm or spacing
     else:
         box = detect_scan_region(greys)
@@ -142,17 +143,11 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
     return pa.Table.from_pydict(rows, schema=CLIP_SCHEMA), facts
 
 
-def _tissue_region(info):
-    """The scanner's largest 2D tissue region, where the file declares its regions."""
-    regions = [r for r in getattr(info, "regions", ()) if getattr(r, "spatial_format", None) == 1]
-    return max(regions, key=lambda r: r.box.area) if regions else None
-
-
 def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
     """Burned-in text inside the crop, on the first, middle and last kept frames (and more,
     as `frames_to_check` says). Boxes are in the stored image's coordinates; the text read
     stays in the local cache and report, never in the release."""
-    burned_in = getattr(info, "burned_in", None)
+    burned_in = info.burned_in
     if job.params["text"] == "off":
         return {"checked": False, "found": False, "boxes": [], "burned_in": burned_in, "action": "none", "read": [],
                 "why": ""}

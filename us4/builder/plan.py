@@ -18,7 +18,7 @@ from pathlib import Path
 from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
 from ..hashing import sha256_file, sha256_json
-from ..media.clip import ClipRef, FoundClip, find_clips
+from ..media.clips import ClipRef, FoundClip, find_clips
 from ..recipe import Recipe, SourceRecipe
 from ..registry import ClassDef, Source
 from .environment import byte_libraries

@@ -1,24 +1,33 @@
 """Media layer: one clip at a time.
 
-probe (what a clip declares), sampling (which frames to keep), decode (those frames
-and no more), crop (the scan region), pixels (grey, hashes, PNG), text (burned-in text: found with the
-optional `us4[text]` engine, painted out), phantom (synthetic clips for tests and the
-demo). Knows nothing of sources, recipes or releases.
+clips (one entry point for videos, DICOM files and image sequences: find, probe,
+decode), probe (what a video declares), dicom and imageseq (the other two input
+kinds), sampling (which frames to keep), decode (those frames and no more), crop (the
+scan region, scanner regions), pixels (grey, hashes, thumbnails, PNG), neardup (close
+hashes confirmed on thumbnails), text (burned-in text: found with the optional `us4[text]`
+engine, painted out), phantom and phantom_dicom (synthetic clips for tests and the demo).
+Knows nothing of sources, recipes or releases.
 """
 from __future__ import annotations
 
-from .crop import Box, detect_scan_region, is_colour
+from .clips import INPUT_KINDS, ClipRef, FoundClip, NotAClip, decode_clip, find_clips, probe_clip
+from .crop import Box, Region, detect_scan_region, is_colour, largest_tissue_region
 from .decode import DecodedFrame, decode
+from .dicom import DICOM_ALLOWED, DICOM_SUFFIXES, allowed_table, is_dicom_file
+from .imageseq import IMAGE_SUFFIXES
 from .phantom import PhantomLayout, phantom_layout, write_broken_files, write_phantom_clip
+from .phantom_dicom import PLANTED_IDENTITY, write_phantom_dicom, write_phantom_sequence
 from .pixels import THUMB, dhash, encode_png, near_duplicate, pixel_sha256, thumbnail, to_grey
 from .probe import VIDEO_SUFFIXES, ClipInfo, MediaError, probe
 from .sampling import SamplingPolicy
 from .text import TextBox, TextEngineMissing, detect_text, frames_to_check, mask_text, text_engine_versions
 
 __all__ = [
-    "Box", "ClipInfo", "DecodedFrame", "MediaError", "PhantomLayout", "SamplingPolicy", "TextBox",
-    "TextEngineMissing", "THUMB", "VIDEO_SUFFIXES", "decode", "detect_scan_region", "detect_text", "dhash",
-    "encode_png", "frames_to_check", "is_colour", "mask_text", "near_duplicate", "phantom_layout",
-    "pixel_sha256", "probe", "text_engine_versions", "thumbnail", "to_grey", "write_broken_files",
-    "write_phantom_clip",
+    "Box", "ClipInfo", "ClipRef", "DICOM_ALLOWED", "DICOM_SUFFIXES", "DecodedFrame", "FoundClip",
+    "IMAGE_SUFFIXES", "INPUT_KINDS", "MediaError", "NotAClip", "PLANTED_IDENTITY", "PhantomLayout", "Region",
+    "SamplingPolicy", "THUMB", "TextBox", "TextEngineMissing", "VIDEO_SUFFIXES", "allowed_table", "decode",
+    "decode_clip", "detect_scan_region", "detect_text", "dhash", "encode_png", "find_clips", "frames_to_check",
+    "is_colour", "is_dicom_file", "largest_tissue_region", "mask_text", "near_duplicate", "phantom_layout",
+    "pixel_sha256", "probe", "probe_clip", "text_engine_versions", "thumbnail", "to_grey", "write_broken_files",
+    "write_phantom_clip", "write_phantom_dicom", "write_phantom_sequence",
 ]

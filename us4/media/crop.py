@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Box", "detect_scan_region", "is_colour"]
+__all__ = ["Box", "Region", "detect_scan_region", "is_colour", "largest_tissue_region"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,38 @@ class Box:
     @property
     def area(self) -> int:
         return int(self.w) * int(self.h)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One scanner region of a frame, as a DICOM Sequence of Ultrasound Regions item states it.
+
+    `box` is the region inside the frame (RegionLocationMinX0/MinY0/MaxX1/MaxY1 are
+    inclusive; clipped to the frame). `spatial_format` (RegionSpatialFormat): 1 2D, 2 M-mode,
+    3 spectral, 4 waveform, 5 graphics, 0 none; `data_type` (RegionDataType): 1 tissue,
+    2 colour flow, 3 PW Doppler, ... `units` and `delta` are PhysicalUnitsX/YDirection and
+    PhysicalDeltaX/Y as stored; `spacing_mm` is (x, y) millimetres per pixel where both
+    units are cm (3), else None. Nothing here identifies anyone.
+    """
+
+    box: Box
+    spatial_format: int | None
+    data_type: int | None
+    units: tuple[int | None, int | None]
+    delta: tuple[float | None, float | None]
+    spacing_mm: tuple[float, float] | None
+
+
+def largest_tissue_region(regions: Sequence[Region]) -> Region | None:
+    """The largest 2D region (spatial format 1) by box area, the first of equals; None if there is none.
+
+    This is the exact crop for a DICOM file that declares its scanner geometry.
+    """
+    best = None
+    for r in regions:
+        if r.spatial_format == 1 and (best is None or r.box.area > best.box.area):
+            best = r
+    return best
 
 
 # Tuning, as fractions of the frame unless stated. Chosen on the 62 convex POCUS

@@ -20,7 +20,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from .pixels import BT601_CHROMA, to_grey
+from .pixels import to_grey, ycbcr_to_rgb
 from .probe import MediaError, ffmpeg_message, open_container, present_entries, rotation_of
 
 __all__ = ["PACKED_RGB_FORMATS", "YUV_FORMATS", "DecodedFrame", "decode", "limited_to_full"]
@@ -99,15 +99,7 @@ class DecodedFrame:
             c = np.repeat(np.repeat(c, fy, axis=0), fx, axis=1)[:h, :w]
             return np.rot90(c, k) if k else c
 
-        cb = up(self.u).astype(np.int32) - 128
-        cr = up(self.v).astype(np.int32) - 128
-        kr, kgu, kgv, kb = BT601_CHROMA[bool(self.full_range)]
-        y = (self.grey.astype(np.int32) << 16) + 32768
-        out = np.empty(self.grey.shape + (3,), np.uint8)
-        out[..., 0] = np.clip((y + kr * cr) >> 16, 0, 255)
-        out[..., 1] = np.clip((y - kgu * cb - kgv * cr) >> 16, 0, 255)
-        out[..., 2] = np.clip((y + kb * cb) >> 16, 0, 255)
-        return out
+        return ycbcr_to_rgb(self.grey, up(self.u), up(self.v), self.full_range)
 
 
 def _factor(full: int, sub: int) -> int:

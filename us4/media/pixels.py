@@ -11,7 +11,8 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ["to_grey", "dhash", "near_duplicate", "encode_png", "pixel_sha256", "thumbnail", "BT601_CHROMA"]
+__all__ = ["to_grey", "dhash", "near_duplicate", "encode_png", "pixel_sha256", "thumbnail", "BT601_CHROMA",
+           "ycbcr_to_rgb", "range_to_8bit", "thresholds_to_8bit"]
 
 THUMB = 64  # px a side of the thumbnails that confirm near-duplicates on pixels
 
@@ -23,6 +24,53 @@ BT601_CHROMA = {
     True: (91881, 22553, 46802, 116130),
     False: (104597, 25675, 53279, 132201),
 }
+
+
+def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, full_range: bool) -> np.ndarray:
+    """H x W x 3 uint8 RGB from full-range luma and same-size chroma planes, BT.601 in integers.
+
+    `full_range` tells the chroma's range (see BT601_CHROMA); luma must already be
+    full range. Exact 16.16 fixed point, so the same bytes on every machine.
+    """
+    cb = cb.astype(np.int32) - 128
+    cr = cr.astype(np.int32) - 128
+    kr, kgu, kgv, kb = BT601_CHROMA[bool(full_range)]
+    luma = (y.astype(np.int32) << 16) + 32768
+    out = np.empty(y.shape + (3,), np.uint8)
+    out[..., 0] = np.clip((luma + kr * cr) >> 16, 0, 255)
+    out[..., 1] = np.clip((luma - kgu * cb - kgv * cr) >> 16, 0, 255)
+    out[..., 2] = np.clip((luma + kb * cb) >> 16, 0, 255)
+    return out
+
+
+def range_to_8bit(arr: np.ndarray, bits: int, signed: bool = False) -> np.ndarray:
+    """Samples of `bits` significant bits -> uint8 over their whole range: round(v * 255 / (2**bits - 1)).
+
+    The lowest representable value (0, or -2**(bits-1) when `signed`) maps to 0 and
+    the highest to 255, rounded half up in integers. 8-bit unsigned input is unchanged.
+    This is the rule for deep DICOM frames without a VOI window and for 16-bit images.
+    """
+    if not 1 <= bits <= 32:
+        raise ValueError(f"bits must be 1..32, got {bits}")
+    top = (1 << bits) - 1
+    v = np.asarray(arr).astype(np.int64)
+    if signed:
+        v = v + (1 << (bits - 1))
+    v = np.clip(v, 0, top)
+    return ((v * 510 + top) // (2 * top)).astype(np.uint8)
+
+
+def thresholds_to_8bit(arr: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """uint8 levels of `arr` given 255 ascending integer thresholds: the level of v is
+    how many thresholds are <= v (so v >= thresholds[k-1] means level >= k).
+
+    A monotone mapping (a VOI window, say) written this way is exact: the thresholds
+    come from rational arithmetic once, and no pixel goes through floating point.
+    """
+    t = np.asarray(thresholds, dtype=np.int64)
+    if t.shape != (255,):
+        raise ValueError(f"expected 255 thresholds, got shape {t.shape}")
+    return np.searchsorted(t, np.asarray(arr).astype(np.int64), side="right").astype(np.uint8)
 
 
 def to_grey(rgb: np.ndarray) -> np.ndarray:

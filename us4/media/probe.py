@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
+
+from .crop import Region
 
 __all__ = ["MediaError", "ClipInfo", "probe", "VIDEO_SUFFIXES", "open_container", "rotation_of",
            "ffmpeg_message", "present_entries"]
@@ -42,11 +44,29 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class ClipInfo:
-    """What a clip declares about itself.
+    """What a clip declares about itself, for every input kind.
 
     `width`/`height` are the upright size (after `rotation`), i.e. the size of the
     frames `decode` returns. `rotation` is the counter-clockwise angle (0, 90, 180,
     270) that turns a stored frame upright, FFmpeg's display-matrix convention.
+
+    `kind` is "video", "dicom" or "image_sequence". For DICOM, `container` is
+    "dicom" and `codec` the transfer syntax's short name ("rle", "jpeg-baseline", ...),
+    `transfer_syntax` its UID; for image sequences "image_sequence" and the image
+    format ("png"). `pix_fmt` is FFmpeg's pixel format for video, the photometric
+    interpretation and bits stored for DICOM ("palette_color-8"), and Pillow's mode of the
+    first frame for image sequences ("L"). `photometric`/`bits` are the stored photometric interpretation and
+    bits per sample where known (None for video). `timing` says where `fps` came from:
+    "container" (video), "frame_time", "frame_time_vector", "cine_rate",
+    "recommended_display_frame_rate", "recipe", or "none" (a single frame without a
+    rate: fps 0). `regions` are the scanner regions a DICOM file declares and
+    `spacing_mm` (x, y) the mm per pixel of the largest 2D one, when it is in cm.
+    `burned_in` is DICOM's Burned In Annotation (None when absent). `attributes` holds
+    only allow-listed DICOM values (`us4.media.dicom.DICOM_ALLOWED`), JSON-ready.
+
+    `path` names the clip on this machine and may itself identify a patient: use it in
+    local messages only, never write it to a release. Every other field is free of
+    identifying values by construction.
     """
 
     path: str
@@ -60,6 +80,15 @@ class ClipInfo:
     rotation: int
     pix_fmt: str
     frames_counted: bool
+    kind: str = "video"
+    transfer_syntax: str | None = None
+    photometric: str | None = None
+    bits: int | None = None
+    spacing_mm: tuple[float, float] | None = None
+    regions: tuple[Region, ...] = ()
+    burned_in: bool | None = None
+    timing: str = "container"
+    attributes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
