@@ -49,7 +49,7 @@ def phantom_release(phantom_us4_raw, tmp_path_factory) -> Path:
     from us4.builder import build_release
 
     out = tmp_path_factory.mktemp("rel") / "us4"
-    build_release(PIPELINES / "us4.yaml", phantom_us4_raw, out, workers=2, progress=False)
+    build_release("us4", phantom_us4_raw, out, workers=2, progress=False)
     return out
 
 

@@ -164,6 +164,9 @@ def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
     why = [f"{len(boxes)} text box{'es' if len(boxes) != 1 else ''}"] if boxes else []
     if burned_in:
         why.append("the file declares Burned In Annotation = YES")
-    action = ("masked" if job.params["text"] == "mask" else "warned") if why else "none"
+    # masked/warned: boxes found inside the crop; declared: the file says text is burned in, but
+    # none lies inside the crop (cropping removed it); none: nothing found
+    action = ("none" if not why else "declared" if not boxes and job.params["text"] == "mask"
+              else "masked" if job.params["text"] == "mask" else "warned")
     return {"checked": checked, "found": bool(why), "boxes": boxes, "burned_in": burned_in, "action": action,
             "read": [t.text for t in found], "why": ", ".join(why)}

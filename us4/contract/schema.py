@@ -72,7 +72,7 @@ VIDEO_FIELDS: list[tuple[str, pa.DataType]] = [
     ("colour", pa.bool_()),
     *_SPACING,
     ("text_boxes", pa.list_(BOX)),  # burned-in text found inside the crop (x, y, w, h in the stored image)
-    ("text_action", pa.string()),  # none, masked or warned
+    ("text_action", pa.string()),  # none, masked, warned, or declared (burned in per the file, none inside the crop)
     ("attributes", pa.string()),  # JSON of the allow-listed DICOM attributes; null for other inputs
     ("clip_sha256", pa.string()),
     ("n_kept", pa.int32()),

@@ -94,7 +94,7 @@ def _ref(frames, row: int) -> tuple[str, int, str]:
 @dataclass(frozen=True)
 class TextFinding:
     video_id: str
-    action: str  # masked, warned
+    action: str  # masked, warned, declared (the file declares burned-in text; none inside the crop)
     boxes: list[list[int]]  # x, y, w, h in the stored image
     read: list[str] | None  # the text read: only on the machine that built the release
     thumbnail: str | None  # file of the report, when one was written
@@ -108,7 +108,7 @@ def text_findings(release: Release, report: Path | None = None) -> list[TextFind
     videos = release.videos(["video_id", "text_boxes", "text_action", "frame_ids"]).to_pylist()
     local = release.root / LOCAL_TEXT
     read = {t["video_id"]: t["read"] for t in json.loads(local.read_text())} if local.is_file() else None
-    flagged = [v for v in videos if v["text_action"] in ("masked", "warned")]
+    flagged = [v for v in videos if v["text_action"] in ("masked", "warned", "declared")]
     images = _frames_by_id(release, {v["frame_ids"][len(v["frame_ids"]) // 2] for v in flagged if v["frame_ids"]}) \
         if report is not None else {}
     out = []
