@@ -385,7 +385,7 @@ def test_a_hostile_lock_on_a_server_is_refused_before_anything_is_fetched(phanto
     (rel_dir / "release.json").write_text(json.dumps(lock, indent=1, sort_keys=True))
     repo = root / "datasets" / "org" / "hostile-phantom"
     repo.mkdir(parents=True)
-    shutil.copytree(rel_dir, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".us4-local"))
+    shutil.copytree(rel_dir, repo, dirs_exist_ok=True, )
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "--all")
     git(repo, "commit", "-qm", "hostile")

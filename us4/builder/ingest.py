@@ -31,26 +31,33 @@ from ..media import (
 )
 from ..media import text as text_check
 from ..media.clips import decode_clip, probe_clip
+from ..files import atomic_write
 from .cache import CLIP_SCHEMA, ClipCache
 from .plan import ClipJob
 
+#: folder of the local files that holds the text read per clip (named by cache key)
+TEXT_READ = "text-read"
 #: facts of a clip's description that may be published (never its path)
 _PUBLIC_INFO = ("container", "codec", "fps", "n_frames", "duration", "width", "height", "rotation", "kind",
                 "transfer_syntax", "timing", "attributes")
 
 
-def ingest_in_worker(job: ClipJob, cache_root: str) -> Failure | int:
-    """Entry point of a worker: ingest one clip into the cache under `cache_root`."""
-    return ingest_clip(job, ClipCache(Path(cache_root)))
+def ingest_in_worker(job: ClipJob, cache_root: str, local_root: str) -> Failure | int:
+    """Entry point of a worker: ingest one clip into the cache under `cache_root`; the text
+    read in it (which may identify someone) goes to `local_root`, outside the release."""
+    return ingest_clip(job, ClipCache(Path(cache_root)), Path(local_root))
 
 
-def ingest_clip(job: ClipJob, cache: ClipCache) -> Failure | int:
+def ingest_clip(job: ClipJob, cache: ClipCache, local_root: Path) -> Failure | int:
     """Ingest one clip into the cache; return its number of kept frames or its Failure."""
     result = _frames_of(job)
     if isinstance(result, Failure):
         cache.write_failure(job.key, result)
         return result
-    table, facts = result
+    table, facts, read = result
+    if read:
+        (local_root / TEXT_READ).mkdir(parents=True, exist_ok=True)
+        atomic_write(local_root / TEXT_READ / f"{job.key}.json", json.dumps(read).encode())
     cache.write_result(job.key, table, facts)
     return table.num_rows
 
@@ -71,7 +78,7 @@ def _reason(exc: MediaError) -> str:
     return exc.reason
 
 
-def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
+def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
     try:
         info = probe_clip(job.ref)
     except MediaError as exc:
@@ -134,19 +141,19 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict]:
         "crop_fallback": fallback,
         "colour": bool(colour),
         "spacing_mm": list(spacing) if spacing else None,
-        "text": {k: v for k, v in text.items() if k != "why"},
+        "text": {k: v for k, v in text.items() if k not in ("why", "read")},
         "n_duplicates_dropped": dropped,
         "png_bytes": sum(len(b) for b in rows["png"]),
         "rows": len(rows["png"]),
     }
     json.dumps(facts)  # a fact that cannot be serialised is a bug here, not the clip's failure
-    return pa.Table.from_pydict(rows, schema=CLIP_SCHEMA), facts
+    return pa.Table.from_pydict(rows, schema=CLIP_SCHEMA), facts, text["read"]
 
 
 def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
     """Burned-in text inside the crop, on the first, middle and last kept frames (and more,
     as `frames_to_check` says). Boxes are in the stored image's coordinates; the text read
-    stays in the local cache and report, never in the release."""
+    goes only to the local files beside the release, never into the release or its cache."""
     burned_in = info.burned_in
     if job.params["text"] == "off":
         return {"checked": False, "found": False, "boxes": [], "burned_in": burned_in, "action": "none", "read": [],

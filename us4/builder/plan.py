@@ -4,7 +4,7 @@ Planning lists folders, reads DICOM headers and hashes files; it decodes no pixe
 Labels come from the recipe's label rule: the registry's (file-name prefix, and for
 POCUS its metadata sheet, which wins), a prefix, a constant, or a sheet. A source with
 `ids: hash` names its clips by content hash: no path, folder or file name of it reaches
-the release or its lock, only the local, never-published id map (`.us4-local/`).
+the release or its lock, only the local id map in the folder beside it (`OUT.local/`).
 """
 from __future__ import annotations
 

@@ -32,8 +32,9 @@ from .splits import assign_splits
 from .writer import ShardResult, plan_shards, write_shard
 
 WORK_DIR = ".us4-work"
-#: files of this machine only (where each hashed id came from, the text read): never published
-LOCAL_DIR = ".us4-local"
+#: files of this machine only (where each hashed id came from, the text read), in a folder
+#: beside the release (`OUT.local`), never inside it: they may identify patients
+LOCAL_SUFFIX = ".local"
 # A monitor thread in this process while the pool forks could leave a lock held in the workers.
 tqdm.monitor_interval = 0
 
@@ -123,7 +124,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
             bar.set_postfix_str(f"{failed['n']} failed, {executor.workers} workers", refresh=False)
             bar.update()
 
-        executor.run(ingest_in_worker, todo, (str(cache.root),), done)
+        executor.run(ingest_in_worker, todo, (str(cache.root), str(local_dir(out))), done)
 
     failures = list(plan.failures)
     good: list[ClipJob] = []
@@ -161,11 +162,8 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
     sheets: list[Path] = []  # drawn where the frames are (a worker), so this process never holds frame bytes
     executor.run(_contact_sheet, [str(staging)], (), lambda _, path: sheets.append(Path(path)))
     staged = add_attachment(staged, sheets[0])
-    local = _write_local(cache.root / "local", plan, good, facts)
+    local = _write_local(local_dir(out), plan, good)
     _install(staging, out)
-    if local is not None:
-        shutil.rmtree(out / LOCAL_DIR, ignore_errors=True)
-        os.replace(local, out / LOCAL_DIR)
     if not failures:
         shutil.rmtree(cache.root, ignore_errors=True)
     return BuildSummary(
@@ -176,7 +174,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
         sheet_missing_unshipped=plan.sheet_missing_unshipped, label_overrides=len(plan.label_overrides),
         groups=len({a.group for a in splits.values() if a.group}),
         per_source={s: sum(c.source == s for c in lock.clips) for s in sorted(recipe.sources)},
-        local=out / LOCAL_DIR if local is not None else None,
+        local=local,
     )
 
 
@@ -241,21 +239,28 @@ def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWar
     return out
 
 
-def _write_local(folder: Path, plan: Plan, good: list[ClipJob], facts: dict[str, dict]) -> Path | None:
+def local_dir(out: Path) -> Path:
+    """The folder beside a release for its builder's eyes only (OUT.local)."""
+    return out.parent / f"{out.name}{LOCAL_SUFFIX}"
+
+
+def _write_local(folder: Path, plan: Plan, good: list[ClipJob]) -> Path:
     """Where each video id came from, and the text read in each clip: for the holder of the
-    raw data only. Never published (publish sends only what the lock names)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    raw data only, beside the release and never in it."""
+    from .ingest import TEXT_READ
+
+    folder.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["video_id", "source", "path", "sha256"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(plan.local_ids)
     atomic_write(folder / "ids.csv", buf.getvalue().encode())
-    text = [{"video_id": j.video_id, **facts[j.key]["text"]} for j in good if facts[j.key]["text"]["found"]]
+    read = {j.video_id: folder / TEXT_READ / f"{j.key}.json" for j in good}
+    text = {v: json.loads(p.read_text()) for v, p in read.items() if p.is_file()}
     atomic_write(folder / "text.json", json.dumps(text, indent=1, sort_keys=True).encode())
     (folder / "README.txt").write_text(
-        "Files of the machine that built this release, never published: ids.csv maps each video id to the\n"
-        "raw file or folder it came from; text.json lists the burned-in text found and read in each clip.\n"
+        "Files of the machine that built the release beside this folder, never part of it: ids.csv maps each\n"
+        "video id to the raw file or folder it came from; text.json lists the burned-in text read in each clip.\n"
         "Keep them with the raw data: they may identify patients.\n")
     return folder
 
