@@ -28,6 +28,7 @@ from ..media import (
     near_duplicate,
     pixel_sha256,
     thumbnail,
+    tissue_regions,
 )
 from ..media import text as text_check
 from ..media.clips import decode_clip, probe_clip
@@ -73,8 +74,13 @@ def _fail(job: ClipJob, stage: Stage, reason: str) -> Failure:
     return Failure(source=job.source, video_id=job.video_id, sha256=job.sha256, stage=stage, reason=reason)
 
 
-def _reason(exc: MediaError) -> str:
-    # A media error names the file it read: keep that local, publish only the cause.
+def _reason(job: ClipJob, exc: MediaError) -> str:
+    """The cause, naming the file of a multi-file clip (a series, an image sequence) that has
+    it: by name where the source's ids are paths, by position where names may identify."""
+    files = job.ref.files
+    if len(files) > 1 and exc.path in files:
+        where = Path(exc.path).name if job.rel_path is not None else f"file {files.index(exc.path) + 1} of {len(files)}"
+        return f"{where}: {exc.reason}"
     return exc.reason
 
 
@@ -82,14 +88,14 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
     try:
         info = probe_clip(job.ref)
     except MediaError as exc:
-        return _fail(job, Stage.PROBE, _reason(exc))
+        return _fail(job, Stage.PROBE, _reason(job, exc))
     wanted = SamplingPolicy.from_dict(job.params["sampling"]).indices(info.n_frames, info.fps)
     if not wanted:
         return _fail(job, Stage.SAMPLE, f"the sampling policy keeps no frame of {info.n_frames}")
     try:
         decoded = decode_clip(job.ref, wanted)
     except MediaError as exc:
-        return _fail(job, Stage.DECODE, _reason(exc))
+        return _fail(job, Stage.DECODE, _reason(job, exc))
     greys = [f.grey for f in decoded]
     height, width = greys[0].shape
     crop = job.params["crop"]
@@ -101,6 +107,11 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
             return _fail(job, Stage.CROP, f"crop box {crop['box']} lies outside the {width}x{height} frame")
     elif crop["mode"] == "none":
         box = Box(0, 0, width, height)
+    elif job.params.get("view") is not None:  # one view of a multi-view file (recipe regions: each)
+        views = tissue_regions(info.regions)
+        if job.params["view"] >= len(views):
+            return _fail(job, Stage.CROP, f"the file declares {len(views)} 2D regions, not view {job.params['view'] + 1}")
+        box, spacing = views[job.params["view"]].box, views[job.params["view"]].spacing_mm or spacing
     elif (region := largest_tissue_region(info.regions)) is not None:
         box, spacing = region.box, region.spacing_mm or spacing
     else:

@@ -36,7 +36,9 @@ def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings:
             indices, pixels = results[task.index].frames[job.video_id]
             clips.append(Clip(video_id=job.video_id, source=job.source, sha256=job.sha256, bytes=job.size,
                               label=job.label, split=at.split, fold=at.fold, group=at.group, shard=task.index,
-                              row=slot.row, frame_id=slot.frame_id, frame_index=indices, frame_sha256=pixels))
+                              row=slot.row, frame_id=slot.frame_id, frame_index=indices, frame_sha256=pixels,
+                              text=facts[job.key]["text"]["action"] if facts[job.key]["text"]["checked"]
+                              or facts[job.key]["text"]["action"] != "none" else None))
             n = tally.setdefault(at.split, {}).setdefault(f"{job.source}/{job.label}", [0, 0])
             n[0] += 1
             n[1] += slot.rows

@@ -18,7 +18,8 @@ from pathlib import Path
 from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
 from ..hashing import sha256_file, sha256_json
-from ..media.clips import ClipRef, FoundClip, find_clips
+from ..media import MediaError, tissue_regions
+from ..media.clips import ClipRef, FoundClip, find_clips, probe_clip
 from ..recipe import Recipe, SourceRecipe
 from ..registry import ClassDef, Source
 from .environment import byte_libraries
@@ -171,19 +172,32 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
             licence = row[source.sheet_licence]
         values = [row.get(c) for c in group_columns] if row is not None else []
         group_key = " | ".join(f"{c}={v}" for c, v in zip(group_columns, values)) if values and all(values) else None
-        params = recipe.clip_params(spec.name, rel)
-        plan.jobs.append(ClipJob(
-            source=spec.name, video_id=video_id, rel_path=rel if spec.ids == "path" else None,
-            ref=cand.found.ref, label=cls.name, label_id=source.label_id(cls), us4_label=cls.us4_head,
-            probe=probe, organ=source.organ, licence=licence, sha256=cand.sha256, size=cand.size,
-            group_key=group_key, params=params,
-            key=sha256_json({"sha256": cand.sha256, "params": params, "ingest": INGEST_VERSION,
-                             "libraries": libraries}),
-        ))
+        for view in _views(spec, cand.found):
+            params = {**recipe.clip_params(spec.name, rel), "view": view}
+            plan.jobs.append(ClipJob(
+                source=spec.name, video_id=video_id + (f"#view{view + 1}" if view is not None else ""),
+                rel_path=rel if spec.ids == "path" else None, ref=cand.found.ref, label=cls.name,
+                label_id=source.label_id(cls), us4_label=cls.us4_head, probe=probe, organ=source.organ,
+                licence=licence, sha256=cand.sha256, size=cand.size, group_key=group_key, params=params,
+                key=sha256_json({"sha256": cand.sha256, "params": params, "ingest": INGEST_VERSION,
+                                 "libraries": libraries}),
+            ))
     if rows:
         missing = _sheet_rows_without_files(source, spec, rows, found_stems)
         plan.sheet_missing.extend(m for m, _ in missing)
         plan.sheet_missing_unshipped += sum(not shipped for _, shipped in missing)
+
+
+def _views(spec: SourceRecipe, found: FoundClip) -> list[int | None]:
+    """With `regions: each`, one clip per 2D region of a dual (multi) view DICOM file (its
+    header says; no pixel is read); else the clip itself (None)."""
+    if spec.input != "dicom" or spec.regions != "each":
+        return [None]
+    try:
+        n = len(tissue_regions(probe_clip(found.ref).regions))
+    except MediaError:
+        return [None]  # ingest records the clip's failure at its probe stage
+    return list(range(n)) if n > 1 else [None]
 
 
 def _hash_id(source: str, sha256: str) -> str:

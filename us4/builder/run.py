@@ -209,8 +209,9 @@ def _check_usable(recipe: Recipe, plan: Plan, good: list[ClipJob], failures: lis
                   allow_empty: tuple[str, ...], warnings: list[BuildWarning], out: Path) -> None:
     """A source with zero usable clips is an error unless allowed (then a warning)."""
     if not good:
-        raise ReleaseError(f"{out}: no clip could be used ({len(failures)} failed, "
-                           f"{len(plan.excluded)} excluded by the recipe); nothing to release")
+        causes = Counter(f"{f.stage}: {f.reason}" for f in failures).most_common(2)
+        raise ReleaseError(f"{out}: no clip could be used ({len(failures)} failed, {len(plan.excluded)} excluded by "
+                           "the recipe); nothing to release" + "".join(f"; {n} x {c}" for c, n in causes))
     usable = Counter(j.source for j in good)
     for name in sorted(recipe.sources):
         if usable[name]:

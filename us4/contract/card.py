@@ -125,6 +125,7 @@ def render_card(lock: Lock, read_attachment: ReadAttachment) -> str:
         _contact_sheet_section(lock),
         _recipe_section(lock, sources),
         _groups_section(lock),
+        _identity_section(lock, sources),
         _ledger_section(lock),
         _benchmark_section(lock, read_attachment),
         _licence_section(lock, sources),
@@ -317,6 +318,45 @@ def _groups_section(lock: Lock) -> str:
              f"{plural(len(groups), 'group')} of clips that the split rule keeps together (they share "
              "near-duplicate frames, or a value of the grouping column), each wholly in one split:", ""]
     lines += [f"- {', '.join(sorted(m))}" for _, m in sorted(groups.items(), key=lambda kv: sorted(kv[1]))]
+    return "\n".join(lines)
+
+
+_TEXT_WORDS = {"mask": "found boxes painted black in every released frame", "exclude": "clips with text left out",
+               "warn": "text reported, left in the pixels", "off": "not checked"}
+
+
+def _identity_section(lock: Lock, sources: list[str]) -> str:
+    """What of a clip's identity can reach the release: names, header values, burned-in text."""
+    specs = lock.recipe["sources"]
+    rows = ["| source | input | video ids | burned-in text |", "|---|---|---|---|"]
+    for name in sources:
+        spec = specs[name]
+        ids = ("content hash (no path, folder or file name is published)" if spec.get("ids") == "hash"
+               else "path relative to the source's folder")
+        text = spec.get("text", "warn")
+        rows.append(f"| {name} | {spec.get('input', 'video')} | {ids} | {text}: {_TEXT_WORDS.get(text, text)} |")
+    tally: dict[str | None, int] = defaultdict(int)
+    for clip in lock.clips:
+        tally[clip.text] += 1
+    excluded = sum(f.stage == "text" for f in lock.failures)
+    engine = lock.environment.bytes.get("rapidocr")
+    checked = len(lock.clips) - tally[None]
+    if engine:
+        check = (f"The text check ran rapidocr {engine} (its bundled detector, recorded with its model hashes in "
+                 "`release.json`) on the first, middle and last kept frames of each clip, inside its crop: "
+                 f"{checked} of {plural(len(lock.clips), 'clip')} checked; {tally['masked']} masked, "
+                 f"{tally['warned']} with text left in (warn), {tally['declared']} declared burned-in text by their "
+                 f"file but showed none inside the crop, {plural(excluded, 'clip')} excluded (failure ledger).")
+    else:
+        check = ("No text check ran: the text detector (us4[text]) was not installed where this release was built"
+                 + (", so no source may say mask or exclude." if checked == 0 else "."))
+    lines = ["## Identity: names, headers and burned-in text", "", *rows, "", check]
+    if any(specs[s].get("input") == "dicom" for s in sources):
+        from ..media.dicom import allowed_table
+
+        lines += ["", "DICOM files: only these attributes reach the release (the `attributes` column of the `videos` "
+                  "config); names, IDs, dates, times, UIDs, institution, operator, device serials and private tags "
+                  "never do.", "", allowed_table()]
     return "\n".join(lines)
 
 

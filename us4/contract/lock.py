@@ -93,6 +93,9 @@ class Clip(_Strict):
     frame_id: Count  # first frame_id of the clip (its frames are consecutive)
     frame_index: list[int]
     frame_sha256: list[Sha256]
+    # burned-in text: none found, masked, warned (left in), declared (burned in per the file,
+    # none inside the crop); None: not checked (format 1 had no check)
+    text: Literal["none", "masked", "warned", "declared"] | None
 
 
 class Failure(_Strict):
@@ -392,7 +395,7 @@ def _upgrade(v1: LockV1) -> Lock:
             sha256=sha, bytes=item.bytes if item else None, label=None, split=split,
             fold=int(split[4:]) if split.startswith("fold") and split[4:].isdigit() else None, group=None,
             shard=lin.shard[start], row=lin.row[start], frame_id=start,
-            frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end]))
+            frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end], text=None))
         start = end
     return Lock(
         format=FORMAT, name=safe_name(v1.name, "name"), version=safe_name(v1.version, "version"),

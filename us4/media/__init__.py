@@ -11,7 +11,7 @@ Knows nothing of sources, recipes or releases.
 from __future__ import annotations
 
 from .clips import INPUT_KINDS, ClipRef, FoundClip, NotAClip, decode_clip, find_clips, probe_clip
-from .crop import Box, Region, detect_scan_region, is_colour, largest_tissue_region
+from .crop import Box, Region, detect_scan_region, is_colour, largest_tissue_region, tissue_regions
 from .decode import DecodedFrame, decode
 from .dicom import DICOM_ALLOWED, DICOM_SUFFIXES, allowed_table, is_dicom_file
 from .imageseq import IMAGE_SUFFIXES
@@ -28,6 +28,6 @@ __all__ = [
     "SamplingPolicy", "THUMB", "TextBox", "TextEngineMissing", "VIDEO_SUFFIXES", "allowed_table", "decode",
     "decode_clip", "detect_scan_region", "detect_text", "dhash", "encode_png", "find_clips", "frames_to_check",
     "is_colour", "is_dicom_file", "largest_tissue_region", "mask_text", "near_duplicate", "phantom_layout",
-    "pixel_sha256", "probe", "probe_clip", "text_engine_versions", "thumbnail", "to_grey", "write_broken_files",
+    "pixel_sha256", "probe", "probe_clip", "text_engine_versions", "thumbnail", "tissue_regions", "to_grey", "write_broken_files",
     "write_phantom_clip", "write_phantom_dicom", "write_phantom_sequence",
 ]

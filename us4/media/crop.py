@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Box", "Region", "detect_scan_region", "is_colour", "largest_tissue_region"]
+__all__ = ["Box", "Region", "detect_scan_region", "is_colour", "largest_tissue_region", "tissue_regions"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,12 @@ class Region:
     units: tuple[int | None, int | None]
     delta: tuple[float | None, float | None]
     spacing_mm: tuple[float, float] | None
+
+
+def tissue_regions(regions: Sequence[Region]) -> list[Region]:
+    """The 2D regions (spatial format 1), left to right then top to bottom: the views of a
+    dual (or multi) view, in the order a reader names them."""
+    return sorted((r for r in regions if r.spatial_format == 1), key=lambda r: (r.box.x, r.box.y))
 
 
 def largest_tissue_region(regions: Sequence[Region]) -> Region | None:
