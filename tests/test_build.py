@@ -267,7 +267,7 @@ def test_a_library_upgrade_re_ingests_instead_of_mixing_encoders(tmp_path, monke
     build_release(recipe, {"butterfly": raw}, out, workers=1, progress=False)
     assert build_release(recipe, {"butterfly": raw}, out, workers=1, progress=False).ingested == 0
     upgraded = {**plan.byte_libraries(), "pillow": "99.0.0"}
-    monkeypatch.setattr(plan, "byte_libraries", lambda: upgraded)
+    monkeypatch.setattr(plan, "byte_libraries", lambda text=True: upgraded)
     assert build_release(recipe, {"butterfly": raw}, out, workers=1, progress=False).ingested == 3
 
 

@@ -263,6 +263,8 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
     kind = _choice(raw, "input", INPUTS, definition.input, name, where)
     video = kind == "video"
     ids = _choice(raw, "ids", ID_MODES, "path" if video else "hash", name, where)
+    if raw.get("text") is False:  # YAML 1.1 reads a bare `off` as false
+        raw = {**raw, "text": "off"}
     text = _choice(raw, "text", TEXT_ACTIONS, "warn" if video else "mask", name, where)
     if text == "off" and not video:
         raise RecipeError(f"{where}: source {name!r}: text: off is for video sources only; {kind} sources come "

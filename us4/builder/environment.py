@@ -6,12 +6,13 @@ import sys
 from functools import lru_cache
 
 
-@lru_cache(maxsize=1)
-def byte_libraries() -> dict[str, str]:
+@lru_cache(maxsize=2)
+def byte_libraries(text: bool = True) -> dict[str, str]:
     """Versions of every library that shapes a release's bytes: the decoders (PyAV and its
     FFmpeg, pydicom and its JPEG plugins, Pillow and its zlib), the Parquet writer, numpy,
-    and the text detector where it is installed (it places the masks). Part of each clip's
-    cache key, so a build resumed after an upgrade re-ingests instead of mixing encoders."""
+    and, when some source checks for burned-in text (`text`), the detector where it is
+    installed (it places the masks). Part of each clip's cache key, so a build resumed after
+    an upgrade re-ingests instead of mixing encoders."""
     import av
     import numpy
     import PIL
@@ -29,7 +30,8 @@ def byte_libraries() -> dict[str, str]:
         "numpy": numpy.__version__,
     }
     out.update(_dicom_libraries())
-    out.update(_text_engine())
+    if text:
+        out.update(_text_engine())
     return out
 
 

@@ -131,12 +131,13 @@ class DaskExecutor:
     def workers(self) -> int:
         return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
-    def check_workers(self, paths: list[str]) -> None:
-        """Every worker sees every path and runs this driver's us4 and libraries; else one clear error."""
+    def check_workers(self, paths: list[str], text: bool) -> None:
+        """Every worker sees every path and runs this driver's us4 and libraries (the text
+        detector's too, when `text`); else one clear error."""
         if self.workers == 0:
             raise BuildError(f"--scheduler {self.address}: the scheduler has no workers")
-        mine = _worker_facts(paths)
-        for worker, facts in sorted(self.client.run(_worker_facts, paths).items()):
+        mine = _worker_facts(paths, text)
+        for worker, facts in sorted(self.client.run(_worker_facts, paths, text).items()):
             unseen = [p for p, seen in zip(paths, facts["sees"]) if not seen]
             if unseen:
                 raise BuildError(f"Dask worker {worker} cannot see {unseen[0]}: raw clips and --out must be on "
@@ -174,11 +175,11 @@ class DaskExecutor:
             self._cluster.close()
 
 
-def _worker_facts(paths: list[str]) -> dict:
+def _worker_facts(paths: list[str], text: bool) -> dict:
     """Run on each worker: which paths it sees, and the versions its bytes depend on."""
     import os
 
     from .. import __version__
     from .environment import byte_libraries
 
-    return {"sees": [os.path.exists(p) for p in paths], "versions": {"us4": __version__, **byte_libraries()}}
+    return {"sees": [os.path.exists(p) for p in paths], "versions": {"us4": __version__, **byte_libraries(text)}}

@@ -17,7 +17,7 @@ from ..contract.lock import (
 )
 from ..recipe import Recipe
 from .environment import byte_libraries, host
-from .plan import Plan
+from .plan import Plan, checks_text
 from .writer import ShardResult, ShardTask
 
 
@@ -51,7 +51,7 @@ def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings:
         phantom=plan.phantom,
         recipe=recipe.to_dict(),
         recipe_sha256=recipe.sha256,
-        environment=Environment(bytes=byte_libraries(), host=host()),
+        environment=Environment(bytes=byte_libraries(text=checks_text(recipe)), host=host()),
         previous=previous,
         clips=clips,
         failures=sorted(failures, key=lambda f: f.video_id),

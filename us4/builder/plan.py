@@ -86,7 +86,7 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
     if missing:
         raise RawFolderError(f"no --raw folder given for source(s) {', '.join(missing)} "
                              f"(pass --raw {missing[0]}=DIR)")
-    libraries = byte_libraries()
+    libraries = byte_libraries(text=checks_text(recipe))
     plan = Plan()
     for name in sorted(raw):
         spec = recipe.sources[name]
@@ -186,6 +186,11 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
         missing = _sheet_rows_without_files(source, spec, rows, found_stems)
         plan.sheet_missing.extend(m for m, _ in missing)
         plan.sheet_missing_unshipped += sum(not shipped for _, shipped in missing)
+
+
+def checks_text(recipe: Recipe) -> bool:
+    """Whether some source of the recipe looks for burned-in text (its detector then shapes bytes)."""
+    return any(s.text != "off" for s in recipe.sources.values())
 
 
 def _views(spec: SourceRecipe, found: FoundClip) -> list[int | None]:

@@ -26,7 +26,7 @@ from .groups import column_links, near_duplicate_links
 from .ingest import ingest_in_worker
 from .lock import make_lock
 from .mutex import BuildMutex
-from .plan import ClipJob, Plan, make_plan
+from .plan import ClipJob, Plan, checks_text, make_plan
 from .previous import read_previous
 from .splits import assign_splits
 from .writer import ShardResult, plan_shards, write_shard
@@ -97,7 +97,8 @@ def build_release(
                           prev, progress)
         executor = DaskExecutor(scheduler, workers)
         try:
-            executor.check_workers([str(Path(raw[s]).resolve()) for s in sorted(raw)] + [str((out / WORK_DIR).resolve())])
+            executor.check_workers([str(Path(raw[s]).resolve()) for s in sorted(raw)] + [str((out / WORK_DIR).resolve())],
+                                   text=checks_text(recipe))
             return _build(recipe, plan, out.resolve(), executor, retry_failed, allow_empty, prev, progress)
         finally:
             executor.close()
