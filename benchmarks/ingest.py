@@ -11,7 +11,18 @@ On the POCUS sample with pipelines/pocus.yaml it prints:
 - the ratio to the POCOVID extraction rule as the dataset's authors run it (OpenCV:
   read every frame, keep every int(fps/3)-th up to 30, write JPEG files; one process),
   and to the same rule spread over the same number of processes.
-Needs the `bench` extra (opencv-python-headless, psutil).
+- the cost of the typed lock and the path checks: reading and validating the lock, and
+  joining every path it names through the checks, as a share of the build's wall time
+  (target: under 2 %).
+
+A DICOM case (skip it with --no-dicom) writes phantom multi-frame DICOM files (RLE, JPEG
+baseline, JPEG 2000, 40 frames, 224x192, scanner regions) and prints:
+- the build's frames/s and its ratio to a plain loop over the same files with the same
+  number of processes: pydicom reads each file, decodes its frames, crops the kept ones to
+  the scanner region and PNG-encodes them (target <= 1.25), both without a text check;
+- the text check's cost inside the build: the same build with `text: mask`, its extra
+  seconds and the frames it checked per second of them.
+Needs the `bench` extra (opencv-python-headless, psutil) and, for the text check, `text`.
 """
 from __future__ import annotations
 
@@ -125,6 +136,96 @@ def pocovid_clip(job: tuple[str, str]) -> int:
     return n
 
 
+def plain_dicom(job: tuple[str, list[int], list[int], int]) -> int:
+    """pydicom decodes the file, the kept frames are cropped to the region, made grey, PNG-encoded."""
+    import numpy as np
+    import pydicom
+    from PIL import Image
+
+    from us4.media.pixels import to_grey  # the build's own integer grey, so both make the same pixels
+
+    path, keep, box, level = job
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array
+    x, y, w, h = box
+    for i in keep:
+        a = to_grey(np.asarray(frames[i][y:y + h, x:x + w], dtype=np.uint8))
+        Image.fromarray(np.ascontiguousarray(a)).save(io.BytesIO(), format="PNG",
+                                                                      compress_level=level, optimize=False)
+    return len(keep)
+
+
+def dicom_case(tmp: Path, workers: int, repeats: int) -> None:
+    import yaml
+
+    from us4.media import write_phantom_dicom
+    from us4.release.read import open_release
+
+    raw = tmp / "dicom"
+    syntaxes = (("rle", "MONOCHROME2"), ("jpeg-baseline", "YBR_FULL_422"), ("jpeg2000-lossless", "MONOCHROME2"))
+    for i in range(24):
+        syntax, photometric = syntaxes[i % 3]
+        write_phantom_dicom(raw / f"clip_{i:02d}.dcm", seed=i, n_frames=40, transfer_syntax=syntax,
+                            photometric=photometric, text="PLANTED GENERAL HOSPITAL 12:34:56")
+    recipes = {}
+    for text in ("off", "mask"):
+        spec = {"organ": "liver", "input": "dicom", "classes": ["x"], "label": {"constant": "x"},
+                "sampling": {"every_n": 2}, "crop": "auto", "text": text}
+        recipes[text] = tmp / f"dicom-{text}.yaml"
+        recipes[text].write_text(yaml.safe_dump({"name": "d", "version": "1", "sources": {"scans": spec},
+                                                 "dedup": {"threshold": 0},
+                                                 "splits": {"kind": "holdout", "validation": 0.5}}))
+
+    def build_dicom(text: str, out: Path) -> float:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(f"{out}.local", ignore_errors=True)
+        return run_measured([sys.executable, "-m", "us4.cli", "build", str(recipes[text]), "--raw",
+                             f"scans={raw}", "--out", str(out), "--workers", str(workers), "--quiet"])[0]
+
+    build_dicom("off", tmp / "dicom-rel")
+    level = 1
+    videos = open_release(tmp / "dicom-rel").videos(["video_id", "frame_indices", "crop_box", "n_kept"]).to_pylist()
+    frames = sum(v["n_kept"] for v in videos)
+    import csv
+
+    with open(Path(f"{tmp / 'dicom-rel'}.local") / "ids.csv", newline="") as f:
+        ids = {row["video_id"]: row["path"] for row in csv.DictReader(f)}
+    jobs = [(str(raw / ids[v["video_id"]]), list(v["frame_indices"]), list(v["crop_box"]), level) for v in videos]
+    runs: dict[str, list[float]] = {"build": [], "plain": [], "build_text": []}
+    for _ in range(repeats):
+        runs["build"].append(build_dicom("off", tmp / "dicom-rel"))
+        runs["plain"].append(timed_pool(plain_dicom, jobs, workers))
+        runs["build_text"].append(build_dicom("mask", tmp / "dicom-rel-text"))
+    build, plain, with_text = (statistics.median(runs[k]) for k in runs)
+    checked = 3 * len(videos)  # first, middle and last kept frame of each clip
+    print(f"DICOM case: {len(videos)} phantom multi-frame files (RLE, JPEG baseline, JPEG 2000), {frames} frames kept; "
+          f"medians of {repeats}")
+    for name, values in runs.items():
+        print(f"  runs {name:10s} " + " ".join(f"{v:6.2f}" for v in values))
+    print(f"us4 build, no text check:     {build:7.2f} s  {frames / build:7.1f} frames/s")
+    print(f"plain pydicom + crop + PNG:   {plain:7.2f} s  {frames / plain:7.1f} frames/s")
+    print(f"ratio build / plain loop:           {build / plain:5.2f}  (target <= 1.25)")
+    print(f"us4 build, text: mask:        {with_text:7.2f} s  (+{with_text - build:.2f} s for {checked} frames checked: "
+          f"{checked / max(with_text - build, 1e-9):.1f} frames/s of text check, {workers} processes)")
+
+
+def contract_cost(release: Path, repeats: int = 20) -> float:
+    """Seconds a build spends on the typed lock and the path checks: validating the lock it
+    writes and reads, and checking every path it names (median of `repeats`)."""
+    from us4.contract.lock import read_lock
+    from us4.paths import inside
+
+    data = (release / "release.json").read_bytes()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        lock = read_lock(data)
+        for name in lock.files():
+            inside(release, name)
+        times.append(time.perf_counter() - start)
+    return 2 * statistics.median(times)  # the build validates its lock when writing it and when reading it back
+
+
 def timed_pool(fn, jobs: list, workers: int) -> float:
     start = time.perf_counter()
     if workers == 1:
@@ -141,6 +242,7 @@ def main() -> None:
     ap.add_argument("raw", nargs="?", default=str(REPO.parent / "shared" / "pocus" / "data"))
     ap.add_argument("--workers", type=int, default=None, help="default: all cores")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each measurement; medians are reported")
+    ap.add_argument("--no-dicom", action="store_true", help="skip the DICOM case")
     args = ap.parse_args()
     raw = Path(args.raw)
     sys.path.insert(0, str(REPO))
@@ -181,6 +283,9 @@ def main() -> None:
             runs["pocovid_1"].append(timed_pool(pocovid_clip, pocovid_jobs, 1))
             runs["pocovid_n"].append(timed_pool(pocovid_clip, pocovid_jobs, args.workers))
         wall, plain, pocovid_1, pocovid_n = (statistics.median(runs[k]) for k in runs)
+        contract = contract_cost(tmp / "rel")
+        if not args.no_dicom:
+            dicom_case(tmp, args.workers, args.repeats)
 
     n_half = len(clips) // 2
     print(f"POCUS sample: {len(videos)} clips built, {frames} frames, {args.workers} worker processes; "
@@ -196,6 +301,8 @@ def main() -> None:
     print(f"ratio build / POCOVID (as run):     {wall / pocovid_1:5.2f}  (target < 1)")
     print(f"ratio build / POCOVID ({args.workers} processes): {wall / pocovid_n:5.2f}")
     print(f"peak memory all / half clips:       {peak / half_peak:5.2f}  (target: ~1, under 1 GiB)")
+    print(f"typed lock + path checks: {contract * 1000:.1f} ms a build = {100 * contract / wall:.2f} % of its wall time "
+          "(target < 2 %)")
 
 
 if __name__ == "__main__":

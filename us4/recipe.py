@@ -27,7 +27,7 @@ _SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label"
 _DECLARED_KEYS = {"organ", "probe", "licence", "description"}
 INPUTS = ("video", "dicom", "image_sequence")
 ID_MODES = ("path", "hash")
-TEXT_ACTIONS = ("mask", "exclude", "warn", "off")  # off: video sources only
+TEXT_ACTIONS = ("mask", "exclude", "warn", "off")
 REGION_MODES = ("largest", "each")
 _SPLIT_KEYS = {"kind", "k", "validation", "group", "group_column", "inherit"}
 #: where a packaged recipe is found by name (`us4 build pocus ...`)
@@ -96,7 +96,7 @@ class SourceRecipe:
     input: str = "video"
     fps: float | None = None  # image sequences, and DICOM files without timing
     ids: str = "path"  # video ids from paths, or from content hashes (no path reaches the release)
-    text: str = "warn"  # what a clip with burned-in text gets: mask, exclude, warn; off (video only): no check
+    text: str = "warn"  # what a clip with burned-in text gets: mask, exclude, warn; off: no check at all
     label: LabelSpec = field(default_factory=lambda: LabelSpec("registry"))
     regions: str = "largest"  # DICOM with several 2D regions: the largest, or each as its own clip
     probes: tuple[str, ...] | None = None  # None: every probe
@@ -266,9 +266,6 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
     if raw.get("text") is False:  # YAML 1.1 reads a bare `off` as false
         raw = {**raw, "text": "off"}
     text = _choice(raw, "text", TEXT_ACTIONS, "warn" if video else "mask", name, where)
-    if text == "off" and not video:
-        raise RecipeError(f"{where}: source {name!r}: text: off is for video sources only; {kind} sources come "
-                          "from scanners that burn identity into pixels: mask, exclude or warn")
     regions = _choice(raw, "regions", REGION_MODES, "largest", name, where)
     fps = raw.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 10_000):
