@@ -231,14 +231,16 @@ def _warnings(warnings: list, each: int = 3) -> None:
 @click.option("--pocus", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Evaluate on a real POCUS data/ folder instead of phantom POCUS-like clips.")
 @click.option("--no-benchmark", is_flag=True, help="Stop after the hub round trip.")
+@click.option("--config", "config_name", default="smoke", show_default=True,
+              help="Benchmark config (see us4 benchmark --config); tiny checks every stage in seconds.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="default: cuda when available")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def demo(out: Path, pocus: Path | None, no_benchmark: bool, device: str | None, quiet: bool) -> None:
+def demo(out: Path, pocus: Path | None, no_benchmark: bool, config_name: str, device: str | None, quiet: bool) -> None:
     """The main job on the embedded default: phantom clips -> release -> verify, audit ->
     publish, serve, download, verify -> smoke benchmark. Nothing to fetch."""
     from .demo import run_demo
 
-    products = run_demo(out, pocus=pocus, benchmark=not no_benchmark, device=device,
+    products = run_demo(out, pocus=pocus, benchmark=not no_benchmark, device=device, config=config_name,
                         echo=click.echo, progress=not quiet)
     click.echo("done:")
     for what, where in products.items():

@@ -22,7 +22,7 @@ from .release.verify import verify_release
 
 
 def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, device: str | None = None,
-             echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
+             config: str = "smoke", echo: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
     """Run every stage into `out`; return where each product is."""
     from .hub.download import download_release
     from .hub.mirror import serve_mirror
@@ -68,18 +68,18 @@ def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, de
     build_release(find_recipe("pocus"), {"pocus": pocus}, eval_dir, progress=progress)
     products["eval"] = eval_dir
     echo("[5/5] smoke benchmark: USCL vs contrastive without SPG vs random init, 5 folds")
-    products["benchmark"] = _benchmark(release_dir, eval_dir, out / "benchmark", device, echo, progress)
+    products["benchmark"] = _benchmark(release_dir, eval_dir, out / "benchmark", config, device, echo, progress)
     return products
 
 
-def _benchmark(release_dir: Path, eval_dir: Path, out: Path, device: str | None,
+def _benchmark(release_dir: Path, eval_dir: Path, out: Path, config: str, device: str | None,
                echo: Callable[[str], None], progress: bool) -> Path:
     """The smoke benchmark, attached to the pretraining release so that its card shows it."""
     from .release.attach import add_attachment
     from .train.benchmark import run_benchmark
     from .contract.benchmark_card import benchmark_markdown
 
-    record = run_benchmark(release_dir, eval_dir, "smoke", out, device=device,
+    record = run_benchmark(release_dir, eval_dir, config, out, device=device,
                            progress=(lambda msg: echo(f"      {msg}")) if progress else None)
     echo(benchmark_markdown(record))
     add_attachment(open_release(release_dir), out / "benchmark.json", "benchmark.json")

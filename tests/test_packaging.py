@@ -1,0 +1,33 @@
+"""us4 from an installed wheel, not only from a checkout: recipes and manifests ship as package
+data, so the demo and `us4 build pocus` run from any folder."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def test_the_demo_runs_from_an_installed_wheel_in_another_folder(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(REPO)], check=True, capture_output=True)
+    wheel = next(dist.glob("us4-*.whl"))
+    env_dir = tmp_path / "venv"
+    # the dependencies come from this interpreter's site-packages; us4 itself only from the wheel
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import us4; print(us4.__file__, us4.__version__)"], cwd=elsewhere,
+                           capture_output=True, text=True, check=True).stdout
+    assert str(env_dir) in where and str(REPO) not in where
+    demo = subprocess.run([str(env_dir / "bin" / "us4"), "demo", "--no-benchmark", "--out", "demo", "-q"],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert (elsewhere / "demo" / "releases" / "us4-phantom" / "release.json").is_file()
+    assert "verified" in demo.stdout or "downloaded" in demo.stdout
