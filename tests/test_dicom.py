@@ -25,7 +25,6 @@ from us4.media import (
 )
 from us4.media import dicom as dicom_mod
 from us4.media.dicom import SYNTAXES
-from us4.media.jpegls import encode_jpegls
 from us4.media.pixels import ycbcr_to_rgb
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "dicom"
@@ -246,35 +245,6 @@ def test_native_ybr_full_422_repeats_chroma(tmp_path):
         y = np.stack([q[..., 0], q[..., 1]], axis=-1).reshape(SIZE[1], SIZE[0])
         cb, cr = np.repeat(q[..., 2], 2, axis=1), np.repeat(q[..., 3], 2, axis=1)
         assert np.array_equal(f.rgb, ycbcr_to_rgb(y, cb, cr, True))
-
-
-# --- JPEG-LS encoder (phantoms only), checked by an independent decoder -------
-
-@pytest.mark.parametrize("bits,near,shape", [(8, 0, (37, 29)), (12, 0, (20, 33)), (16, 0, (9, 40)), (5, 0, (16, 16)),
-                                             (8, 3, (30, 30)), (12, 1, (17, 23)), (8, 0, (21, 19, 3)),
-                                             (8, 2, (12, 18, 3))])
-def test_jpegls_encoder_round_trips_through_libjpeg(bits, near, shape):
-    rng = np.random.default_rng(bits * 31 + near)
-    h, w = shape[:2]
-    smooth = np.cumsum(rng.integers(-2, 3, shape), axis=1) + 2 ** (bits - 1)
-    arr = np.clip(smooth, 0, 2 ** bits - 1)
-    arr[h // 2:, : w // 3] = 2 ** bits - 1  # runs, and run interruptions at their edges
-    arr[0] = rng.integers(0, 2 ** bits, arr[0].shape)  # noise: every regular-mode context
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = _uid("jpeg-ls-near" if near else "jpeg-ls")
-    ds.Rows, ds.Columns = h, w
-    ds.SamplesPerPixel = 3 if len(shape) == 3 else 1
-    ds.PhotometricInterpretation = "RGB" if len(shape) == 3 else "MONOCHROME2"
-    if len(shape) == 3:
-        ds.PlanarConfiguration = 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8 if bits <= 8 else 16), bits, bits - 1, 0
-    ds.PixelData = encapsulate([encode_jpegls(arr, bits, near)])
-    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
-    out = pydicom.pixels.pixel_array(ds, decoding_plugin="pylibjpeg").astype(int)
-    assert np.abs(out - arr).max() <= near
-    if near == 0:
-        assert np.array_equal(out, arr)
 
 
 # --- timing -------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 `write_phantom_dicom` writes Ultrasound (Multi-frame) Image Storage files in any
 transfer syntax us4 reads, compressed by a real encoder (pydicom's RLE, Pillow's
-libjpeg-turbo for JPEG, `jpegls.encode_jpegls` for JPEG-LS, OpenJPEG through pydicom for
+libjpeg-turbo for JPEG, CharLS (pyjpegls) for JPEG-LS, OpenJPEG through pydicom for
 JPEG 2000), with a Sequence of Ultrasound Regions (single or dual view) and, on request,
 identifying values in every class of tag a scanner writes: patient, institution,
 people, accession, instance UIDs, dates and times, station, device serial, and a
@@ -24,7 +24,6 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from .crop import Box, Region
 from .dicom import SYNTAXES
-from .jpegls import encode_jpegls
 from .phantom import _frames
 
 __all__ = ["PLANTED_IDENTITY", "PRIVATE_CREATOR", "write_phantom_dicom", "write_phantom_sequence"]
@@ -342,9 +341,10 @@ def write_phantom_dicom(path, *, seed: int, n_frames: int = 12, size: tuple[int,
             ds["PixelData"].VR = "OW" if bits > 8 else "OB"
         elif family == "jpeg":
             _encapsulated(ds, [_jpeg(f, photometric) for f in colour_frames])
-        elif family == "jpeg-ls":
-            near = 2 if short == "jpeg-ls-near" else 0
-            _encapsulated(ds, [encode_jpegls(f, bits, near) for f in part])
+        elif family == "jpeg-ls":  # CharLS, through pydicom's pyjpegls encoding plugin
+            arr = part if len(part) > 1 else part[0]
+            ds.compress(uid, arr, encoding_plugin="pyjpegls", generate_instance_uid=False,
+                        jls_error=2 if short == "jpeg-ls-near" else 0)
         else:
             arr = colour_frames if photometric in ("YBR_RCT", "YBR_ICT") else part
             arr = arr if len(arr) > 1 else arr[0]
