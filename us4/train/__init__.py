@@ -5,7 +5,9 @@ augmentations on uint8 tensors), data (a release's frames decoded once), spg (sa
 pair generation), losses (NT-Xent, semi-supervised CE), pretrain (USCL and the no-SPG
 baseline), finetune (the fold protocol), benchmark (the whole run and its files),
 checkpoint (safetensors; weights-only loading of foreign files), card_section (the
-card's Benchmark section). Heavy modules are imported by whoever needs them.
+card's Benchmark section), distributed (ranks under torchrun, the global batch, synchronised
+batch norm, the launcher), progress (per-stage lines with an ETA). Heavy modules are imported
+by whoever needs them.
 """
 from __future__ import annotations
 
