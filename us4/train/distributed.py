@@ -162,46 +162,36 @@ def gather_batch(x: torch.Tensor, world: World, counts: list[int]) -> torch.Tens
     return _GatherParts.apply(x, counts, world.rank)
 
 
-class _SumOverRanks(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad
-
-
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch over all ranks.
 
     torch.nn.SyncBatchNorm refuses CPU tensors (torch 2.13: "SyncBatchNorm expected input
-    tensor to be on GPU"), so gloo runs use this: the per-channel sum and count, then the sum of
-    squared deviations, each summed over ranks with gradients (two passes: no cancellation).
-    Outside a process group, or in eval mode, it is BatchNorm2d; its state dict is BatchNorm2d's.
+    tensor to be on GPU"), so gloo runs use this. Each rank's count, mean and sum of squared
+    deviations are gathered with gradients (one collective forward, one backward) and combined
+    as parallel variance algorithms do (no cancellation). Outside a process group, or in eval
+    mode, it is BatchNorm2d; its state dict is BatchNorm2d's.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        dims = (0, 2, 3)
-        local = torch.cat([x.sum(dims), x.new_full((1,), x.numel() / x.shape[1])])
-        total = _SumOverRanks.apply(local)
-        n = total[-1].detach()
-        mean = total[:-1] / n
-        centred = x - mean.view(1, -1, 1, 1)
-        var = _SumOverRanks.apply(centred.square().sum(dims)) / n
+        c, dims = x.shape[1], (0, 2, 3)
+        local_mean = x.mean(dims)
+        local_m2 = (x - local_mean.view(1, -1, 1, 1)).square().sum(dims)
+        local = torch.cat([local_mean, local_m2, x.new_full((1,), x.numel() / c)]).unsqueeze(0)
+        world = dist.get_world_size()
+        ranks = _GatherParts.apply(local, [1] * world, dist.get_rank())  # world x (2c + 1)
+        means, m2s, counts = ranks[:, :c], ranks[:, c:2 * c], ranks[:, 2 * c:].detach()
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n
+        var = (m2s + counts * (means - mean).square()).sum(0) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.lerp_(mean.detach(), factor)
                 self.running_var.lerp_(var.detach() * n / (n - 1).clamp(min=1), factor)
-        y = centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+        y = (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
         if self.affine:
             y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return y

@@ -182,8 +182,9 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
         if epoch >= pc.warmup_epochs:  # the reference keeps lr constant for the first epochs
             sched.step()
         mean = (sums / max(steps, 1)).tolist()
+        rate = epoch_seen / epoch_time if epoch_time > 0 else 0.0
         result.history.append({"epoch": epoch, "loss": mean[0], "contrastive": mean[1], "supervised": mean[2],
-                               "val_loss": val, "lr": lr, "steps": steps})
+                               "val_loss": val, "lr": lr, "steps": steps, "images_per_s": rate})
         if val is not None and val < best:
             best = val
             best_state = copy.deepcopy(model.state_dict())
@@ -191,7 +192,7 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
         if progress:
             progress(f"pretrain {name} epoch {epoch + 1}/{n_epochs}: loss {mean[0]:.4f} "
                      f"(nt-xent {mean[1]:.4f}, ce {mean[2]:.4f}), val {'-' if val is None else f'{val:.4f}'}, "
-                     f"{epoch_seen / epoch_time if epoch_time > 0 else 0:.0f} images/s")
+                     f"{rate:.0f} images/s")
     if best_state is not None:
         model.load_state_dict(best_state)
         result.selection = "lowest validation contrastive loss"
