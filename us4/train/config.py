@@ -47,7 +47,9 @@ class PretrainConfig:
     holdout_fold: int = 0  # validation videos when the pretrain release has folds, not train/validation
     # with more than one rank, batch-norm statistics of the global batch (synchronised across ranks) rather
     # than of each rank's slice: the single-process method, and no rank-local statistics that let
-    # positives be told from negatives gathered from other ranks (SimCLR's "global BN")
+    # positives be told from negatives gathered from other ranks (SimCLR's "global BN"). On by default
+    # for that; its price is latency, one small collective per layer and view each way (nccl on GPUs; on
+    # CPU gloo ranks it cost 40 % of the images/s of 2 ranks on 2 cores, benchmarks/scale.py).
     sync_batchnorm: bool = True
 
 

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import TrainError, Us4Error
+from ..system import available_cores
 
 #: How long a collective waits for the other ranks. A rank that dies is noticed at once (its
 #: sockets close, and torchrun stops the others); this bounds one that hangs. Ranks legitimately
@@ -253,6 +254,8 @@ def launch(nproc: int, argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    # the ranks share this machine's cores (torchrun would set 1 and print a banner saying so)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
     args = get_args_parser().parse_args(
         ["--standalone", "--nproc-per-node", str(nproc), "--module", "us4.cli", *argv])
     try:
