@@ -229,6 +229,17 @@ def test_a_rank_killed_under_torchrun_ends_the_run_with_its_name_and_no_outputs(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_nproc_under_torchrun_is_refused(phantom_pocus_release, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from us4.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun gives each rank
+    result = CliRunner().invoke(main, _benchmark_cmd(phantom_pocus_release, tmp_path / "b", "--nproc", "2")[3:])
+    assert result.exit_code == 1 and "under torchrun, leave it out" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def _png_ok(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
         im.verify()

@@ -254,6 +254,8 @@ def launch(nproc: int, argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    if _env_int("WORLD_SIZE", 1) > 1:
+        raise TrainError("--nproc starts ranks itself: under torchrun, leave it out")
     # the ranks share this machine's cores (torchrun would set 1 and print a banner saying so)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
     args = get_args_parser().parse_args(
