@@ -113,8 +113,7 @@ def rank_errors(world: World) -> Iterator[None]:
     """On more than one rank, any failure becomes RankFailed naming this rank and the cause.
 
     The original exception (with its traceback) is also written where torchrun collects a
-    failed worker's error (TORCHELASTIC_ERROR_FILE), so torchrun's summary and the launcher
-    name the first failure.
+    failed worker's error (TORCHELASTIC_ERROR_FILE), for torchrun's summary and the launcher.
     """
     if world.size == 1:
         yield

@@ -237,7 +237,7 @@ def finetune_folds(vs: VideoSet, backbone: dict | None, cfg: BenchmarkConfig, *,
                    epochs: int | None = None, folds: Sequence[int] | None = None) -> list[FoldResult]:
     """The protocol's folds (all of them, or those of `folds`) for one initialisation.
 
-    Each fold is independent and seeded alike, so a fold gives the same result whichever
+    Each fold is independent and seeded alike, so it is the same computation whichever
     process runs it (data-parallel runs deal the folds out to the ranks).
     """
     labels, videos = evaluated_videos(vs, cfg)
