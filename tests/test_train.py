@@ -314,3 +314,91 @@ def test_a_foreign_pickle_is_refused(tmp_path):
     with pytest.raises(TrainError, match="refused"):
         load_reference_checkpoint(tmp_path / "evil.pth")
     assert not os.path.exists(marker)
+
+
+# --- the command a user runs -----------------------------------------------------------------
+
+SECTIONS = {"format", "code", "config", "device", "environment", "seeds", "releases", "pretraining", "evaluation",
+            "results", "comparison", "wall_s"}
+OUTPUTS = ["benchmark.json", "benchmark.md", "finetune_curves.png", "fold_accuracy.png", "pretrain_loss.png",
+           "simclr_no_spg.safetensors", "uscl.safetensors"]
+
+
+def _png_size(path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()  # a truncated or corrupt PNG raises
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_us4_benchmark_command_end_to_end(phantom_pocus_release, tmp_path):
+    """README: `us4 benchmark --pretrain R --eval R --config NAME --out DIR` writes benchmark.json with
+    every section, benchmark.md and valid plots, shows progress with an ETA (none with -q), and a rerun
+    into the same --out replaces it with the same figures."""
+    import json
+
+    from click.testing import CliRunner
+
+    from us4.cli import main
+    from us4.hashing import sha256_file
+
+    rel, out = str(phantom_pocus_release), tmp_path / "bench"
+    args = ["benchmark", "--pretrain", rel, "--eval", rel, "--config", "tiny", "--out", str(out), "--device", "cpu"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS
+    record = json.loads((out / "benchmark.json").read_text())
+    assert set(record) == SECTIONS
+    assert set(record["results"]) == {"uscl", "simclr_no_spg", "random"}
+    assert record["device"]["world_size"] == 1 and record["device"]["backend"] is None
+    for r in record["results"].values():
+        assert len(r["honest"]["fold_accuracy"]) == 5 and 0 <= r["optimistic"]["accuracy"] <= 1
+        assert r["honest"]["accuracy"] <= r["optimistic"]["accuracy"]
+    for png in out.glob("*.png"):
+        assert min(_png_size(png)) > 100
+    for stage in ("pretrain uscl epoch 2/2", "pretrain simclr_no_spg epoch 2/2", "finetune random fold 4 epoch 2/2"):
+        line = next(x for x in first.stderr.splitlines() if x.startswith(stage))
+        assert "images/s" in line and ("ETA" in line or "stage done in" in line), line
+    assert "ETA" in first.stderr and first.stdout.startswith("## Benchmark")
+    md = (out / "benchmark.md").read_text()
+    assert md == first.stdout.split("wrote ")[0].rstrip("\n") + "\n" and "94.2 %" in md  # beside the paper's figure
+
+    checkpoint = sha256_file(out / "uscl.safetensors")
+    again = CliRunner().invoke(main, [*args, "-q"])
+    assert again.exit_code == 0, again.output
+    assert again.stderr == ""  # -q: no progress
+    rerun = json.loads((out / "benchmark.json").read_text())
+    for key, r in record["results"].items():  # seeded: the same figures, the same weights
+        assert {**rerun["results"][key], "wall_s": 0} == {**r, "wall_s": 0}
+    assert sha256_file(out / "uscl.safetensors") == checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # replaced whole, nothing left beside it
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    refused = CliRunner().invoke(main, [*args[:-4], "--out", str(other), "--device", "cpu"])
+    assert refused.exit_code == 1 and "holds something other than an earlier benchmark" in refused.stderr
+    assert [p.name for p in other.iterdir()] == ["todo.txt"]
+
+
+def test_benchmark_record_sets_its_figures_beside_the_papers(phantom_pocus_release, tmp_path):
+    """benchmark.json's comparison: the published figures (from one table in config), this run's
+    optimistic figure beside each, and every setting in which the run departs from the paper's."""
+    from us4.train.benchmark import run_benchmark
+    from us4.train.config import PUBLISHED
+
+    record = run_benchmark(phantom_pocus_release, phantom_pocus_release, "tiny", tmp_path / "b", device="cpu")
+    comparison = record["comparison"]
+    assert [f["accuracy"] for f in comparison["published"]] == [f["accuracy"] for f in PUBLISHED["figures"]]
+    uscl = next(f for f in comparison["published"] if f["initialisation"] == "uscl")
+    assert uscl["accuracy"] == 0.9419
+    assert uscl["this_run_optimistic"] == record["results"]["uscl"]["optimistic"]["accuracy"]
+    imagenet = next(f for f in comparison["published"] if f["initialisation"] == "imagenet")
+    assert imagenet["this_run_optimistic"] is None  # no --imagenet weights given
+    differences = "\n".join(comparison["differences"])
+    for expected in ("input_size: 32 (paper 224)", "pretrain.epochs: 2 (paper 300)", "finetune.epochs: 2 (paper 100)",
+                     f"pretraining corpus: {record['releases']['pretrain']['name']}", "evaluation: "):
+        assert expected in differences

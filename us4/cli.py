@@ -530,29 +530,44 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
               help="release to pretrain on (US-4, or POCUS: fold 0 then holds the validation videos)")
 @click.option("--eval", "eval_release", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="POCUS release whose 5 video-level folds evaluate every initialisation")
-@click.option("--config", "config_name", type=click.Choice(["smoke", "paper"]), default="smoke", show_default=True,
-              help="smoke: minutes on a CPU; paper: the paper's setting, for a GPU")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--config", "config_name", type=click.Choice(["smoke", "paper", "tiny"]), default="smoke",
+              show_default=True,
+              help="smoke: minutes on a CPU, bounded work per epoch; paper: the paper's setting, for a GPU; "
+                   "tiny: seconds, to check that every stage runs (figures mean nothing)")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="folder for the results: created at the end, all at once; an earlier benchmark there is replaced")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="default: cuda when available")
 @click.option("--seed", type=int, default=None, help="overrides the config's seed")
 @click.option("--label-fraction", type=float, default=None,
               help="fraction of pretraining videos whose label feeds the semi-supervised term")
 @click.option("--imagenet", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="torchvision-layout ResNet-18 ImageNet weights, evaluated as one more initialisation")
-@click.option("--quiet", is_flag=True, help="no per-epoch progress")
-def benchmark(pretrain_release: Path, eval_release: Path, config_name: str, out: Path, device: str | None,
-              seed: int | None, label_fraction: float | None, imagenet: Path | None, quiet: bool) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ranks on this machine: >1 runs data-parallel, exactly as "
+                   "`torchrun --standalone --nproc-per-node N $(command -v us4) benchmark ...`")
+@click.option("--quiet", "-q", is_flag=True, help="no progress lines (failures are still printed)")
+@click.pass_context
+def benchmark(ctx: click.Context, pretrain_release: Path, eval_release: Path, config_name: str, out: Path,
+              device: str | None, seed: int | None, label_fraction: float | None, imagenet: Path | None,
+              nproc: int, quiet: bool) -> None:
     """Pretrain USCL (and a no-SPG baseline) on a release, fine-tune on POCUS folds; write OUT/benchmark.json,
-    benchmark.md and plots."""
+    benchmark.md and plots. Under torchrun, every rank runs this command (rank 0 reports)."""
+    if nproc > 1:
+        from .train.distributed import launch
+
+        passed = [arg for p in ctx.command.params if p.name != "nproc" and ctx.params[p.name] not in (None, False)
+                  for arg in ([p.opts[0]] if p.is_flag else [p.opts[0], str(ctx.params[p.name])])]
+        launch(nproc, ["benchmark", *passed])
+        return
     from .train.benchmark import run_benchmark
     from .contract.benchmark_card import benchmark_markdown
 
     record = run_benchmark(pretrain_release, eval_release, config_name, out, device=device, seed=seed,
                            label_fraction=label_fraction, imagenet=imagenet,
                            progress=None if quiet else (lambda msg: click.echo(msg, err=True)))
-    click.echo(benchmark_markdown(record))
-    click.echo(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'} and plots")
-
+    if record is not None:  # rank 0, or the only process
+        click.echo(benchmark_markdown(record))
+        click.echo(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'} and plots")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,17 @@ def benchmark_markdown(record: dict) -> str:
     lines += ["", f"Summed confusion matrices (honest; rows true, columns predicted, order {order}):", ""]
     for key, r in results.items():
         lines.append(f"- {_NAMES.get(key, key)}: `{r['honest']['confusion_matrix']}`")
+    comparison = record.get("comparison")  # absent from records written before it existed
+    if comparison:
+        paper = comparison["published_setting"]
+        lines += ["", f"Beside the published figures (their setting: {paper['input_size']} px, {paper['pretraining']}, "
+                  f"pretrained on {paper['pretraining_corpus']}):", "",
+                  "| initialisation | published | this run (optimistic, the same protocol) |", "|---|---|---|"]
+        for f in comparison["published"]:
+            about = "about " if f["approximate"] else ""
+            lines.append(f"| {_NAMES.get(f['initialisation'], f['initialisation'])} | {about}{_pct(f['accuracy'])} "
+                         f"| {_pct(f['this_run_optimistic'])} |")
+        lines += ["", "This run differs from the paper's setting in: " + "; ".join(comparison["differences"]) + "."]
     pre = record["pretraining"]
     lines += [
         "",

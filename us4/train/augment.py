@@ -40,12 +40,18 @@ def crop_flip_theta(n: int, cfg: AugmentConfig, g: torch.Generator, device: torc
     return theta
 
 
-def jitter(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """Brightness then contrast jitter of a float [0, 1] batch, each sample with probability jitter_p."""
+def jitter(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator,
+           of_batch: tuple[int, int] | None = None) -> torch.Tensor:
+    """Brightness then contrast jitter of a float [0, 1] batch, each sample with probability jitter_p.
+
+    `of_batch` as in `augment`.
+    """
     n, device = x.shape[0], x.device
-    apply = torch.rand(n, generator=g, device=device) < cfg.jitter_p
-    b = _uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, g, device)
-    c = _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, g, device)
+    start, total = of_batch or (0, n)
+    part = slice(start, start + n)
+    apply = (torch.rand(total, generator=g, device=device) < cfg.jitter_p)[part]
+    b = _uniform(total, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, g, device)[part]
+    c = _uniform(total, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, g, device)[part]
     b = torch.where(apply, b, torch.ones_like(b)).view(n, 1, 1, 1)
     c = torch.where(apply, c, torch.ones_like(c)).view(n, 1, 1, 1)
     x = (x * b).clamp_(0, 1)
@@ -60,17 +66,23 @@ def normalise(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     return (x - cfg.mean) / cfg.std
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, *, colour: bool = True) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, *, colour: bool = True,
+            of_batch: tuple[int, int] | None = None) -> torch.Tensor:
     """Random resized crop + h-flip (+ brightness/contrast jitter when `colour`) + normalise.
 
     `x`: uint8 N x C x S x S on any device; `g`: a generator on that device. Returns float32.
+    `of_batch=(start, total)`: `x` is items start..start+N-1 of a batch of `total`; the random
+    draws are made for the whole batch and this slice takes its share, so every rank augmenting
+    its slice (with generators in the same state) gives what one call on the whole batch gives.
     """
     if x.dtype != torch.uint8 or x.dim() != 4:
         raise ValueError(f"augment wants a uint8 N x C x H x W batch, got {x.dtype} {tuple(x.shape)}")
+    n = x.shape[0]
+    start, total = of_batch or (0, n)
     xf = x.float().div_(255.0)
-    theta = crop_flip_theta(x.shape[0], cfg, g, x.device)
+    theta = crop_flip_theta(total, cfg, g, x.device)[start:start + n]
     grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
     xf = F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if colour and cfg.jitter_p > 0:
-        xf = jitter(xf, cfg, g)
+        xf = jitter(xf, cfg, g, (start, total))
     return normalise(xf, cfg)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -22,11 +24,13 @@ from ..release.read import Release, open_release
 from ..system import available_cores
 from ..contract.benchmark_card import benchmark_markdown
 from .checkpoint import load_backbone, save_weights
-from .config import BenchmarkConfig, get_config
+from .config import PUBLISHED, BenchmarkConfig, config_differences, get_config
 from .data import FRAME_COLUMNS, VideoSet, load_videoset
-from .finetune import FoldResult, finetune_folds
+from .distributed import World, gather_to_main, joined, rank_errors, threads_per_rank
+from .finetune import FoldResult, evaluated_videos, finetune_folds
 from .metrics import summarize
 from .pretrain import PretrainResult, label_mask, pretrain
+from .progress import StageProgress
 
 FORMAT = "us4-benchmark/1"
 Progress = Callable[[str], None]
@@ -139,24 +143,68 @@ def _jsonable(x):
     return x
 
 
+def check_out(out: Path) -> None:
+    """`--out` may be new, empty, or an earlier benchmark's folder (which the run replaces whole)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "benchmark.json").is_file())):
+        raise TrainError(f"--out {out}: exists and holds something other than an earlier benchmark "
+                         "(no benchmark.json); choose a new folder")
+
+
+def _commit(staging: Path, out: Path) -> None:
+    """Put the finished staging folder at `out` by renaming it; an earlier output is moved aside first."""
+    old = staging.with_name(staging.name.replace(".staging-", ".replaced-"))
+    if out.exists():
+        os.rename(out, old)
+    os.rename(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str | BenchmarkConfig, out: str | Path,
                   *, device: str | None = None, seed: int | None = None, label_fraction: float | None = None,
-                  imagenet: str | Path | None = None, progress: Progress | None = None) -> dict:
-    """Run the whole benchmark and write its files into `out`; returns the benchmark.json record."""
+                  imagenet: str | Path | None = None, progress: Progress | None = None) -> dict | None:
+    """Run the whole benchmark and write its files into `out`; returns the benchmark.json record.
+
+    The files appear at `out` at once: rank 0 writes them into a hidden staging folder beside
+    `out` and renames it into place last (replacing an earlier benchmark's folder there). A run
+    that fails, on any rank, removes the staging folder and leaves `out` as it was.
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) every rank calls this with the same
+    arguments: pretraining is data-parallel, the (initialisation, fold) fine-tuning tasks are
+    dealt round-robin to the ranks and their results gathered on rank 0, which alone writes
+    files and returns the record (the other ranks return None). `progress` gets rank 0's
+    pretraining lines and every rank's fine-tuning lines (prefixed with the rank).
+    """
     t_all = time.perf_counter()
     cfg = config if isinstance(config, BenchmarkConfig) else get_config(config, seed=seed, label_fraction=label_fraction)
-    dev = resolve_device(device)
+    out = Path(out)
+    check_out(out)  # every rank sees the same answer, before any of them joins the others
+    imagenet_backbone = load_backbone(imagenet) if imagenet else None  # fail early on a bad file
+    pre_rel, ev_rel = open_release(pretrain_path), open_release(eval_path)
+    with joined(resolve_device(device)) as (world, dev), rank_errors(world):
+        staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+        try:
+            if world.main:
+                staging.mkdir(parents=True)
+            record = _run(pre_rel, ev_rel, cfg, staging, imagenet_backbone, dev, world, progress, t_all)
+            if world.main:
+                _commit(staging, out)
+            return record
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, imagenet_backbone: dict | None,
+         dev: torch.device, world: World, progress: Progress | None, t_all: float) -> dict | None:
+    """The benchmark on this rank; rank 0 writes into `out` (the staging folder)."""
     if dev.type == "cpu":
-        torch.set_num_threads(available_cores())
+        torch.set_num_threads(threads_per_rank(available_cores(), world))
     else:  # seeds must make a run repeatable on the same device: no autotuned, nondeterministic kernels
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     say = progress or (lambda _msg: None)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    imagenet_backbone = load_backbone(imagenet) if imagenet else None  # fail early on a bad file
+    say_main = say if world.main else (lambda _msg: None)
+    say_rank = (lambda msg: say(f"rank {world.rank}: {msg}")) if world.size > 1 else say
 
-    pre_rel, ev_rel = open_release(pretrain_path), open_release(eval_path)
     same = pre_rel.root.resolve() == ev_rel.root.resolve()
     wall: dict[str, float] = {}
     t = time.perf_counter()
@@ -165,8 +213,11 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
     ev_vs.images = ev_vs.images.to(dev)
     pre_vs.images = pre_vs.images.to(dev)
     wall["decode"] = time.perf_counter() - t
-    say(f"decoded {len(pre_vs.images)} pretrain and {len(ev_vs.images)} evaluation frames at "
-        f"{cfg.input_size}px in {wall['decode']:.1f}s")
+    say_main(f"decoded {len(pre_vs.images)} pretrain and {len(ev_vs.images)} evaluation frames at "
+             f"{cfg.input_size}px in {wall['decode']:.1f}s"
+             + (f"; {world.size} ranks ({world.backend})" if world.size > 1 else ""))
+
+    evaluated_videos(ev_vs, cfg)  # a release that cannot be evaluated fails now, not after pretraining
 
     # --- pretraining: USCL and the no-SPG baseline, one trainer, same seed and labels
     train_v, val_v, holdout = pretrain_split(pre_vs, cfg.pretrain.holdout_fold)
@@ -180,71 +231,98 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
     labels[~label_mask(labels, cfg.pretrain.label_fraction, seeds["label_mask"])] = -1
     overlap = _overlap(pre_vs, ev_vs)
     labels[overlap] = -1  # their labels would reach the test folds through the supervised term
+    pc = cfg.pretrain
+    steps = -(-len(train_v) // pc.batch_size)
+    if pc.steps_per_epoch is not None:
+        steps = min(steps, pc.steps_per_epoch)
     variants: dict[str, dict] = {}
     backbones: dict[str, dict | None] = {}
     for key, spg in (("uscl", True), ("simclr_no_spg", False)):
+        say_main(f"stage: pretrain {key}, {pc.epochs} epochs of up to {steps} steps of {pc.batch_size} videos "
+                 f"({len(train_v)} training videos)")
         r = pretrain(pre_vs, train_v, val_v, labels, n_classes, cfg, spg=spg, device=dev, seed=cfg.seed,
-                     progress=say, name=key)
-        path = out / f"{key}.safetensors"
-        save_weights(r.model.state_dict(), path, metadata={
-            "format": "us4-uscl-model/1", "layout": "USCL ResNetSimCLR (features.*, l1, l2, fc)",
-            "variant": key, "pretrain_release": f"{pre_rel.name}@{pre_rel.version}", "config": cfg.name,
-            "best_epoch": str(r.best_epoch)})
-        variants[key] = _pretrain_record(r, path.name, sha256_file(path))
+                     progress=StageProgress(say_main, pc.epochs), name=key, world=world)
+        if world.main:
+            path = out / f"{key}.safetensors"
+            save_weights(r.model.state_dict(), path, metadata={
+                "format": "us4-uscl-model/1", "layout": "USCL ResNetSimCLR (features.*, l1, l2, fc)",
+                "variant": key, "pretrain_release": f"{pre_rel.name}@{pre_rel.version}", "config": cfg.name,
+                "best_epoch": str(r.best_epoch)})
+            variants[key] = _pretrain_record(r, path.name, sha256_file(path))
         wall[f"pretrain_{key}"] = r.wall_s
         backbones[key] = {k: v.detach().cpu() for k, v in r.model.features.state_dict().items()}
     backbones["random"] = None
     if imagenet_backbone is not None:
         backbones["imagenet"] = imagenet_backbone
 
-    # --- evaluation: every initialisation over the same folds, with the same seed
+    # --- evaluation: every initialisation over the same folds, with the same seed; the
+    # (initialisation, fold) tasks dealt round-robin to the ranks
+    n_folds = cfg.finetune.folds
+    mine = [(key, k) for key in backbones for k in range(n_folds)][world.rank::world.size]
+    say_main(f"stage: fine-tune {len(backbones)} initialisations x {n_folds} folds, {cfg.finetune.epochs} epochs each"
+             + (f", dealt to {world.size} ranks" if world.size > 1 else ""))
+    t = time.perf_counter()
+    stage = StageProgress(say_rank, cfg.finetune.epochs * len(mine))
+    done = {key: finetune_folds(ev_vs, backbone, cfg, device=dev, seed=seeds["finetune"], progress=stage, name=key,
+                                folds=[k for kk, k in mine if kk == key])
+            for key, backbone in backbones.items()}
+    gathered = gather_to_main(done, world)
+    wall["finetune"] = time.perf_counter() - t
+    if not world.main:
+        return None
     results = {}
-    for key, backbone in backbones.items():
-        t = time.perf_counter()
-        folds = finetune_folds(ev_vs, backbone, cfg, device=dev, seed=seeds["finetune"], progress=say, name=key)
-        wall[f"finetune_{key}"] = time.perf_counter() - t
+    for key in backbones:
+        folds = sorted((f for part in gathered for f in part[key]), key=lambda f: f.fold)
+        wall[f"finetune_{key}"] = sum(f.wall_s for f in folds)
         results[key] = _init_record(folds, cfg.finetune.classes, wall[f"finetune_{key}"], INITS[key])
         say(f"{key}: honest acc {results[key]['honest']['accuracy']:.3f}, "
             f"optimistic acc {results[key]['optimistic']['accuracy']:.3f}")
     fold_layout = folds  # fold membership is the same for every initialisation
     wall["total"] = time.perf_counter() - t_all
 
+    releases = {"pretrain": release_info(pre_rel), "eval": release_info(ev_rel)}
+    pretraining = {
+        "videos": {"train": len(train_v), "validation": len(val_v)},
+        "frames": {"train": pre_vs.frame_counts(train_v), "validation": pre_vs.frame_counts(val_v)},
+        "holdout": holdout,
+        "label_source": label_source,
+        "classifier_classes": n_classes,
+        "label_fraction": cfg.pretrain.label_fraction,
+        "labelled_videos": int((labels[train_v] >= 0).sum()),
+        "videos_in_eval_release": int(overlap[np.concatenate([train_v, val_v])].sum()),
+        "note": ("videos also in the evaluation release are pretrained on without their labels; their frames "
+                 "are still seen unlabelled, so test-fold images reach self-supervised pretraining")
+        if overlap.any() else "no pretrain video is in the evaluation release",
+        "variants": variants,
+    }
+    evaluation = {
+        "classes": list(cfg.finetune.classes),
+        "protocol": (f"per fold: train layer4's last BasicBlock + a new Linear(512, {len(cfg.finetune.classes)}) "
+                     "on the other folds (per epoch all training frames, or config finetune.steps_per_epoch "
+                     "batches of them), test on the held-out fold after every epoch; frozen trunk in eval mode "
+                     "with batch-norm statistics re-estimated on the fold's training frames (config "
+                     "finetune.bn_frames of them, shuffled; null: all)"),
+        "folds": [{"fold": f.fold, "test_videos": len(f.test_videos), "test_frames": f.n_test_frames,
+                   "train_videos": len(f.train_videos), "train_frames": f.n_train_frames} for f in fold_layout],
+        "std": "population standard deviation over folds",
+    }
     record = {
         "format": FORMAT,
         "code": {"us4": __version__, "train_code_sha256": _code_sha256()},
         "config": asdict(cfg),
         "device": {"type": dev.type, "bf16_autocast": cfg.bf16_autocast and dev.type == "cuda",
                    "channels_last": cfg.channels_last and dev.type == "cuda",
-                   "cudnn_deterministic": dev.type == "cuda"},
+                   "cudnn_deterministic": dev.type == "cuda",
+                   "world_size": world.size, "backend": world.backend,
+                   "sync_batchnorm": cfg.pretrain.sync_batchnorm and world.size > 1,
+                   "global_batch": cfg.pretrain.batch_size},
         "environment": _environment(dev),
         "seeds": seeds,
-        "releases": {"pretrain": release_info(pre_rel), "eval": release_info(ev_rel)},
-        "pretraining": {
-            "videos": {"train": len(train_v), "validation": len(val_v)},
-            "frames": {"train": pre_vs.frame_counts(train_v), "validation": pre_vs.frame_counts(val_v)},
-            "holdout": holdout,
-            "label_source": label_source,
-            "classifier_classes": n_classes,
-            "label_fraction": cfg.pretrain.label_fraction,
-            "labelled_videos": int((labels[train_v] >= 0).sum()),
-            "videos_in_eval_release": int(overlap[np.concatenate([train_v, val_v])].sum()),
-            "note": ("videos also in the evaluation release are pretrained on without their labels; their frames "
-                     "are still seen unlabelled, so test-fold images reach self-supervised pretraining")
-            if overlap.any() else "no pretrain video is in the evaluation release",
-            "variants": variants,
-        },
-        "evaluation": {
-            "classes": list(cfg.finetune.classes),
-            "protocol": (f"per fold: train layer4's last BasicBlock + a new Linear(512, {len(cfg.finetune.classes)}) "
-                         "on the other folds, test "
-                         "on the held-out fold after every epoch; frozen trunk in eval mode with batch-norm "
-                         "statistics re-estimated on the fold's training frames (config finetune.bn_frames of "
-                         "them, shuffled; null: all)"),
-            "folds": [{"fold": f.fold, "test_videos": len(f.test_videos), "test_frames": f.n_test_frames,
-                       "train_videos": len(f.train_videos), "train_frames": f.n_train_frames} for f in fold_layout],
-            "std": "population standard deviation over folds",
-        },
+        "releases": releases,
+        "pretraining": pretraining,
+        "evaluation": evaluation,
         "results": results,
+        "comparison": _comparison(cfg, results, releases, pretraining, ev_vs, fold_layout),
         "wall_s": wall,
     }
     record = _jsonable(record)
@@ -253,3 +331,29 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
     from .plots import write_plots
     write_plots(record, out)
     return record
+
+
+def _comparison(cfg: BenchmarkConfig, results: dict, releases: dict, pretraining: dict, ev_vs: VideoSet,
+                folds: list[FoldResult]) -> dict:
+    """This run's figures beside the published ones, and every way its setting differs from the paper's."""
+    setting = PUBLISHED["setting"]
+    published = [{**f, "this_run_optimistic": results[f["initialisation"]]["optimistic"]["accuracy"]
+                  if f["initialisation"] in results else None} for f in PUBLISHED["figures"]]
+    pre, ev = releases["pretrain"], releases["eval"]
+    n_videos = pretraining["videos"]["train"] + pretraining["videos"]["validation"]
+    n_frames = pretraining["frames"]["train"] + pretraining["frames"]["validation"]
+    differences = config_differences(cfg) + [
+        (f"pretraining corpus: {pre['name']} {pre['version']}, {n_videos} videos, {n_frames} frames, "
+         f"{pretraining['videos_in_eval_release']} of them also in the evaluation release "
+         f"(paper: {setting['pretraining_corpus']})"),
+        (f"evaluation: {ev['name']} {ev['version']}, {sum(f.n_test_frames for f in folds)} frames of "
+         f"{sum(len(f.test_videos) for f in folds)} videos, {len(folds)} video-level folds "
+         f"(paper: {setting['evaluation']})"),
+    ]
+    return {
+        "published": published,
+        "published_setting": setting,
+        "differences": differences,
+        "note": ("the optimistic figures follow the paper's protocol and are the ones to set beside the published "
+                 "figures; the honest ones have no published counterpart"),
+    }

@@ -1,6 +1,8 @@
 """The POCUS fine-tuning protocol over video-level folds, and its two readings.
 
-Per fold: train on the other folds, test on the held-out fold after every epoch.
+Per fold: train on the other folds (each epoch on all training frames, or on the first
+`finetune.steps_per_epoch` batches of that epoch's shuffle), test on the held-out fold after
+every epoch.
 Only the last BasicBlock of layer4 and a new Linear(512, classes) train (reference
 `eval_pretrained_model.py`); Adam, cosine annealing over the epochs.
 
@@ -17,7 +19,7 @@ runs per step.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,10 +182,12 @@ def finetune_fold(vs: VideoSet, videos: np.ndarray, labels: np.ndarray, fold: in
                         n_train_frames=len(train_rows), n_test_frames=len(test_rows))
     best_acc = -1.0
     n_cls = len(fc.classes)
+    per_epoch = None if fc.steps_per_epoch is None else fc.steps_per_epoch * fc.batch_size
     for epoch in range(n_epochs):
         block.train()
-        order = rng.permutation(len(train_rows))
-        loss_sum, steps = torch.zeros((), device=device), 0  # summed on the device: no sync per step
+        t_epoch = time.perf_counter()
+        order = rng.permutation(len(train_rows))[:per_epoch]
+        loss_sum, steps, frames = torch.zeros((), device=device), 0, 0  # summed on the device: no sync per step
         for start in range(0, len(order), fc.batch_size):
             pick = order[start:start + fc.batch_size]
             if len(pick) < 2:  # batch norm cannot train on a batch of one
@@ -201,6 +205,7 @@ def finetune_fold(vs: VideoSet, videos: np.ndarray, labels: np.ndarray, fold: in
             opt.step()
             loss_sum += loss.detach()
             steps += 1
+            frames += len(pick)
         sched.step()
         cm = confusion_matrix(y_test, test_predictions(), n_cls)
         acc = accuracy(cm)
@@ -210,19 +215,32 @@ def finetune_fold(vs: VideoSet, videos: np.ndarray, labels: np.ndarray, fold: in
             best_acc, result.best_epoch, result.optimistic_confusion = acc, epoch, cm
         result.honest_confusion = cm
         if progress:
+            seconds = time.perf_counter() - t_epoch
             progress(f"finetune {name} fold {fold} epoch {epoch + 1}/{n_epochs}: "
-                     f"loss {result.train_loss[-1]:.4f}, test acc {acc:.3f}")
+                     f"loss {result.train_loss[-1]:.4f}, test acc {acc:.3f}, "
+                     f"{frames / seconds if seconds > 0 else 0:.0f} images/s")
     result.wall_s = time.perf_counter() - t_start
     return result
 
 
-def finetune_folds(vs: VideoSet, backbone: dict | None, cfg: BenchmarkConfig, *, device: torch.device,
-                   seed: int, progress: Progress | None = None, name: str = "",
-                   epochs: int | None = None) -> list[FoldResult]:
-    """All folds of the protocol for one initialisation."""
+def evaluated_videos(vs: VideoSet, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(class index per video, the videos evaluated) of an evaluation release, checked: every
+    class present, every evaluated video in one fold, every fold present."""
     labels = class_labels(vs, cfg.finetune.classes)
     videos = np.flatnonzero(labels >= 0)
     check_folds(vs, videos, cfg.finetune.folds)
+    return labels, videos
+
+
+def finetune_folds(vs: VideoSet, backbone: dict | None, cfg: BenchmarkConfig, *, device: torch.device,
+                   seed: int, progress: Progress | None = None, name: str = "",
+                   epochs: int | None = None, folds: Sequence[int] | None = None) -> list[FoldResult]:
+    """The protocol's folds (all of them, or those of `folds`) for one initialisation.
+
+    Each fold is independent and seeded alike, so it is the same computation whichever
+    process runs it (data-parallel runs deal the folds out to the ranks).
+    """
+    labels, videos = evaluated_videos(vs, cfg)
     return [finetune_fold(vs, videos, labels, k, backbone, cfg, device=device, seed=seed, progress=progress,
                           name=name, epochs=epochs)
-            for k in range(cfg.finetune.folds)]
+            for k in (range(cfg.finetune.folds) if folds is None else folds)]

@@ -37,7 +37,7 @@ def write_plots(record: dict, out: str | Path) -> list[Path]:
     keys = list(results)
     n_folds = len(record["evaluation"]["folds"])
     width = 0.8 / max(len(keys), 1)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 3.6))
     for i, key in enumerate(keys):
         x = np.arange(n_folds) + (i - (len(keys) - 1) / 2) * width
         ax.bar(x, results[key]["honest"]["fold_accuracy"], width, label=f"{key} (honest)")
@@ -45,10 +45,11 @@ def write_plots(record: dict, out: str | Path) -> list[Path]:
                    label="optimistic (best epoch)" if i == 0 else None)
     ax.set_xticks(range(n_folds), [f"fold {k}" for k in range(n_folds)])
     ax.set(ylim=(0, 1), ylabel="test accuracy", title="POCUS accuracy per fold")
-    ax.legend(fontsize=7, loc="lower right")
+    # beside the axes, not over them: bars reach any height from 0 to 1
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     written.append(out / "fold_accuracy.png")
-    fig.savefig(written[-1], dpi=110)
+    fig.savefig(written[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.6))

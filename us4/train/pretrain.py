@@ -3,6 +3,12 @@
 Loss = NT-Xent(view1, view2) + ce_weight * (CE(view1) + CE(view2)) on labelled videos;
 Adam, cosine annealing stepped only after the warm-up epochs; the validation
 contrastive loss on held-out videos (unmixed views, fixed draws) picks the checkpoint.
+
+Data-parallel (`distributed.py`): the batch size is the global batch. Every rank draws the
+same epoch permutation and the same sample pairs from (seed, epoch), augments its slice with
+the global batch's random draws, and computes the loss of the gathered global batch; with
+synchronised batch norm a step on N ranks is the single-process step up to float rounding
+(which later steps amplify, as they do between one process's runs on 1 and 2 threads).
 """
 from __future__ import annotations
 
@@ -13,16 +19,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .augment import augment
 from .config import BenchmarkConfig
 from .data import VideoSet
+from .distributed import World, broadcast_float, broadcast_state, gather_batch, synchronise_batchnorm
 from .losses import nt_xent, semi_supervised_ce
 from .resnet import USCLModel
 from .runtime import adam, autocast
 from .spg import PairBatch, epoch_batches, make_views, sample_rows
 
 Progress = Callable[[str], None]
+Gather = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -37,26 +46,33 @@ class PretrainResult:
     images_per_s: float = 0.0
 
 
-def step_losses(model: USCLModel, v1: torch.Tensor, v2: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                cfg: BenchmarkConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step_losses(model: torch.nn.Module, v1: torch.Tensor, v2: torch.Tensor, labels: torch.Tensor,
+                mask: torch.Tensor, cfg: BenchmarkConfig, gather: Gather | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, contrastive, supervised) loss of one batch of view pairs.
 
     Each view goes through the model on its own, as in the reference, so batch norm
-    statistics never mix the two views of a video.
+    statistics never mix the two views of a video. With `gather` (data-parallel), `v1`, `v2`
+    are this rank's slice, `gather` turns its projections and logits into the global batch's,
+    and `labels`, `mask` are the global batch's: the loss is that of the global batch.
     """
     _, z1, c1 = model(v1)
     _, z2, c2 = model(v2)
+    if gather is not None:
+        z1, z2, c1, c2 = (gather(t) for t in (z1, z2, c1, c2))
     contrastive = nt_xent(z1, z2, cfg.pretrain.temperature)
     supervised = semi_supervised_ce(c1, labels, mask) + semi_supervised_ce(c2, labels, mask)
     return contrastive + cfg.pretrain.ce_weight * supervised, contrastive, supervised
 
 
-def train_step(model: USCLModel, opt: torch.optim.Optimizer, v1: torch.Tensor, v2: torch.Tensor,
-               labels: torch.Tensor, cfg: BenchmarkConfig, device: torch.device) -> torch.Tensor:
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, v1: torch.Tensor, v2: torch.Tensor,
+               labels: torch.Tensor, cfg: BenchmarkConfig, device: torch.device,
+               gather: Gather | None = None) -> torch.Tensor:
     """One optimisation step on a batch of view pairs; returns the detached losses
-    (total, contrastive, supervised) stacked in one tensor, so summing them needs no host sync."""
+    (total, contrastive, supervised) stacked in one tensor, so summing them needs no host sync.
+    `gather` as in `step_losses`."""
     with autocast(device, cfg.bf16_autocast):
-        loss, con, sup = step_losses(model, v1, v2, labels, labels >= 0, cfg)
+        loss, con, sup = step_losses(model, v1, v2, labels, labels >= 0, cfg, gather)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -106,12 +122,14 @@ def label_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, labels: np.ndarray,
              num_classes: int, cfg: BenchmarkConfig, *, spg: bool, device: torch.device, seed: int,
              progress: Progress | None = None, name: str = "uscl",
-             epochs: int | None = None) -> PretrainResult:
+             epochs: int | None = None, world: World = World()) -> PretrainResult:
     """Pretrain a USCLModel on `train_videos` of `vs`; `labels` per video, -1 = unlabelled.
 
     `spg=False` is the baseline: two augmentations of one frame per video, nothing mixed;
     everything else (loss, labels, schedule, selection) is identical. `epochs` overrides
-    the config (tests).
+    the config (tests). With `world` of several ranks (each process of a torchrun run calls
+    this with the same arguments), training is data-parallel; rank 0 computes the validation
+    loss, and every rank returns rank 0's selected model.
     """
     pc = cfg.pretrain
     n_epochs = pc.epochs if epochs is None else epochs
@@ -119,51 +137,73 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
     model = USCLModel(num_classes).to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.use_channels_last()
+    net: torch.nn.Module = model
+    if world.size > 1:
+        if pc.sync_batchnorm:
+            synchronise_batchnorm(model, device)
+        # buffers (batch-norm running statistics) follow rank 0's at each forward: with local batch
+        # norm they would drift apart; with synchronised batch norm they are equal anyway
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     images = vs.images.to(device)
     labels_t = torch.as_tensor(labels, dtype=torch.int64, device=device)
-    rng = np.random.default_rng(seed + 1)
-    g = torch.Generator(device=device).manual_seed(seed + 2)
+    g = torch.Generator(device=device).manual_seed(seed + 2)  # the same on every rank: global draws
     opt = adam(model.parameters(), pc.lr, pc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs, eta_min=0)
-    aug_fn = lambda x: augment(x, cfg.augment, g)
 
     result = PretrainResult(model=model, spg=spg)
     best_state, best = None, float("inf")
     seen, train_time = 0, 0.0
     start = time.perf_counter()
     for epoch in range(n_epochs):
-        model.train()
+        net.train()
         t0 = time.perf_counter()
-        sums, steps = torch.zeros(3, device=device), 0  # summed on the device: no sync per step
-        for videos in epoch_batches(train_videos, pc.batch_size, rng):
+        sums, steps, epoch_seen = torch.zeros(3, device=device), 0, 0  # summed on the device: no sync per step
+        rng = np.random.default_rng([seed + 1, epoch])  # the epoch's permutation and pairs, the same on every rank
+        for videos in epoch_batches(train_videos, pc.batch_size, rng, max_steps=pc.steps_per_epoch,
+                                    min_size=max(2, world.size)):
             batch: PairBatch = sample_rows(vs.members, videos, rng, spg=spg, alpha=pc.mix_alpha)
-            v1, v2 = make_views(images, batch, aug_fn)
-            sums += train_step(model, opt, v1, v2, labels_t[torch.as_tensor(batch.videos, device=device)], cfg, device)
+            lo, hi = world.part(len(videos))
+            counts = world.counts(len(videos))
+            v1, v2 = make_views(images, batch.part(lo, hi),
+                                lambda x: augment(x, cfg.augment, g, of_batch=(3 * lo, 3 * len(videos))))
+            sums += train_step(net, opt, v1, v2, labels_t[torch.as_tensor(batch.videos, device=device)], cfg,
+                               device, gather=lambda t: gather_batch(t, world, counts))
             steps += 1
-            seen += 2 * len(videos)
+            epoch_seen += 2 * len(videos)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        train_time += time.perf_counter() - t0
-        val = validation_loss(model, images, vs.members, val_videos, cfg, spg=spg, seed=seed + 3, device=device)
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        seen += epoch_seen
+        val = validation_loss(model, images, vs.members, val_videos, cfg, spg=spg, seed=seed + 3,
+                              device=device) if world.main else None
+        val = broadcast_float(val, world, device)
         lr = opt.param_groups[0]["lr"]
         if epoch >= pc.warmup_epochs:  # the reference keeps lr constant for the first epochs
             sched.step()
         mean = (sums / max(steps, 1)).tolist()
+        rate = epoch_seen / epoch_time if epoch_time > 0 else 0.0
         result.history.append({"epoch": epoch, "loss": mean[0], "contrastive": mean[1], "supervised": mean[2],
-                               "val_loss": val, "lr": lr, "steps": steps})
+                               "val_loss": val, "lr": lr, "steps": steps, "images_per_s": rate})
         if val is not None and val < best:
             best = val
             best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.best_val_loss = epoch, val
         if progress:
             progress(f"pretrain {name} epoch {epoch + 1}/{n_epochs}: loss {mean[0]:.4f} "
-                     f"(nt-xent {mean[1]:.4f}, ce {mean[2]:.4f}), val {'-' if val is None else f'{val:.4f}'}")
+                     f"(nt-xent {mean[1]:.4f}, ce {mean[2]:.4f}), val {'-' if val is None else f'{val:.4f}'}, "
+                     f"{rate:.0f} images/s")
     if best_state is not None:
         model.load_state_dict(best_state)
         result.selection = "lowest validation contrastive loss"
     else:
         result.best_epoch = n_epochs - 1
         result.selection = "final epoch (fewer than 2 validation videos)"
+    if world.size > 1:
+        broadcast_state(model, world)  # every rank holds exactly rank 0's checkpoint
+        plain = USCLModel(num_classes).to(device)  # plain batch norm, as the single-process model
+        plain.load_state_dict(model.state_dict())
+        result.model = plain
     result.wall_s = time.perf_counter() - start
     result.images_per_s = seen / train_time if train_time > 0 else 0.0
     return result

@@ -26,6 +26,10 @@ class PairBatch:
     rows: np.ndarray  # int64 B x 3: frame rows (a, b = anchor, c)
     lam: np.ndarray  # float32 B, in [0, 1]
 
+    def part(self, start: int, stop: int) -> PairBatch:
+        """Items start..stop-1: one rank's slice of a global batch."""
+        return PairBatch(self.videos[start:stop], self.rows[start:stop], self.lam[start:stop])
+
 
 def sample_rows(members: Sequence[np.ndarray], videos: np.ndarray, rng: np.random.Generator,
                 *, spg: bool = True, alpha: float = 0.5) -> PairBatch:
@@ -68,10 +72,16 @@ def make_views(images: torch.Tensor, batch: PairBatch, augment_fn: Callable[[tor
     return mix_views(aug[:, 0], aug[:, 1], aug[:, 2], lam)
 
 
-def epoch_batches(videos: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Shuffled batches of video indices. A final batch of one is dropped: it has no negatives."""
+def epoch_batches(videos: np.ndarray, batch_size: int, rng: np.random.Generator, *,
+                  max_steps: int | None = None, min_size: int = 2) -> Iterator[np.ndarray]:
+    """Shuffled batches of video indices, at most `max_steps` of them.
+
+    A final batch smaller than `min_size` is dropped: a batch of one has no negatives, and
+    with N ranks each rank needs one video of it (min_size = max(2, N)).
+    """
     order = rng.permutation(np.asarray(videos, dtype=np.int64))
-    for start in range(0, len(order), batch_size):
+    for step, start in enumerate(range(0, len(order), batch_size)):
         chunk = order[start:start + batch_size]
-        if len(chunk) >= 2:
-            yield chunk
+        if (max_steps is not None and step >= max_steps) or len(chunk) < min_size:
+            return
+        yield chunk
