@@ -71,4 +71,12 @@ def benchmark_markdown(record: dict) -> str:
          f"us4 {record['code']['us4']}, seed {record['seeds']['base']}."),
         "",
     ]
+    if "split_rule" in rel["eval"]:  # records written before these fields existed render without them
+        lines[-1:-1] = ["", f"Evaluation folds: {rel['eval']['split_rule']}. Both releases were verified against their "
+                            f"locks before the first step ({rel['pretrain']['verified']['files']} and "
+                            f"{rel['eval']['verified']['files']} files)."]
+    for side in ("pretrain", "eval"):
+        if rel[side].get("phantom"):
+            lines[-1:-1] = ["", f"The {side} release is a PHANTOM (synthetic clips): these figures say nothing about "
+                                "real data."]
     return "\n".join(lines)

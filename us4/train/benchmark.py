@@ -19,7 +19,9 @@ import torch
 from .. import __version__
 from ..errors import TrainError
 from ..hashing import sha256_file
+from ..contract.card import split_rule_text
 from ..release.read import Release, open_release
+from ..release.verify import Verification, verify_release
 
 from ..system import available_cores
 from ..contract.benchmark_card import benchmark_markdown
@@ -53,9 +55,23 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def release_info(rel: Release) -> dict:
-    return {"name": rel.name, "version": rel.version,
-            "lock_sha256": rel.lock.sha256}  # the same name publish and verify use
+def release_info(rel: Release, verified: Verification) -> dict:
+    """What a benchmark record says of a release it used: identity, split rule, and the
+    verification it passed before the first training step."""
+    return {"name": rel.name, "version": rel.version, "phantom": rel.lock.phantom,
+            "lock_sha256": rel.lock.sha256,  # the same name publish and verify use
+            "split_rule": split_rule_text(rel.lock.recipe["splits"]),
+            "verified": {"files": verified.checked, "problems": len(verified.problems), "notes": verified.notes}}
+
+
+def verified_release(path: str | Path) -> tuple[Release, Verification]:
+    """A release and its verification against its lock; TrainError naming the first problem."""
+    rel = open_release(path)
+    result = verify_release(rel)
+    if result.problems:
+        raise TrainError(f"{rel.root}: {len(result.problems)} file(s) differ from release.json, so it is not "
+                         f"benchmarked; first: {result.problems[0]}")
+    return rel, result
 
 
 def load_release_videoset(rel: Release, size: int) -> VideoSet:
@@ -179,13 +195,14 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
     out = Path(out)
     check_out(out)  # every rank sees the same answer, before any of them joins the others
     imagenet_backbone = load_backbone(imagenet) if imagenet else None  # fail early on a bad file
-    pre_rel, ev_rel = open_release(pretrain_path), open_release(eval_path)
+    (pre_rel, pre_ok), (ev_rel, ev_ok) = verified_release(pretrain_path), verified_release(eval_path)
     with joined(resolve_device(device)) as (world, dev), rank_errors(world):
         staging = out.parent / f".{out.name}.staging-{os.getpid()}"
         try:
             if world.main:
                 staging.mkdir(parents=True)
-            record = _run(pre_rel, ev_rel, cfg, staging, imagenet_backbone, dev, world, progress, t_all)
+            record = _run(pre_rel, ev_rel, cfg, staging, imagenet_backbone, dev, world, progress, t_all,
+                          (pre_ok, ev_ok))
             if world.main:
                 _commit(staging, out)
             return record
@@ -194,7 +211,8 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
 
 
 def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, imagenet_backbone: dict | None,
-         dev: torch.device, world: World, progress: Progress | None, t_all: float) -> dict | None:
+         dev: torch.device, world: World, progress: Progress | None, t_all: float,
+         verified: tuple[Verification, Verification]) -> dict | None:
     """The benchmark on this rank; rank 0 writes into `out` (the staging folder)."""
     if dev.type == "cpu":
         torch.set_num_threads(threads_per_rank(available_cores(), world))
@@ -280,7 +298,7 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
     fold_layout = folds  # fold membership is the same for every initialisation
     wall["total"] = time.perf_counter() - t_all
 
-    releases = {"pretrain": release_info(pre_rel), "eval": release_info(ev_rel)}
+    releases = {"pretrain": release_info(pre_rel, verified[0]), "eval": release_info(ev_rel, verified[1])}
     pretraining = {
         "videos": {"train": len(train_v), "validation": len(val_v)},
         "frames": {"train": pre_vs.frame_counts(train_v), "validation": pre_vs.frame_counts(val_v)},
