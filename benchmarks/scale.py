@@ -11,9 +11,15 @@ Training (issue 10 part 2, issue 8 defect 6):
   clip again under a new name, with its own bytes, and its sheet row): the smoke config bounds
   its steps per epoch, so the second should cost little more than the first.
 
-Build (issue 10 part 1): the Dask figures (`--scheduler` against the local pool, the driver's
-peak memory at 1x and 4x the corpus) belong in the section marked below; `repeat_corpus` makes
-the bigger corpora.
+Build (issue 10 part 1), on a real cluster started here (`dask scheduler` and two `dask worker`
+processes of one thread each, on 127.0.0.1):
+- `us4 build --scheduler` wall time against the local pool with the same number of processes
+  (2), the same recipe and clips, interleaved runs (target: ratio 1.15 or lower);
+- the driver's peak resident memory (the `us4 build` process alone: with a scheduler, the work
+  runs in the workers) at 1x and 4x the sample (`repeat_corpus`), and the local pool's (the
+  driver and its forked workers) beside it (target: ratio under 1.2);
+- per-clip costs for docs/scaling.md: ingest CPU seconds per clip and per frame kept.
+Needs the `bench` extra (psutil).
 """
 from __future__ import annotations
 
@@ -76,6 +82,92 @@ def _us4(*args: str) -> float:
 
 
 # --- build on Dask (issue 10 part 1): --scheduler against the local pool, driver memory 1x/4x ----
+
+def _measured(args: list[str], children: bool) -> tuple[float, int]:
+    """Wall seconds and peak RSS of `us4 ARGS` (with its children when `children`), sampled every 20 ms."""
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "us4.cli", *args], cwd=REPO, env=PYTHON_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    me, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            rss = me.memory_info().rss
+            if children:
+                rss += sum(c.memory_info().rss for c in me.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        sys.exit(f"us4 {' '.join(args)} failed:\n{proc.stderr.read().decode()[-3000:]}")
+    return time.perf_counter() - start, peak
+
+
+class _Cluster:
+    """`dask scheduler` and `workers` `dask worker` processes (one thread each) on 127.0.0.1."""
+
+    def __init__(self, workers: int):
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        port = self.address.rsplit(":", 1)[1]
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True,
+                 "env": PYTHON_ENV}
+        self.procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", port,
+                                        "--no-dashboard"], **quiet)]
+        self.procs += [subprocess.Popen(["dask", "worker", self.address, "--nworkers", "1", "--nthreads", "1",
+                                         "--no-dashboard"], **quiet) for _ in range(workers)]
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(workers, timeout=60)
+
+    def close(self) -> None:
+        import signal
+
+        for proc in self.procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            proc.wait(timeout=30)
+
+
+def build_figures(data: Path, work: Path, repeats: int) -> None:
+    import numpy as np
+
+    raws = {1: data, 4: repeat_corpus(data, work / "raw-4x", 4)}
+    cluster = _Cluster(2)
+    try:
+        walls: dict[str, list[float]] = {"local": [], "dask": []}
+        peaks: dict[tuple[str, int], int] = {}
+        for r in range(repeats):  # interleaved, so that other load on the machine hits both alike
+            for mode, extra in (("local", ["--workers", "2"]), ("dask", ["--scheduler", cluster.address])):
+                for k, raw in raws.items():
+                    if k > 1 and r:
+                        continue  # the 4x corpus once per mode: its memory, not its time, is measured
+                    out = work / f"build-{mode}-{k}x"
+                    shutil.rmtree(out, ignore_errors=True)
+                    shutil.rmtree(f"{out}.local", ignore_errors=True)
+                    wall, peak = _measured(["build", "pocus", "--raw", f"pocus={raw}", "--out", str(out), "--quiet",
+                                            *extra], children=mode == "local")
+                    peaks[(mode, k)] = max(peaks.get((mode, k), 0), peak)
+                    if k == 1:
+                        walls[mode].append(wall)
+        local, dask = (float(np.median(walls[m])) for m in ("local", "dask"))
+        lock = json.loads((work / "build-local-1x" / "release.json").read_text())
+        print(f"build of the POCUS sample ({lock['counts']['videos']} clips, {lock['counts']['frames']} frames), "
+              f"median of {repeats}: local pool of 2 processes {local:.2f} s, Dask scheduler with 2 workers "
+              f"{dask:.2f} s (runs: {' '.join(f'{w:.2f}' for w in walls['local'])} | "
+              f"{' '.join(f'{w:.2f}' for w in walls['dask'])})", flush=True)
+        print(f"ratio --scheduler / local pool: {dask / local:.2f} (target <= 1.15)")
+        mib = {k: v / 2**20 for k, v in peaks.items()}
+        print(f"driver peak memory with --scheduler: 1x {mib[('dask', 1)]:.0f} MiB, 4x {mib[('dask', 4)]:.0f} MiB: "
+              f"ratio {mib[('dask', 4)] / mib[('dask', 1)]:.2f} (target < 1.2); local pool, driver and workers: "
+              f"1x {mib[('local', 1)]:.0f} MiB, 4x {mib[('local', 4)]:.0f} MiB")
+        print(f"per clip: {2 * local / lock['counts']['videos']:.3f} CPU-s a clip, "
+              f"{2 * local / lock['counts']['frames'] * 1000:.1f} CPU-ms a kept frame (2 processes x wall / count, "
+              "the whole build included)")
+    finally:
+        cluster.close()
 
 
 # --- training: data-parallel pretraining throughput -------------------------------------------
@@ -155,6 +247,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--skip-smoke", action="store_true", help="skip the smoke benchmark wall times (minutes)")
     ap.add_argument("--skip-ddp", action="store_true", help="skip data-parallel pretraining throughput")
+    ap.add_argument("--skip-build", action="store_true", help="skip the Dask build figures")
     ap.add_argument("--batch", type=int, default=32, help="global batch (videos per step) for the throughput")
     ap.add_argument("--epochs", type=int, default=6, help="pretraining epochs for the throughput (the first is warm-up)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each rank count (medians)")
@@ -165,6 +258,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"{available_cores()} cores; POCUS data {args.pocus}; scratch {work}", flush=True)
 
+    if not args.skip_build:
+        build_figures(args.pocus, work, args.repeats + 1)
     if not args.skip_ddp:
         rel = work / "pocus-1x"
         if not (rel / "release.json").is_file():
