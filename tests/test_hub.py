@@ -107,7 +107,7 @@ class CliServer:
 
 
 def _build_v2(raw: Path, out: Path, tmp: Path) -> Path:
-    """Version 1.1.0 of the phantom POCUS release (`raw` is its data/ folder): one clip gone,
+    """Version 2.0.0 of the phantom POCUS release (`raw` is its data/ folder): one clip gone,
     one relabelled in the metadata sheet (the sheet wins over the file name), another seed,
     fewer frames a clip."""
     data = tmp / "raw_v2" / "data"
@@ -124,7 +124,7 @@ def _build_v2(raw: Path, out: Path, tmp: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     recipe = yaml.safe_load((PIPELINES / "pocus.yaml").read_text())
-    recipe.update(version="1.1.0", seed=recipe["seed"] + 1)
+    recipe.update(version="2.0.0", seed=recipe["seed"] + 1)
     recipe["sources"]["pocus"]["sampling"]["max_frames"] = 4
     (tmp / "pocus_v2.yaml").write_text(yaml.safe_dump(recipe))
     build_release(tmp / "pocus_v2.yaml", {"pocus": data}, out, workers=2, progress=False)
