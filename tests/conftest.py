@@ -23,10 +23,14 @@ def wait_for_cached_clips(out: Path, n: int, timeout: float = 120) -> int:
     import time
 
     clips = out / ".us4-work" / "clips"
+
+    def finished() -> int:  # a clip is finished once its index (written after its pixels) exists
+        return sum(1 for p in clips.glob("*.arrow") if not p.name.endswith(".pixels.arrow"))
+
     deadline = time.time() + timeout
-    while time.time() < deadline and len(list(clips.glob("*.arrow"))) < n:
+    while time.time() < deadline and finished() < n:
         time.sleep(0.05)
-    return len(list(clips.glob("*.arrow")))
+    return finished()
 
 
 def pocus_sample_or_skip() -> Path:

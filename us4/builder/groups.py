@@ -3,6 +3,8 @@ test: close hashes confirmed on thumbnails), and those sharing a value of the re
 grouping column. Read from the clip cache (hashes and thumbnails, never frame bytes)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..media import THUMB
@@ -14,26 +16,31 @@ from .plan import ClipJob
 def near_duplicate_links(jobs: list[ClipJob], cache: ClipCache) -> list[tuple[str, str]]:
     """Pairs of video ids (sorted, unique) with at least one near-duplicate frame between them.
 
-    Hashes of every frame are compared; thumbnails are read only for candidate pairs."""
+    Hashes of every frame are compared; thumbnails are read only for candidate pairs, a few
+    clips' at a time (memory stays flat however many frames are candidates)."""
     hashes, codes, rows = [], [], []
     for code, job in enumerate(jobs):
-        table, _ = cache.read_result(job.key, ["phash"])
+        table, _ = cache.read_index(job.key)
         hashes.append(table.column("phash").to_numpy())
         codes.append(np.full(table.num_rows, code))
         rows.append(np.arange(table.num_rows))
     if not hashes:
         return []
     code_of, row_of = np.concatenate(codes), np.concatenate(rows)
-    candidates = close_pairs(np.concatenate(hashes), code_of)
-    thumbs: dict[int, np.ndarray] = {}  # clip code -> its thumbnails, for clips in a candidate pair
-    for code in sorted({int(code_of[k]) for _, i, j in candidates for k in (i, j)}):
-        table, _ = cache.read_result(jobs[code].key, ["thumb"])
-        thumbs[code] = np.frombuffer(b"".join(table.column("thumb").to_pylist()), np.uint8).reshape(-1, THUMB, THUMB)
-    links = set()
-    for _, i, j in candidates:
+
+    @lru_cache(maxsize=16)
+    def thumbs(code: int) -> np.ndarray:
+        """A clip's thumbnails as one array over the memory-mapped cache file (no copy)."""
+        column = cache.read_pixels(jobs[code].key, "thumb")
+        values = np.frombuffer(column.buffers()[2], np.uint8)
+        start = column.offset * THUMB * THUMB
+        return values[start:start + len(column) * THUMB * THUMB].reshape(-1, THUMB, THUMB)
+
+    links: set[tuple[str, str]] = set()
+    for _, i, j in close_pairs(np.concatenate(hashes), code_of):
         a, b = int(code_of[i]), int(code_of[j])
         pair = tuple(sorted((jobs[a].video_id, jobs[b].video_id)))
-        if pair not in links and thumb_difference(thumbs[a][row_of[i]], thumbs[b][row_of[j]]) <= MAX_DIFFERENCE:
+        if pair not in links and thumb_difference(thumbs(a)[row_of[i]], thumbs(b)[row_of[j]]) <= MAX_DIFFERENCE:
             links.add(pair)
     return sorted(links)
 

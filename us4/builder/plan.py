@@ -25,7 +25,7 @@ from ..registry import ClassDef, Source
 from .environment import byte_libraries
 
 # Bump when ingest changes what it makes of the same clip and parameters: invalidates caches.
-INGEST_VERSION = 2
+INGEST_VERSION = 3
 #: a file that us4's phantom generator leaves in every folder it fills
 PHANTOM_MARKER = ".us4-phantom"
 _HASH_ID_CHARS = 20  # 80 bits of the content sha256 name a clip of an `ids: hash` source

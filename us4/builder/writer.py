@@ -112,7 +112,7 @@ def write_shard(task: ShardTask, cache_root: str, out: str) -> ShardResult:
     else:
         video_rows = []
         for slot in task.slots:
-            table, facts = cache.read_result(slot.job.key, ["frame_index"])
+            table, facts = cache.read_index(slot.job.key)
             video_rows.append(_video_row(slot, facts, table.column("frame_index").to_pylist()))
         pq.write_table(pa.Table.from_pylist(video_rows, schema=VIDEOS_SCHEMA), path, row_group_size=ROW_GROUP_ROWS,
                        **_parquet_options(VIDEOS_SCHEMA))

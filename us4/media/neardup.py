@@ -5,28 +5,31 @@ Shared by the build (clips joined into groups by the split rule) and by `us4 aud
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 __all__ = ["MAX_DIFFERENCE", "MAX_DISTANCE", "close_pairs", "thumb_difference"]
 
 MAX_DISTANCE = 6  # bits of 64 by which two frames' hashes may differ to be a candidate pair
 MAX_DIFFERENCE = 4.0  # mean absolute grey-level difference of thumbnails that confirms a pair
-_CHUNK = 2048  # rows of the pairwise distance matrix computed at once (bounded memory)
+_CHUNK = 1024  # side of the block of the pairwise distance matrix computed at once: memory stays flat
 
 
-def close_pairs(hashes: np.ndarray, codes: np.ndarray, max_distance: int = MAX_DISTANCE) -> list[tuple[int, int, int]]:
+def close_pairs(hashes: np.ndarray, codes: np.ndarray, max_distance: int = MAX_DISTANCE) -> Iterator[tuple[int, int, int]]:
     """(distance, i, j) with i < j for every pair whose hashes lie within `max_distance`
-    bits and whose `codes` differ (other clips, or other splits), in row order."""
+    bits and whose `codes` differ (other clips, or other splits), block by block of the
+    distance matrix, so memory stays flat however many pairs there are."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     codes = np.asarray(codes)
-    out = []
-    for start in range(0, len(hashes), _CHUNK):
-        dist = np.bitwise_count(hashes[start:start + _CHUNK, None] ^ hashes[None, :])
-        close = (dist <= max_distance) & (codes[start:start + _CHUNK, None] != codes[None, :])
-        for i, j in zip(*np.nonzero(close)):
-            if start + i < j:  # each unordered pair once
-                out.append((int(dist[i, j]), int(start + i), int(j)))
-    return out
+    n = len(hashes)
+    for a in range(0, n, _CHUNK):  # blocks on and above the diagonal: each unordered pair once
+        for b in range(a, n, _CHUNK):
+            dist = np.bitwise_count(hashes[a:a + _CHUNK, None] ^ hashes[None, b:b + _CHUNK])
+            close = (dist <= max_distance) & (codes[a:a + _CHUNK, None] != codes[None, b:b + _CHUNK])
+            for i, j in zip(*np.nonzero(close)):
+                if a + i < b + j:
+                    yield int(dist[i, j]), int(a + i), int(b + j)
 
 
 def thumb_difference(a: np.ndarray, b: np.ndarray) -> float:

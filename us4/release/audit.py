@@ -57,7 +57,7 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
         splits = set(seen.get(video_id, [])) | set(declared.get(video_id, []))
         if len(splits) > 1:
             result.leaks.append(f"{video_id}: in splits {sorted(splits)}")
-    pairs = close_pairs(frames["phash"].to_numpy(dtype=np.uint64), frames["split"].factorize()[0], max_distance)
+    pairs = list(close_pairs(frames["phash"].to_numpy(dtype=np.uint64), frames["split"].factorize()[0], max_distance))
     result.candidates = len(pairs)
     ids = frames["frame_id"].to_numpy()
     thumbs = _thumbnails(release, {int(ids[i]) for p in pairs for i in p[1:]})
