@@ -36,7 +36,8 @@ def wait_for_cached_clips(out: Path, n: int, timeout: float = 120) -> int:
 def pocus_sample_or_skip() -> Path:
     data = POCUS_SAMPLE / "data"
     if not (data / "pocus_videos").is_dir():
-        pytest.skip(f"real POCUS sample not present at {POCUS_SAMPLE} (CI has it); skipping real-data test")
+        pytest.skip(f"real POCUS sample not present: put a folder holding data/pocus_videos/{{convex,linear}} and "
+                    f"data/dataset_metadata.csv at {POCUS_SAMPLE} (CI has it) to run this real-data test")
     return data
 
 

@@ -686,3 +686,16 @@ def test_concurrent_build_lock_is_released_by_a_killed_build(tmp_path):
 def test_raw_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(RawFolderError, match="no such folder"):
         build_release(tiny_recipe(tmp_path), {"butterfly": tmp_path / "nope"}, tmp_path / "o", progress=False)
+
+
+def test_a_missing_metadata_sheet_is_a_recorded_warning(phantom_pocus_raw, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_pocus_raw, data)
+    (data / "dataset_metadata.csv").unlink()
+    out = tmp_path / "rel"
+    result = CliRunner().invoke(main, ["build", "pocus", "--raw", f"pocus={data}", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    warnings = [w for w in open_release(out).lock.warnings if w.kind == WarningKind.SHEET_MISSING]
+    assert len(warnings) == 1 and "labels come from file names alone" in warnings[0].message
+    assert "warning: pocus: sheet_missing" in result.output
+    assert "sheet_missing" in (out / "README.md").read_text()

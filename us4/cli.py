@@ -336,8 +336,9 @@ def audit(release: Path, max_distance: int, max_difference: float, limit: int, t
     result = audit_release(rel, max_distance, max_difference)
     for leak in result.leaks:
         click.echo(f"leak: {leak}")
-    click.echo(f"{plural(result.videos, 'video')}, {plural(result.frames, 'frame')}: "
-               f"{'every clip is in exactly one split' if not result.leaks else f'{len(result.leaks)} clips in more than one split'}")
+    split_state = ("every clip is in exactly one split" if not result.leaks
+                   else f"{plural(len(result.leaks), 'clip')} in more than one split")
+    click.echo(f"{plural(result.videos, 'video')}, {plural(result.frames, 'frame')}: {split_state}")
     click.echo(f"{plural(len(result.near_duplicates), 'near-duplicate frame pair')} across splits "
                f"(hash distance <= {max_distance} bits, confirmed on pixels: mean difference <= "
                f"{max_difference}; {plural(result.candidates, 'candidate pair')} checked)")

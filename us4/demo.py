@@ -19,6 +19,7 @@ from .recipe import find_recipe
 from .release.audit import audit_release
 from .release.read import open_release
 from .release.verify import verify_release
+from .words import plural
 
 
 def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, device: str | None = None,
@@ -53,7 +54,7 @@ def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, de
     with serve_mirror(mirror_root) as endpoint:
         echo(f"      mirror serving at {endpoint}")
         got = download_release(repo_id, published.tag, fetched, endpoint=endpoint, quiet=not progress)
-    echo(f"      downloaded {repo_id}@{published.tag} ({got.files} files, {got.bytes / 2**20:.1f} MiB), "
+    echo(f"      downloaded {repo_id}@{published.tag} ({plural(got.files, 'file')}, {got.bytes / 2**20:.1f} MiB), "
          f"verified against its lock; server stopped")
     products = {"release": release_dir, "mirror": mirror_root, "download": fetched}
     if not benchmark:

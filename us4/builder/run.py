@@ -30,6 +30,7 @@ from .plan import ClipJob, Plan, checks_text, make_plan
 from .previous import read_previous
 from .splits import assign_splits
 from .writer import ShardResult, plan_shards, write_shard
+from ..words import plural
 
 WORK_DIR = ".us4-work"
 #: files of this machine only (where each hashed id came from, the text read), in a folder
@@ -190,7 +191,7 @@ def _check_inputs(recipe: Recipe, plan: Plan, raw: dict, allow_empty: tuple[str,
     and the text detector wherever the recipe relies on it."""
     if not plan.jobs and not plan.failures:
         raise RawFolderError(f"no clips found in {', '.join(f'--raw {k}={v}' for k, v in sorted(raw.items()))}"
-                             + (f" ({len(plan.excluded)} files excluded by the recipe)" if plan.excluded else ""))
+                             + (f" ({plural(len(plan.excluded), 'file')} excluded by the recipe)" if plan.excluded else ""))
     for name in sorted(recipe.sources):
         if plan.sources_found.get(name, 0) == 0 and name not in allow_empty:
             raise RawFolderError(f"--raw {name}={raw[name]}: no {recipe.sources[name].input} clips of source {name} "
@@ -236,7 +237,7 @@ def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWar
                                             "is kept (right for a clip already cropped to its image)"))
         if f["text"]["action"] == "warned":
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.TEXT_FOUND,
-                                    message=f"burned-in text found ({len(f['text']['boxes'])} boxes), "
+                                    message=f"burned-in text found ({plural(len(f['text']['boxes']), 'box', 'boxes')}), "
                                             "left in the pixels (text: warn)"))
     return out
 

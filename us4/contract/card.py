@@ -257,7 +257,7 @@ def _crop_text(crop: dict[str, Any]) -> str:
                     "detected per clip", "none": "full frame"}.get(
         crop["mode"], f"fixed box {crop.get('box')} (x, y, w, h)")
     if crop.get("clips"):
-        text += f"; {len(crop['clips'])} clips with their own box"
+        text += f"; {plural(len(crop['clips']), 'clip')} with a box of its own"
     return text
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..errors import HubError
+from ..words import plural
 
 DEFAULT_HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
@@ -179,7 +180,7 @@ def run_mirror(root: str | Path, host: str, port: int | None, echo: Callable[[st
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         endpoint = server.start()
-        echo(f"serving {len(server.repositories)} repositories from {server.root} at {endpoint}")
+        echo(f"serving {plural(len(server.repositories), 'repository', 'repositories')} from {server.root} at {endpoint}")
         for repo in server.repositories:
             echo(f"  {repo}")
         echo(f"clients: export HF_ENDPOINT={endpoint}   (or us4 download ORG/NAME --endpoint {endpoint})")
