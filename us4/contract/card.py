@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -137,9 +138,15 @@ def render_card(lock: Lock, read_attachment: ReadAttachment) -> str:
 
 def source_definition(lock: Lock, name: str):
     """The registry's (or, for a source the recipe declares, the recipe's) facts of a source."""
+    return _recipe(lock.recipe_sha256, json.dumps(lock.recipe, sort_keys=True)).sources[name].definition
+
+
+@lru_cache(maxsize=8)
+def _recipe(sha256: str, text: str):
+    """A release's recipe parsed once (keyed by its hash; the card asks for it per section)."""
     from ..recipe import parse_recipe
 
-    return parse_recipe(lock.recipe, where="the release's recipe").sources[name].definition
+    return parse_recipe(json.loads(text), where="the release's recipe")
 
 
 def _intro(lock: Lock, sources: list[str]) -> str:
