@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -88,11 +89,15 @@ _PRELOAD = ["us4.builder.ingest", "us4.builder.writer", "pandas"]
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    """Workers forked from a fork server: a fresh, single-threaded process that imported
-    what they need once. Forking this process instead would be 0.9 s faster per build, but
-    it may run threads (onnxruntime's, OpenMP's, a caller's) whose locks a forked child
-    inherits held: a worker forked after the text detector had run here hung for good."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    """Workers forked from this process, which has imported what they need: the fastest start
+    (a fork server costs 0.9 s a build), and no re-import of the caller's main module. Not
+    once onnxruntime runs here (the caller used the text detector, as tests do): a forked
+    child inherits its threads' locks held, and a worker forked so hung for good. Then the
+    workers come from a fork server, a fresh process that imported what they need once."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and "onnxruntime" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    if "forkserver" not in methods:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)

@@ -2,11 +2,12 @@
 
 Units are groups: clips joined by the split rule (near-duplicate frames, a sheet
 column) or a clip alone. A unit that holds clips of a previous release keeps their
-split; every other unit goes, class by class (largest units first), to the split where
-its class is least represented for that split's share, then where the split is smallest
-for its share, ties broken by the unit's content hash and the seed. Assignment covers
-every planned clip, those that later fail included, so one clip failing on one machine
-moves no other clip.
+split. Every other unit is dealt class by class: each class has a quota per split, its
+share of the class's videos plus what earlier classes left over (so small classes still
+fill a 20 % validation split, and folds stay equal in size), and its units, largest
+first, go to the split furthest below its quota, ties broken by the unit's content hash
+and the seed. Assignment covers every planned clip, those that later fail included, so
+one clip failing on one machine moves no other clip.
 """
 from __future__ import annotations
 
@@ -73,14 +74,19 @@ def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, st
         _tally(counts, totals, split, members, by_id)
     free = [n for n in range(len(units)) if n not in chosen]
     keys = {n: _unit_hash(recipe.seed, units[n], by_id) for n in free}
-    free.sort(key=lambda n: (_class_of(units[n], by_id), -len(units[n]), keys[n]))
-    live = [s for s, share in shares.items() if share > 0]
+    by_class: dict[str, list[int]] = defaultdict(list)
     for n in free:
-        cls = _class_of(units[n], by_id)
-        split = min(live, key=lambda s: (counts[s][cls] / shares[s], totals[s] / shares[s],
-                                         hashlib.sha256(f"{keys[n]}:{s}".encode()).hexdigest()))
-        chosen[n] = split
-        _tally(counts, totals, split, units[n], by_id)
+        by_class[_class_of(units[n], by_id)].append(n)
+    live = [s for s, share in shares.items() if share > 0]
+    carry = dict.fromkeys(live, 0.0)
+    for cls in sorted(set(by_class) | {c for s in counts.values() for c in s}):
+        quota = _quota(sum(counts[s][cls] for s in shares) + sum(len(units[n]) for n in by_class.get(cls, [])),
+                       {s: shares[s] for s in live}, carry)
+        for n in sorted(by_class.get(cls, []), key=lambda n: (-len(units[n]), keys[n])):
+            split = max(live, key=lambda s: (quota[s] - counts[s][cls], -totals[s] / shares[s],
+                                             hashlib.sha256(f"{keys[n]}:{s}".encode()).hexdigest()))
+            chosen[n] = split
+            _tally(counts, totals, split, units[n], by_id)
     out = {}
     for n, members in enumerate(units):
         split = chosen[n]
@@ -88,6 +94,17 @@ def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, st
         group = _group_id(members, by_id) if len(members) > 1 else None
         out.update({v: Assignment(split, fold, group) for v in members})
     return out, warnings
+
+
+def _quota(n: int, shares: dict[str, float], carry: dict[str, float]) -> dict[str, int]:
+    """Whole videos per split for a class of `n`: its shares plus the carried remainders,
+    rounded so they sum to `n` (largest remainders first); `carry` keeps what is left over."""
+    want = {s: n * share + carry[s] for s, share in shares.items()}
+    quota = {s: int(w) for s, w in want.items()}
+    for s in sorted(shares, key=lambda s: -(want[s] - quota[s]))[: n - sum(quota.values())]:
+        quota[s] += 1
+    carry.update({s: want[s] - quota[s] for s in shares})
+    return quota
 
 
 def _units(jobs: list[ClipJob], links) -> list[list[str]]:

@@ -23,6 +23,7 @@ imports neither; the engine is built on first use, once per process, one thread.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import threading
 from dataclasses import dataclass
@@ -293,21 +294,18 @@ def text_engine_versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def _versions() -> tuple[tuple[str, str], ...]:
-    try:
-        import cv2
-        import rapidocr
-    except ImportError as exc:
-        raise TextEngineMissing(f"burned-in text detection needs rapidocr ({exc}); "
-                                "install it with: pip install 'us4[text]'") from exc
+    # Read from the installed distributions and files, without importing rapidocr, onnxruntime
+    # or OpenCV: a build's driver records these versions and must stay free of their threads.
+    spec = importlib.util.find_spec("rapidocr")
+    if spec is None or not spec.submodule_search_locations:
+        raise TextEngineMissing("burned-in text detection needs rapidocr, which is not installed; "
+                                "install it with: pip install 'us4[text]'")
     out = {}
     # rapidocr's DB post-processing runs on OpenCV (contours), pyclipper and shapely (box expansion).
-    for dist in ("rapidocr", "onnxruntime", "pyclipper", "shapely"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    out["opencv"] = cv2.__version__
-    models = Path(rapidocr.__file__).resolve().parent / "models"
+    for key, dists in (("rapidocr", ("rapidocr",)), ("onnxruntime", ("onnxruntime",)), ("pyclipper", ("pyclipper",)),
+                       ("shapely", ("shapely",)), ("opencv", ("opencv-python-headless", "opencv-python"))):
+        out[key] = next((v for d in dists if (v := _dist_version(d))), "absent")
+    models = Path(spec.submodule_search_locations[0]) / "models"
     for role, name in (("det_model", _DET_MODEL), ("rec_model", _REC_MODEL)):
         digest = hashlib.sha256()
         with open(models / name, "rb") as fh:
@@ -317,3 +315,10 @@ def _versions() -> tuple[tuple[str, str], ...]:
     out["settings"] = (f"det>={DET_THRESHOLD} line<={MAX_LINE} pixel>={_PIXEL_THRESHOLD} unclip={_UNCLIP} "
                        f"side={DET_SIDE} max_side={DET_MAX_SIDE} margin={MARGIN} grid={GRID}")
     return tuple(out.items())
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
