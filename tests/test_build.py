@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -125,39 +126,51 @@ def test_every_video_in_one_split_and_audit_passes(phantom_pocus_release, tmp_pa
 
 
 def test_copies_of_a_clip_are_grouped_into_one_split(tmp_path):
-    raw = clips(tmp_path / "raw", [f"Regphantom_{i}.mp4" for i in range(4)], n_frames=24)
-    shutil.copy(raw / "Regphantom_0.mp4", raw / "Regphantom_copy.mp4")  # same scan, two videos
-    # without groups: whole videos per split, but the copy's frames may land in the other split
+    """The same bytes under two names are always one unit; a re-encoded copy (other bytes, the
+    same scan) is kept with its original where the recipe groups near-duplicates, and without
+    that rule the audit finds it across splits and says what to do."""
+    raw = clips(tmp_path / "raw", ["Regphantom_0.mp4", "Covphantom_1.mp4"], n_frames=24)
+    shutil.copy(raw / "Regphantom_0.mp4", raw / "Regphantom_same_bytes.mp4")
+    write_phantom_clip(raw / "Covphantom_reencoded.avi", seed=1, n_frames=24)  # Covphantom_1's scan, another codec
+    holdout = {"kind": "holdout", "validation": 0.5}  # two clips a class: one goes to each split unless grouped
     loose = tmp_path / "loose"
-    build_release(tiny_recipe(tmp_path, splits={"kind": "folds", "k": 2}), {"butterfly": raw}, loose, workers=1,
-                  progress=False)
-    # with groups: the two are one unit, in one split, and the audit holds the release to it
+    build_release(tiny_recipe(tmp_path, splits=holdout), {"butterfly": raw}, loose, workers=1, progress=False)
+    lock = open_release(loose).lock
+    split = {c.video_id: c.split for c in lock.clips}
+    group = {c.video_id: c.group for c in lock.clips}
+    assert split["butterfly/Regphantom_0.mp4"] == split["butterfly/Regphantom_same_bytes.mp4"]
+    assert group["butterfly/Regphantom_0.mp4"] == group["butterfly/Regphantom_same_bytes.mp4"] is not None
+    assert split["butterfly/Covphantom_1.mp4"] != split["butterfly/Covphantom_reencoded.avi"]
+    loose_audit = audit_release(open_release(loose))
+    assert loose_audit.ok and not loose_audit.grouped
+    assert {p.a[0] for p in loose_audit.near_duplicates} | {p.b[0] for p in loose_audit.near_duplicates} == \
+        {"butterfly/Covphantom_1.mp4", "butterfly/Covphantom_reencoded.avi"}
+    result = CliRunner().invoke(main, ["audit", str(loose)])
+    assert result.exit_code == 0 and "group: near_duplicates" in result.output
+
     grouped = tmp_path / "grouped"
-    recipe = tiny_recipe(tmp_path, "grouped.yaml", splits={"kind": "folds", "k": 2, "group": "near_duplicates"})
-    summary = build_release(recipe, {"butterfly": raw}, grouped, workers=1, progress=False)
+    summary = build_release(tiny_recipe(tmp_path, "grouped.yaml", splits={**holdout, "group": "near_duplicates"}),
+                            {"butterfly": raw}, grouped, workers=1, progress=False)
     rel = open_release(grouped)
-    groups = {c.video_id: c.group for c in rel.lock.clips}
-    assert summary.groups == 1
-    assert groups["butterfly/Regphantom_0.mp4"] == groups["butterfly/Regphantom_copy.mp4"] is not None
-    splits = {c.video_id: c.split for c in rel.lock.clips}
-    assert splits["butterfly/Regphantom_0.mp4"] == splits["butterfly/Regphantom_copy.mp4"]
-    assert audit_release(rel).ok and audit_release(rel).near_duplicates == []
+    split = {c.video_id: c.split for c in rel.lock.clips}
+    assert summary.groups == 2
+    assert split["butterfly/Covphantom_1.mp4"] == split["butterfly/Covphantom_reencoded.avi"]
+    audit = audit_release(rel)
+    assert audit.grouped and audit.ok and audit.near_duplicates == []
     assert "## Groups" in (grouped / "README.md").read_text()
     videos = rel.videos(["video_id", "group"]).to_pylist()
-    assert {v["video_id"]: v["group"] for v in videos} == groups
-    # a grouped release whose lock was tampered into splitting the copies fails the audit
-    loose_audit = audit_release(open_release(loose))
-    if loose_audit.near_duplicates:  # the seed put them apart: the audit says what to do
-        result = CliRunner().invoke(main, ["audit", str(loose)])
-        assert result.exit_code == 0 and "group: near_duplicates" in result.output
+    assert {v["video_id"]: v["group"] for v in videos} == {c.video_id: c.group for c in rel.lock.clips}
 
 
 def test_two_builds_byte_identical_whatever_workers_and_creation_order(phantom_us4_raw, tmp_path):
-    # the same clips, copied into new folders in reverse order (another file-system order)
+    # the same clips, copied into new folders file by file in reverse order (another creation order)
     raw2 = {}
     for name, folder in phantom_us4_raw.items():
         dest = tmp_path / "raw2" / name
-        shutil.copytree(folder, dest)
+        for path in sorted((p for p in folder.rglob("*") if p.is_file()), reverse=True):
+            target = dest / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
         raw2[name] = dest
     a = build_release("us4", phantom_us4_raw, tmp_path / "a", workers=1, progress=False)
     b = build_release("us4", raw2, tmp_path / "b", workers=2, progress=False)
@@ -463,13 +476,15 @@ def test_previous_keeps_every_split_and_diff_shows_no_moves(tmp_path):
         write_phantom_clip(raw / f"Covphantom_new_{i}.mp4", seed=200 + i, n_frames=16)
     v2 = tmp_path / "v2"
     result = CliRunner().invoke(main, ["build", str(recipe), "--raw", f"butterfly={raw}", "--out", str(v2),
-                                       "--previous", str(v1), "-q"])
+                                       "--previous", str(v1)])
     assert result.exit_code == 0, result.output
     old = {c.video_id: c.split for c in open_release(v1).lock.clips}
     new = {c.video_id: c.split for c in open_release(v2).lock.clips}
     assert {v: new[v] for v in old if v in new} == {v: old[v] for v in old if v in new}
     lock = open_release(v2).lock
     assert lock.previous.name == "tiny" and lock.previous.lock_sha256 == open_release(v1).lock.sha256
+    assert lock.previous.removed == ["butterfly/Regphantom_0.mp4"]  # removed clips are reported
+    assert "1 clip of the previous release is gone: butterfly/Regphantom_0.mp4" in result.output
     # the new clips went where their class was least represented: the folds stay balanced
     counts = {f"fold{k}": sum(1 for v, s in new.items() if s == f"fold{k}" and "/Cov" in v) for k in range(3)}
     assert max(counts.values()) - min(counts.values()) <= 1
@@ -637,10 +652,10 @@ def test_sheet_label_wins_and_the_notes_are_one_line_each(phantom_pocus_raw, tmp
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     assert sum("metadata-sheet row name" in n for n in notes) == 1
-    assert "1 metadata-sheet row name clips that are not in this folder" in result.output
+    assert "1 metadata-sheet row names a clip that is not in this folder" in result.output
     assert "release.json: sheet.missing" in result.output
     assert "note: 1 clip labelled by the metadata sheet over its file name" in result.output
-    assert "1 clips" not in result.output and "1 files" not in result.output  # plurals
+    assert not re.search(r"\b1 (clips|files|rows|warnings|videos|groups)\b", result.output)  # plurals
     videos = open_release(out).videos().to_pandas().set_index("path")
     row = videos[videos.index.str.contains("Cov_phantom_00")].iloc[0]
     assert row["label"] == "regular"
@@ -699,3 +714,53 @@ def test_a_missing_metadata_sheet_is_a_recorded_warning(phantom_pocus_raw, tmp_p
     assert len(warnings) == 1 and "labels come from file names alone" in warnings[0].message
     assert "warning: pocus: sheet_missing" in result.output
     assert "sheet_missing" in (out / "README.md").read_text()
+
+
+def test_an_io_error_of_the_machine_is_never_the_clips_failure(tmp_path, monkeypatch):
+    """EIO while decoding (a flaky shared filesystem) ends the build and is retried next run."""
+    import errno
+    import importlib
+
+    import av
+
+    decode = importlib.import_module("us4.media.decode")  # the module (us4.media.decode is also a function)
+    raw = clips(tmp_path / "raw", ["Regphantom_0.mp4"])
+
+    def flaky(*args, **kwargs):
+        raise av.error.OSError(errno.EIO, "Input/output error")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(decode, "_iter_frames", flaky)
+    out = tmp_path / "rel"
+    with pytest.raises(OSError):
+        build_release(tiny_recipe(tmp_path), {"butterfly": raw}, out, workers=1, progress=False)
+    assert not list((out / ".us4-work" / "clips").glob("*.fail.json"))
+    monkeypatch.undo()
+    assert build_release(tiny_recipe(tmp_path), {"butterfly": raw}, out, workers=1, progress=False).videos == 1
+
+
+def test_a_video_whose_frame_size_changes_is_a_ledger_entry(tmp_path):
+    import av
+    import numpy as np
+
+    raw = clips(tmp_path / "raw", ["Regphantom_0.mp4"])
+    with av.open(str(raw / "Covresized.mpeg"), "w") as c:
+        s = c.add_stream("mpeg2video", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(8):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 30 * i, np.uint8), format="rgb24")))
+        c.mux(s.encode())
+    second = tmp_path / "second.mpeg"
+    with av.open(str(second), "w") as c:
+        s = c.add_stream("mpeg2video", rate=10)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        for i in range(8):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), 30 * i, np.uint8), format="rgb24")))
+        c.mux(s.encode())
+    with open(raw / "Covresized.mpeg", "ab") as f:  # MPEG-2 elementary streams concatenate
+        f.write(second.read_bytes())
+    out = tmp_path / "rel"
+    recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 1}, "crop": "none"}})
+    summary = build_release(recipe, {"butterfly": raw}, out, workers=1, progress=False)
+    assert [f.video_id for f in summary.failures] == ["butterfly/Covresized.mpeg"]
+    assert "frame size changes" in summary.failures[0].reason

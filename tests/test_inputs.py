@@ -250,3 +250,41 @@ def test_the_real_dicom_sample_probes_and_builds(tmp_path):
     lock = open_release(out).lock
     assert sorted(len(c.frame_index) for c in lock.clips) == [1, 10]
     assert json.loads(open_release(out).videos(["attributes"]).to_pylist()[0]["attributes"])["Modality"] == "US"
+
+
+def test_hashed_ids_keep_frame_names_out_of_the_ledger(tmp_path):
+    raw = tmp_path / "raw"
+    frames = write_phantom_sequence(raw / "SMITH_JOHN_scan", seed=1, n_frames=6)
+    for f in frames:  # frame files named after the patient, as some exports do
+        f.rename(f.with_name(f"SMITH_JOHN_{f.name}"))
+    (raw / "SMITH_JOHN_scan" / "SMITH_JOHN_frame_0003.png").unlink()
+    write_phantom_sequence(raw / "DOE_JANE_scan", seed=2, n_frames=6)
+    r = tmp_path / "seq.yaml"
+    r.write_text(yaml.safe_dump({"name": "s", "version": "1", "sources": {"seq": {
+        "organ": "liver", "input": "image_sequence", "fps": 10, "classes": ["x"], "label": {"constant": "x"},
+        "sampling": {"every_n": 1}, "text": "off"}}, "splits": {"kind": "holdout", "validation": 0.5}}))
+    out = tmp_path / "rel"
+    result = CliRunner().invoke(main, ["build", str(r), "--raw", f"seq={raw}", "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    lock = open_release(out).lock
+    assert len(lock.failures) == 1 and "file " in lock.failures[0].reason
+    everything = release_text(out) + result.output
+    assert "SMITH" not in everything and "DOE_JANE" not in everything
+
+
+def test_the_views_of_one_file_stay_in_one_split_and_a_still_needs_no_rate(tmp_path):
+    raw = tmp_path / "raw"
+    for i in range(4):
+        write_phantom_dicom(raw / f"dual{i}.dcm", seed=i, n_frames=6, size=(256, 160), regions="dual")
+    write_phantom_dicom(raw / "still.dcm", seed=9, n_frames=1, frame_time_ms=None)
+    sheet(raw, [(f"dual{i}.dcm", ("f0", "f1")[i % 2]) for i in range(4)] + [("still.dcm", "f0")])
+    out = tmp_path / "rel"
+    build_release(recipe(tmp_path, regions="each", text="warn", sampling={"rate_hz": 3}), {"scans": raw}, out,
+                  workers=2, progress=False)
+    lock = open_release(out).lock
+    assert not lock.failures and len(lock.clips) == 9  # 4 files x 2 views + the still image
+    by_file: dict[str, set[str]] = {}
+    for clip in lock.clips:
+        by_file.setdefault(clip.sha256, set()).add(clip.split)
+    assert all(len(splits) == 1 for splits in by_file.values())
+    assert sorted(len(c.frame_index) for c in lock.clips)[0] == 1

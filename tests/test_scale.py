@@ -183,3 +183,35 @@ def test_a_worker_that_cannot_see_the_files_is_named(tmp_path, slow_raw):
         assert worker.poll() is None
     finally:
         c.stop()
+
+
+def test_two_builds_sharing_one_scheduler_never_mix(cluster, slow_raw, phantom_pocus_raw, phantom_pocus_release,
+                                                    tmp_path):
+    recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 2}}})
+    ref = tmp_path / "ref"
+    build_release(recipe, {"butterfly": slow_raw}, ref, workers=2, progress=False)
+    first = subprocess.Popen([sys.executable, "-m", "us4.cli", "build", str(recipe), "--raw", f"butterfly={slow_raw}",
+                              "--out", str(tmp_path / "a"), "--scheduler", cluster.address, "-q"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    second = subprocess.run([sys.executable, "-m", "us4.cli", "build", "pocus", "--raw", f"pocus={phantom_pocus_raw}",
+                             "--out", str(tmp_path / "b"), "--scheduler", cluster.address, "-q"],
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert digest(tmp_path / "a") == digest(ref)
+    assert digest(tmp_path / "b") == digest(phantom_pocus_release)
+
+
+def test_ctrl_c_stops_a_local_cluster_build_at_once(slow_raw, tmp_path):
+    recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 1}}})
+    out = tmp_path / "rel"
+    proc = subprocess.Popen([sys.executable, "-m", "us4.cli", "build", str(recipe), "--raw", f"butterfly={slow_raw}",
+                             "--out", str(out), "--scheduler", "local", "--workers", "2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_cached_clips(out, 1)
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert time.monotonic() - start < 2
+    err = proc.stderr.read()
+    assert "run the same command again to resume" in err and "Traceback" not in err and len(err.splitlines()) == 1

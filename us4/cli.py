@@ -179,17 +179,26 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
     if not quiet:
         n, unshipped = len(summary.sheet_missing), summary.sheet_missing_unshipped
         if n:
-            why = (f"{unshipped} of them name clips the public repository does not ship either, so nothing is "
-                   "missing there" if unshipped else "")
-            rest = (f"{n - unshipped} name clips the repository ships: this copy of data/ lacks them"
-                    if n > unshipped else "")
-            click.echo(f"note: {plural(n, 'metadata-sheet row')} name clips that are not in this folder; "
-                       + "; ".join(x for x in (why, rest) if x) + " (the list is in release.json: sheet.missing)",
-                       err=True)
+            def rows(k: int) -> str:
+                return f"{plural(k, 'row')} {'names a clip' if k == 1 else 'name clips'}"
+
+            parts = [f"{rows(unshipped)} the public repository does not ship either, so nothing is missing"
+                     if unshipped else "",
+                     f"{rows(n - unshipped)} the repository ships: this copy of data/ lacks "
+                     f"{'it' if n - unshipped == 1 else 'them'}" if n > unshipped else ""]
+            click.echo(f"note: {plural(n, 'metadata-sheet row')} {'names a clip' if n == 1 else 'name clips'} that "
+                       f"{'is' if n == 1 else 'are'} not in this folder: " + "; ".join(x for x in parts if x)
+                       + " (the list is in release.json: sheet.missing)", err=True)
         if summary.label_overrides:
             click.echo(f"note: {plural(summary.label_overrides, 'clip')} labelled by the metadata sheet over its "
                        "file name (listed in release.json: sheet.label_overrides)", err=True)
         _warnings(summary.warnings)
+        if summary.previous_removed:
+            gone = summary.previous_removed
+            click.echo(f"note: {plural(len(gone), 'clip')} of the previous release {'is' if len(gone) == 1 else 'are'} "
+                       f"gone: {', '.join(gone[:5])}"
+                       + (f", and {len(gone) - 5} more (release.json: previous.removed)" if len(gone) > 5 else ""),
+                       err=True)
         if summary.phantom:
             click.echo(f"note: built from phantom clips (synthetic): the release is named {summary.name} "
                        f"{summary.version} and says so everywhere", err=True)

@@ -1,20 +1,23 @@
 """Paths read from a lock, a recipe or a server are data, not trust (a leaf module).
 
 Every such path is checked here before it is joined to a folder: relative, POSIX
-separators, no `..`, no drive, no NUL, no empty or hidden-dot tricks, and once
-joined and resolved still inside the folder (a symlink cannot lead out either).
+separators, no `..`, no drive, no NUL, no component that starts with a dot (`.git/config`
+must never be written by a publish, nor `.cache/...` fetched), no glob characters
+(downloads and uploads pass paths on as patterns), and once joined and resolved still
+inside the folder (a symlink cannot lead out either).
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .errors import Us4Error
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Names that end up as one path component (sources, splits, configs, tags): letters,
 # digits, and `_.-+` inside, never a leading dot.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_GLOB = re.compile(r"[*?\[\]]")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -49,10 +52,12 @@ def _path_problem(value: str) -> str | None:
     if value.startswith("/") or _DRIVE.match(value):
         return "absolute"
     parts = value.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return "has an empty, '.' or '..' component"
-    if PurePosixPath(value).as_posix() != value:
-        return "not in normal form"
+    if any(p == "" for p in parts):
+        return "has an empty component"
+    if any(p.startswith(".") for p in parts):
+        return "has a component that starts with a dot ('.', '..', or a hidden name)"
+    if _GLOB.search(value):
+        return "contains a glob character (* ? [ ])"
     return None
 
 
@@ -69,7 +74,7 @@ def inside(root: str | Path, rel: str, what: str = "path") -> Path:
 def safe_name(value: object, what: str = "name") -> str:
     """One path component: a source, split, config or tag name."""
     if not isinstance(value, str) or not _NAME.match(value) or value.endswith("."):
-        raise UnsafePathError(f"{what} {value!r}: use letters, digits and _ . - + only, not starting with a dot")
+        raise UnsafePathError(f"{what} {value!r}: use letters, digits and _ . - only, not starting with a dot")
     return value
 
 

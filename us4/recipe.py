@@ -9,6 +9,7 @@ so the copy in a release's lock says exactly what was done.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ _SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label"
 # keys only a source that the registry does not know declares
 _DECLARED_KEYS = {"organ", "probe", "licence", "description"}
 INPUTS = ("video", "dicom", "image_sequence")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ID_MODES = ("path", "hash")
 TEXT_ACTIONS = ("mask", "exclude", "warn", "off")
 REGION_MODES = ("largest", "each")
@@ -38,16 +40,18 @@ RECIPES_PACKAGE = "us4.pipelines"
 class CropSpec:
     """`auto`: the scanner's 2D tissue region where a DICOM file declares one, else the scan
     region detected per clip; `none` keeps the full frame; `box` is `[x, y, w, h]` for every
-    clip of the source. `clips` overrides per clip (its path relative to the raw folder)."""
+    clip of the source. `clips` overrides per clip, keyed by its path relative to the raw
+    folder, or by its content sha256 (the only key a source with `ids: hash` may use: the
+    recipe is published in the lock)."""
 
     mode: str = "auto"
     box: tuple[int, int, int, int] | None = None
     clips: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
 
-    def for_clip(self, rel_path: str) -> dict:
+    def for_clip(self, rel_path: str, sha256: str) -> dict:
         """The crop that applies to one clip, as a small dict (part of its cache key)."""
-        for path, box in self.clips:
-            if path == rel_path:
+        for key, box in self.clips:
+            if key in (rel_path, sha256):
                 return {"mode": "box", "box": list(box)}
         if self.mode == "box":
             return {"mode": "box", "box": list(self.box)}
@@ -149,14 +153,14 @@ class Recipe:
     def sha256(self) -> str:
         return sha256_json(self.to_dict())
 
-    def clip_params(self, source: str, rel_path: str) -> dict:
+    def clip_params(self, source: str, rel_path: str, sha256: str) -> dict:
         """Everything in the recipe that shapes one clip's frames (part of its cache key)."""
         src = self.sources[source]
         return {
             "input": src.input,
             "fps": src.fps,
             "sampling": src.sampling.to_dict(),
-            "crop": src.crop.for_clip(rel_path),
+            "crop": src.crop.for_clip(rel_path, sha256),
             "regions": src.regions,
             "text": src.text,
             "dedup": self.dedup_threshold,
@@ -275,14 +279,23 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
     classes = None
     known_classes = {c.name for c in definition.classes}
     if not declared and raw.get("classes") is not None:
-        bad = set(raw["classes"]) - known_classes
+        bad = set(_strings(raw["classes"], f"source {name!r}: classes", where)) - known_classes
         if bad:
             raise RecipeError(f"{where}: source {name!r}: unknown classes {sorted(bad)}; known: {sorted(known_classes)}")
         classes = tuple(raw["classes"])
     label = _parse_label(name, raw.get("label"), declared, known_classes, where)
-    probes = tuple(raw["probes"]) if raw.get("probes") is not None else None
+    probes = None
+    if raw.get("probes") is not None:
+        probes = tuple(_strings(raw["probes"], f"source {name!r}: probes", where))
+        if definition.probe_folders and set(probes) - set(definition.probe_folders):
+            raise RecipeError(f"{where}: source {name!r}: unknown probes {sorted(set(probes) - set(definition.probe_folders))}"
+                              f"; known: {list(definition.probe_folders)}")
+    crop = _parse_crop(name, raw.get("crop"), where)
+    if ids == "hash" and any(not _SHA256.match(key) for key, _ in crop.clips):
+        raise RecipeError(f"{where}: source {name!r}: its ids are content hashes, so its crop overrides are keyed by the "
+                          "clip's sha256, never by a path (the recipe is published in the release's lock)")
     return SourceRecipe(name, definition, declared, sampling, kind, float(fps) if fps is not None else None, ids,
-                        text, label, regions, probes, classes, _parse_crop(name, raw.get("crop"), where))
+                        text, label, regions, probes, classes, crop)
 
 
 def _declare(name: str, raw: dict, where: str) -> Source:
@@ -351,12 +364,20 @@ def _parse_crop(name: str, raw: Any, where: str) -> CropSpec:
     box = _box(raw.get("box"), name, where) if mode == "box" else None
     if mode == "box" and box is None:
         raise RecipeError(f"{where}: source {name!r}: crop mode 'box' needs box: [x, y, w, h]")
+    overrides = raw.get("clips") or {}
+    if not isinstance(overrides, dict):
+        raise RecipeError(f"{where}: source {name!r}: crop clips map a clip's path (or sha256) to [x, y, w, h]")
     try:
-        clips = tuple(sorted((safe_relpath(str(p), "crop override"), _box(b, name, where))
-                             for p, b in (raw.get("clips") or {}).items()))
+        clips = tuple(sorted((safe_relpath(str(p), "crop override"), _box(b, name, where)) for p, b in overrides.items()))
     except UnsafePathError as exc:
         raise RecipeError(f"{where}: source {name!r}: {exc}") from None
     return CropSpec(mode, box, clips)
+
+
+def _strings(value: Any, what: str, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise RecipeError(f"{where}: {what} must be a list of names, got {value!r}")
+    return value
 
 
 def _box(raw: Any, name: str, where: str) -> tuple[int, int, int, int] | None:
@@ -391,6 +412,10 @@ def _parse_splits(splits: Any, where: str) -> dict:
             isinstance(column, list) and column and all(isinstance(c, str) and c for c in column))):
         raise RecipeError(f"{where}: splits.group_column names a column of the source's sheet, or a list of "
                           "columns whose values together make the key (e.g. [Source ID, Patient ID / Name])")
-    if "inherit" in splits and not (isinstance(splits["inherit"], str) and splits["inherit"]):
-        raise RecipeError(f"{where}: splits.inherit names a release folder or lock (manifest) whose splits to keep")
+    if "inherit" in splits:
+        try:  # recorded in the lock: a manifest us4 ships, or a path relative to the recipe, never a local absolute one
+            safe_relpath(splits["inherit"], "splits.inherit")
+        except UnsafePathError as exc:
+            raise RecipeError(f"{where}: {exc} (name a manifest us4 ships, or a lock beside the recipe; "
+                              "use --previous for any other)") from None
     return dict(splits)

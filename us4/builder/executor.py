@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -68,11 +69,12 @@ class LocalExecutor:
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
-    """End the pool now: terminate its workers rather than wait for their current items."""
-    for child in multiprocessing.active_children():
+    """End the pool now: terminate its workers (and only them) rather than wait for their items."""
+    workers = list((pool._processes or {}).values())  # the pool's own; a caller's processes are left alone
+    for child in workers:
         child.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
-    for child in multiprocessing.active_children():
+    for child in workers:
         child.join(timeout=2)
         if child.is_alive():
             child.kill()
@@ -110,25 +112,36 @@ class DaskExecutor:
     `workers` single-threaded processes started here).
 
     Raw clips and the output folder must sit on storage every worker sees (the HPC case: a
-    shared filesystem); `check_workers` proves it, and that every worker runs the same us4
-    and byte-shaping libraries as this driver (else its bytes would differ), before any
-    work is sent. A worker that dies mid-build costs nothing: Dask reruns its tasks on
-    another worker, and what it finished is in the clip cache.
+    shared filesystem). `check_workers` proves it before any work is sent: every worker
+    must see the raw folders, and read back a token this driver wrote into the build's work
+    folder (a folder of the same name on a worker's local disk would not have it); and run
+    this driver's us4 and byte-shaping libraries (else its bytes would differ). Workers that
+    join later (a SLURM cluster scaling up) are checked by their first task. A worker that
+    dies mid-build costs nothing: Dask reruns its tasks on another worker, and what it
+    finished is in the clip cache. Every build's tasks have keys of their own, so builds
+    sharing a long-running scheduler never share results.
     """
 
     CONNECT_TIMEOUT_S = 5
+    WORKERS_TIMEOUT_S = 60  # for a cluster still starting its workers (dask-jobqueue's jobs queue)
 
     def __init__(self, address: str, workers: int | None = None):
         from distributed import Client, LocalCluster
 
         self.address = address
         self._cluster = None
+        self._interrupted = False
+        self._ours: list = []  # the LocalCluster's worker processes, stopped at once after Ctrl-C
+        self._expected: dict | None = None
+        self._count, self._counted = 0, 0.0
         try:
             if address == "local":
                 from ..system import available_cores
 
+                before = set(multiprocessing.active_children())
                 self._cluster = LocalCluster(n_workers=workers or available_cores(), threads_per_worker=1,
-                                             processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+                                             processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL)
+                self._ours = [p for p in multiprocessing.active_children() if p not in before]
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(address, timeout=self.CONNECT_TIMEOUT_S)
@@ -139,24 +152,32 @@ class DaskExecutor:
 
     @property
     def workers(self) -> int:
-        return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        """Workers alive (asked of the scheduler at most every 2 s: progress reads it per clip)."""
+        import time
 
-    def check_workers(self, paths: list[str], text: bool) -> None:
-        """Every worker sees every path and runs this driver's us4 and libraries (the text
-        detector's too, when `text`); else one clear error."""
-        if self.workers == 0:
-            raise BuildError(f"--scheduler {self.address}: the scheduler has no workers")
-        mine = _worker_facts(paths, text)
-        for worker, facts in sorted(self.client.run(_worker_facts, paths, text).items()):
-            unseen = [p for p, seen in zip(paths, facts["sees"]) if not seen]
-            if unseen:
-                raise BuildError(f"Dask worker {worker} cannot see {unseen[0]}: raw clips and --out must be on "
-                                 "storage every worker sees (a shared filesystem)")
-            for name in sorted(set(mine["versions"]) | set(facts["versions"])):
-                if mine["versions"].get(name) != facts["versions"].get(name):
-                    raise BuildError(f"Dask worker {worker} runs {name} {facts['versions'].get(name, 'absent')}, this "
-                                     f"driver {mine['versions'].get(name, 'absent')}: its bytes would differ; install "
-                                     "the same versions on every worker")
+        if time.monotonic() - self._counted > 2:
+            self._count = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+            self._counted = time.monotonic()
+        return self._count
+
+    def check_workers(self, paths: list[str], work: Path, text: bool) -> None:
+        """Every worker sees every path and the token in `work`, and runs this driver's us4
+        and libraries (the text detector's too, when `text`); else one clear error."""
+        import secrets
+
+        from distributed import TimeoutError as DaskTimeout
+
+        token = secrets.token_hex(16)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / TOKEN_FILE).write_text(token)
+        try:
+            self.client.wait_for_workers(1, timeout=self.WORKERS_TIMEOUT_S)
+        except (DaskTimeout, TimeoutError):
+            raise BuildError(f"--scheduler {self.address}: no worker joined within {self.WORKERS_TIMEOUT_S} s") from None
+        self._expected = {"paths": paths, "work": str(work), "token": token, "text": text,
+                          "versions": _worker_facts(paths, str(work), text)["versions"]}
+        for worker, facts in sorted(self.client.run(_worker_facts, paths, str(work), text).items()):
+            _compare(self._expected, facts, worker)
 
     def run(self, fn: Callable, items: Iterable, args: tuple, on_result: OnResult) -> None:
         from distributed import as_completed
@@ -165,31 +186,81 @@ class DaskExecutor:
         items = list(items)
         if not items:
             return
-        futures = self.client.map(fn, items, *[[a] * len(items) for a in args], pure=False,
-                                  key=[f"{fn.__name__}-{i}" for i in range(len(items))])
-        item_of = {f.key: item for f, item in zip(futures, items)}
+        # pure=False: keys unique to this build (a shared scheduler never mixes two builds' tasks)
+        futures = [self.client.submit(_checked, self._expected, fn, item, *args, pure=False) for item in items]
+        item_of = dict(zip(futures, items))
         try:
             for fut in as_completed(futures):
-                on_result(item_of[fut.key], fut.result())
+                on_result(item_of[fut], fut.result())
         except KilledWorker as exc:
             self.client.cancel(futures)
             raise BuildError(f"a task killed {exc.args[1] if len(exc.args) > 1 else 'its workers'} several times "
                              "(crash or out of memory); what was finished is kept: run again to resume") from None
         except BaseException:
-            self.client.cancel(futures)
+            self._interrupted = True
+            self.client.cancel(futures, force=True)
             raise
 
     def close(self) -> None:
-        self.client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+        """Stop the client, and a LocalCluster started here. After Ctrl-C, at once: its
+        worker processes are killed (what they finished is in the cache), and the connection
+        errors that follows are noise. A remote cluster's workers finish the task they run."""
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        if self._interrupted:
+            for process in self._ours:
+                process.kill()
+        try:
+            self.client.close(timeout=2)
+            if self._cluster is not None:
+                self._cluster.close(timeout=2)
+        except (TimeoutError, OSError, RuntimeError):
+            if not self._interrupted:
+                raise
 
 
-def _worker_facts(paths: list[str], text: bool) -> dict:
-    """Run on each worker: which paths it sees, and the versions its bytes depend on."""
+TOKEN_FILE = "shared-storage-token"
+_CHECKED: set[str] = set()  # in a worker: the builds (tokens) whose checks it passed
+
+
+def _checked(expected: dict | None, fn: Callable, item, *args):
+    """Run on a worker: on its first task of a build, the checks a late-joining worker never
+    had; then the task itself."""
+    if expected is not None and expected["token"] not in _CHECKED:
+        import socket
+
+        _compare(expected, _worker_facts(expected["paths"], expected["work"], expected["text"]),
+                 f"{socket.gethostname()} (process {__import__('os').getpid()})")
+        _CHECKED.add(expected["token"])
+    return fn(item, *args)
+
+
+def _compare(expected: dict, facts: dict, worker: str) -> None:
+    unseen = [p for p, seen in zip(expected["paths"], facts["sees"]) if not seen]
+    if unseen:
+        raise BuildError(f"Dask worker {worker} cannot see {unseen[0]}: raw clips and --out must be on storage every "
+                         "worker sees (a shared filesystem)")
+    if facts["token"] != expected["token"]:
+        raise BuildError(f"Dask worker {worker} does not see this build's work folder {expected['work']} (a folder of "
+                         "that name on its own disk, not the shared one): --out must be on storage every worker sees")
+    mine, theirs = expected["versions"], facts["versions"]
+    for name in sorted(set(mine) | set(theirs)):
+        if mine.get(name) != theirs.get(name):
+            raise BuildError(f"Dask worker {worker} runs {name} {theirs.get(name, 'absent')}, this driver "
+                             f"{mine.get(name, 'absent')}: its bytes would differ; install the same versions on every "
+                             "worker")
+
+
+def _worker_facts(paths: list[str], work: str, text: bool) -> dict:
+    """Which paths this process sees, the token it reads from the work folder, and the versions its bytes depend on."""
     import os
 
     from .. import __version__
     from .environment import byte_libraries
 
-    return {"sees": [os.path.exists(p) for p in paths], "versions": {"us4": __version__, **byte_libraries(text)}}
+    try:
+        token = (Path(work) / TOKEN_FILE).read_text()
+    except OSError:
+        token = None
+    return {"sees": [os.path.exists(p) for p in paths], "token": token,
+            "versions": {"us4": __version__, **byte_libraries(text)}}

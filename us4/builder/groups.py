@@ -45,6 +45,19 @@ def near_duplicate_links(jobs: list[ClipJob], cache: ClipCache) -> list[tuple[st
     return sorted(links)
 
 
+def content_links(jobs: list[ClipJob]) -> list[tuple[str, str]]:
+    """Clips of one file: the views of a multi-view DICOM file, or the same bytes under two
+    names. Always one unit, whatever the recipe's group rule: splitting them would put the
+    same pixels on both sides."""
+    first: dict[str, str] = {}
+    links = []
+    for job in jobs:
+        head = first.setdefault(job.sha256, job.video_id)
+        if head != job.video_id:
+            links.append((head, job.video_id))
+    return links
+
+
 def column_links(jobs: list[ClipJob]) -> list[tuple[str, str]]:
     """Pairs that share a value of the grouping column (chained: each to the first of its value)."""
     first: dict[str, str] = {}

@@ -76,12 +76,16 @@ def _fail(job: ClipJob, stage: Stage, reason: str) -> Failure:
 
 def _reason(job: ClipJob, exc: MediaError) -> str:
     """The cause, naming the file of a multi-file clip (a series, an image sequence) that has
-    it: by name where the source's ids are paths, by position where names may identify."""
+    it: by name where the source's ids are paths; where names may identify (`ids: hash`),
+    every file name in the reason becomes its position in the clip."""
     files = job.ref.files
+    reason = exc.reason
     if len(files) > 1 and exc.path in files:
-        where = Path(exc.path).name if job.rel_path is not None else f"file {files.index(exc.path) + 1} of {len(files)}"
-        return f"{where}: {exc.reason}"
-    return exc.reason
+        reason = f"{Path(exc.path).name}: {reason}"
+    if job.rel_path is None:
+        for k, f in sorted(enumerate(files), key=lambda kf: -len(Path(kf[1]).name)):  # longest first: no partial hits
+            reason = reason.replace(f, f"file {k + 1} of {len(files)}").replace(Path(f).name, f"file {k + 1} of {len(files)}")
+    return reason
 
 
 def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:

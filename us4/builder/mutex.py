@@ -32,6 +32,11 @@ class BuildMutex:
                 os.close(fd)
                 raise BuildError(f"--out {self.out}: another us4 build (process {holder}) is writing into this "
                                  "folder; wait for it to finish, or build into another folder") from None
+            except OSError as exc:  # e.g. Lustre mounted without -o flock
+                os.close(fd)
+                raise BuildError(f"--out {self.out}: cannot lock {self.path} ({exc.strerror}): the file system "
+                                 "does not support locks, which keep two builds apart (Lustre: mount with -o flock)"
+                                 ) from None
             # A finished build removes its work folder, lock file included: if the file we
             # locked is no longer the one at the path, lock the new one instead.
             try:

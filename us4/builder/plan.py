@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
 from ..hashing import sha256_file, sha256_json
+from ..paths import inside
 from ..media import MediaError, tissue_regions
 from ..media.clips import ClipRef, FoundClip, find_clips, probe_clip
 from ..recipe import Recipe, SourceRecipe
@@ -112,13 +114,12 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
             plan.warnings.append(BuildWarning(
                 source=name, video_id=None, kind=WarningKind.SHEET_MISSING,
                 message=f"no {spec.definition.sheet} beside the clips: labels come from file names alone"))
-        present = {c.found.rel for c in candidates}
+        present = {c.found.rel for c in candidates} | {c.sha256 for c in candidates}
         for path, _ in spec.crop.clips:
             if path not in present:
                 plan.warnings.append(BuildWarning(
                     source=name, video_id=None, kind=WarningKind.UNKNOWN_CLIP,
-                    message=f"the recipe's crop override names a clip that is not in the raw folder "
-                            f"({path if spec.ids == 'path' else 'path withheld: hashed ids'})"))
+                    message=f"the recipe's crop override names a clip that is not in the raw folder ({path})"))
     plan.jobs.sort(key=lambda j: j.video_id)
     plan.failures.sort(key=lambda f: f.video_id)
     plan.excluded.sort(key=lambda e: e.video_id)
@@ -134,6 +135,7 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
     group_column = recipe.splits.get("group_column")
     group_columns = [group_column] if isinstance(group_column, str) else list(group_column or [])
     seen: dict[str, str] = {}  # content hash -> video id, for hashed-id sources
+    copies: Counter = Counter()
     found_stems: set[str] = set()
     for cand in candidates:
         rel = cand.found.rel
@@ -143,7 +145,8 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
         stem = os.path.splitext(base)[0] if spec.input == "video" else base
         found_stems.add(stem)
         if spec.ids == "hash" and cand.sha256 in seen:
-            plan.excluded.append(Excluded(source=spec.name, video_id=video_id,
+            copies[cand.sha256] += 1
+            plan.excluded.append(Excluded(source=spec.name, video_id=f"{video_id}#copy{copies[cand.sha256]}",
                                           reason=f"same content as {seen[cand.sha256]}"))
             continue
         seen[cand.sha256] = video_id
@@ -173,7 +176,7 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
         values = [row.get(c) for c in group_columns] if row is not None else []
         group_key = " | ".join(f"{c}={v}" for c, v in zip(group_columns, values)) if values and all(values) else None
         for view in _views(spec, cand.found):
-            params = {**recipe.clip_params(spec.name, rel), "view": view}
+            params = {**recipe.clip_params(spec.name, rel, cand.sha256), "view": view}
             plan.jobs.append(ClipJob(
                 source=spec.name, video_id=video_id + (f"#view{view + 1}" if view is not None else ""),
                 rel_path=rel if spec.ids == "path" else None, ref=cand.found.ref, label=cls.name,
@@ -229,7 +232,7 @@ def _resolve_folder(spec: SourceRecipe, folder: Path) -> tuple[Path, Path | None
 def _label_sheet(spec: SourceRecipe, folder: Path) -> Path | None:
     if spec.label.kind != "sheet":
         return None
-    path = folder / spec.label.sheet
+    path = inside(folder, spec.label.sheet, "label sheet")
     if not path.is_file():
         raise RawFolderError(f"--raw {spec.name}={folder}: the recipe's label sheet {spec.label.sheet} is not there")
     return path

@@ -19,23 +19,21 @@ from ..files import atomic_write
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
 from ..release.contact_sheet import write_contact_sheet
+from ..release.read import local_dir
 from ..system import available_cores
 from .cache import ClipCache
 from .executor import DaskExecutor, Executor, LocalExecutor
-from .groups import column_links, near_duplicate_links
+from .groups import column_links, content_links, near_duplicate_links
 from .ingest import ingest_in_worker
 from .lock import make_lock
 from .mutex import BuildMutex
 from .plan import ClipJob, Plan, checks_text, make_plan
-from .previous import read_previous
+from .previous import read_previous, removed_clips
 from .splits import assign_splits
 from .writer import ShardResult, plan_shards, write_shard
 from ..words import plural
 
 WORK_DIR = ".us4-work"
-#: files of this machine only (where each hashed id came from, the text read), in a folder
-#: beside the release (`OUT.local`), never inside it: they may identify patients
-LOCAL_SUFFIX = ".local"
 # A monitor thread in this process while the pool forks could leave a lock held in the workers.
 tqdm.monitor_interval = 0
 
@@ -60,6 +58,7 @@ class BuildSummary:
     groups: int = 0  # groups of two or more clips kept in one split
     per_source: dict[str, int] = field(default_factory=dict)  # videos per recipe source, 0 where empty
     local: Path | None = None  # the never-published local files, when written
+    previous_removed: list[str] = field(default_factory=list)  # clips of the --previous release that are gone
 
 
 def build_release(
@@ -84,7 +83,7 @@ def build_release(
     """
     recipe_path = None if isinstance(recipe, Recipe) else Path(recipe)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    out = Path(out)
+    out = Path(out).absolute()  # `--out .` must name the folder (the local files go beside it)
     for name in allow_empty:
         if name not in recipe.sources:
             raise RawFolderError(f"--allow-empty {name}: recipe {recipe.name!r} has no such source")
@@ -98,9 +97,9 @@ def build_release(
                           prev, progress)
         executor = DaskExecutor(scheduler, workers)
         try:
-            executor.check_workers([str(Path(raw[s]).resolve()) for s in sorted(raw)] + [str((out / WORK_DIR).resolve())],
+            executor.check_workers([str(Path(raw[s]).absolute()) for s in sorted(raw)], out / WORK_DIR,
                                    text=checks_text(recipe))
-            return _build(recipe, plan, out.resolve(), executor, retry_failed, allow_empty, prev, progress)
+            return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
         finally:
             executor.close()
 
@@ -130,21 +129,30 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
 
     failures = list(plan.failures)
     good: list[ClipJob] = []
+    lost: list[str] = []
     for job in plan.jobs:
         failure = cache.failure(job.key)
         if failure is not None:
             failures.append(failure)
         elif cache.has_result(job.key):
             good.append(job)
+        else:
+            lost.append(job.video_id)
+    if lost:  # ingested, yet neither frames nor a failure here: a worker wrote elsewhere
+        raise BuildError(f"{len(lost)} clip(s) finished without leaving their frames in {cache.root} (first: "
+                         f"{lost[0]}): a worker writes to storage this process does not see; nothing was lost, "
+                         "run again once every worker sees --out")
     warnings = list(plan.warnings)
     _check_usable(recipe, plan, good, failures, allow_empty, warnings, out)
     facts = {job.key: cache.read_facts(job.key) for job in good}
     warnings += _fact_warnings(good, facts)
 
-    links = column_links(plan.jobs)
+    links = content_links(plan.jobs) + column_links(plan.jobs)
     if recipe.splits.get("group") == "near_duplicates":
         links += near_duplicate_links(good, cache)
     previous, prev_splits = prev if prev else (None, None)
+    if previous is not None:
+        previous = previous.model_copy(update={"removed": removed_clips(prev_splits, plan.jobs)})
     splits, moved = assign_splits(plan.jobs, recipe, links, prev_splits)
     warnings += moved
 
@@ -161,7 +169,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
         executor.run(write_shard, tasks, (str(cache.root), str(staging)), written)
     lock = make_lock(recipe, plan, failures, warnings, tasks, results, facts, previous)
     staged = seal(staging, lock)
-    sheets: list[Path] = []  # drawn where the frames are (a worker), so this process never holds frame bytes
+    sheets: list[Path] = []  # drawn by a worker where there is a cluster: the driver holds no frame bytes
     executor.run(_contact_sheet, [str(staging)], (), lambda _, path: sheets.append(Path(path)))
     staged = add_attachment(staged, sheets[0])
     local = _write_local(local_dir(out), plan, good)
@@ -176,7 +184,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
         sheet_missing_unshipped=plan.sheet_missing_unshipped, label_overrides=len(plan.label_overrides),
         groups=len({a.group for a in splits.values() if a.group}),
         per_source={s: sum(c.source == s for c in lock.clips) for s in sorted(recipe.sources)},
-        local=local,
+        local=local, previous_removed=previous.removed if previous else [],
     )
 
 
@@ -242,11 +250,6 @@ def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWar
     return out
 
 
-def local_dir(out: Path) -> Path:
-    """The folder beside a release for its builder's eyes only (OUT.local)."""
-    return out.parent / f"{out.name}{LOCAL_SUFFIX}"
-
-
 def _write_local(folder: Path, plan: Plan, good: list[ClipJob]) -> Path:
     """Where each video id came from, and the text read in each clip: for the holder of the
     raw data only, beside the release and never in it."""
@@ -282,8 +285,12 @@ def _check_out(out: Path) -> None:
 def _install(staging: Path, out: Path) -> None:
     """Swap the staged release into place. The lock goes first out and last in, so a
     folder with a lock is always a complete release; an interruption in between
-    leaves no lock, and the next run installs again from the cache."""
+    leaves no lock, and the next run installs again from the cache. Files of an earlier
+    release there that this one does not have (an attached benchmark) go."""
     (out / LOCK_NAME).unlink(missing_ok=True)
+    for entry in sorted(out.iterdir()):
+        if entry.name != WORK_DIR and not (staging / entry.name).exists():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     for entry in sorted(staging.iterdir()):
         if entry.name == LOCK_NAME:
             continue

@@ -33,6 +33,7 @@ class PreviousSplits:
 
     by_id: dict[str, str]
     by_sha256: dict[str, str]
+    clips: tuple[tuple[str, str], ...]  # (video id, content sha256) of every clip it held
 
     def of(self, job: ClipJob) -> str | None:
         return self.by_id.get(job.video_id) or self.by_sha256.get(job.sha256)

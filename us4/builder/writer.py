@@ -10,6 +10,8 @@ the worker count or completion order.
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +100,11 @@ def plan_shards(jobs: list[ClipJob], splits: dict[str, Assignment], facts: dict[
 def write_shard(task: ShardTask, cache_root: str, out: str) -> ShardResult:
     """Write one shard under `out` from the cache (entry point of a worker)."""
     cache = ClipCache(Path(cache_root))
-    path = Path(out) / task.path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(out) / task.path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # written beside and renamed into place: a task Dask reruns next to a lost worker that is
+    # still writing never interleaves with it in one file
+    path = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     frames: dict[str, tuple[list[int], list[str]]] = {}
     if task.config == "frames":
         with pq.ParquetWriter(path, FRAMES_SCHEMA, **_parquet_options(FRAMES_SCHEMA)) as writer:
@@ -119,6 +124,7 @@ def write_shard(task: ShardTask, cache_root: str, out: str) -> ShardResult:
         rows = len(video_rows)
     shard = Shard(path=task.path, config=task.config, source=task.source, split=task.split, rows=rows,
                   bytes=path.stat().st_size, sha256=sha256_file(path))
+    os.replace(path, final)
     return ShardResult(task.index, shard, frames)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import ReleaseError
 from ..registry import CITATIONS, SOURCES
 from ..words import plural
 from .benchmark_card import benchmark_markdown
@@ -297,7 +298,9 @@ def _recipe_section(lock: Lock, sources: list[str]) -> str:
     dedup = (f"a kept frame whose mean absolute grey-level difference to the previous kept frame is "
              f"below {threshold} is dropped as a near-duplicate" if threshold > 0 else "no near-duplicate dropping")
     previous = (f" Clips present in {lock.previous.name} {lock.previous.version} (lock sha256 "
-                f"`{lock.previous.lock_sha256[:16]}…`) kept their split; only new clips were assigned."
+                f"`{lock.previous.lock_sha256[:16]}…`) kept their split; only new clips were assigned; "
+                f"{plural(len(lock.previous.removed), 'clip')} of it {'is' if len(lock.previous.removed) == 1 else 'are'} "
+                "gone (listed in `release.json`)."
                 if lock.previous else "")
     return "\n".join([
         "## Recipe: sampling and cropping",
@@ -392,8 +395,13 @@ def _ledger_section(lock: Lock) -> str:
 def _benchmark_section(lock: Lock, read_attachment: ReadAttachment) -> str:
     if BENCHMARK not in lock.attachments:
         return ""
-    record = json.loads(read_attachment(BENCHMARK))
-    return (benchmark_markdown(record).strip() + "\n\n"
+    try:
+        record = json.loads(read_attachment(BENCHMARK))
+        section = benchmark_markdown(record).strip()
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ReleaseError(f"{BENCHMARK}: not a record written by us4 benchmark ({type(exc).__name__}: {exc}); "
+                           "the release was left as it was") from None
+    return (section + "\n\n"
             "Benchmark results are evidence about this release, not part of its data: they were attached "
             "after the build, and publishing them adds a commit whose data files are unchanged (see the "
             "repository's tags).")

@@ -12,10 +12,11 @@ and `Lock.sha256` stays the hash of the file as it was published.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import ReleaseError
 from ..hashing import sha256_json
@@ -44,7 +45,7 @@ class LockError(ReleaseError):
 class Stage(StrEnum):
     """Where a clip failed: the stages of planning and ingest that exist."""
 
-    PLAN = "plan"  # listing and labelling: no readable label, content identical to another clip
+    PLAN = "plan"  # listing and labelling: no readable label (identical content is left out, not failed)
     PROBE = "probe"  # the file cannot be opened or described
     SAMPLE = "sample"  # the sampling policy keeps no frame
     DECODE = "decode"  # a wanted frame does not decode (truncated, corrupt, unsupported)
@@ -165,11 +166,12 @@ class Generated(_Strict):
 
 
 class Previous(_Strict):
-    """The release whose splits this one inherited (`--previous`)."""
+    """The release whose splits this one inherited (`--previous`), and its clips that are gone."""
 
     name: str
     version: str
     lock_sha256: Sha256
+    removed: list[str]  # video ids of the earlier release's clips that this build no longer has
 
 
 class Lock(_Strict):
@@ -197,8 +199,8 @@ class Lock(_Strict):
 
     @property
     def sha256(self) -> str:
-        """Names the release's exact content: the sha256 of the lock's canonical JSON as
-        published (for an upgraded format-1 lock, of the original file's JSON)."""
+        """Names the release's exact content: the sha256 of the lock's canonical JSON (for an
+        upgraded format-1 lock, of the JSON of the file as 0.1.0 published it)."""
         return self._source_sha256 or sha256_json(self.to_json())
 
     @property
@@ -212,9 +214,18 @@ class Lock(_Strict):
     def shards_of(self, config: str) -> list[Shard]:
         return [s for s in self.shards if s.config == config]
 
-    def files(self) -> list[str]:
-        """Every file the lock names: itself, what it generated, its shards and attachments."""
-        names = [LOCK_NAME, *self.generated, *(s.path for s in self.shards), *self.attachments]
+    def files(self, sources: Collection[str] | None = None, splits: Collection[str] | None = None) -> list[str]:
+        """Every file the lock names (itself, what it generated, its shards, its attachments),
+        or with `sources`/`splits` only those shards (and every other file); an unknown source
+        or split is an error listing those the release has."""
+        for wanted, have, what in ((sources, {s.source for s in self.shards}, "source"),
+                                   (splits, {s.split for s in self.shards}, "split")):
+            unknown = sorted(set(wanted or ()) - have)
+            if unknown:
+                raise ReleaseError(f"no {what} {', '.join(unknown)} in {self.name} {self.version}; "
+                                   f"its {what}s: {', '.join(sorted(have))}")
+        shards = [s.path for s in self.shards if (not sources or s.source in sources) and (not splits or s.split in splits)]
+        names = [LOCK_NAME, *self.generated, *shards, *self.attachments]
         if self.source_format == FORMAT_V1:
             names.append(CARD_NAME)  # format 1 had a card but recorded no hash of it
         return sorted(set(names))
@@ -247,16 +258,18 @@ def read_lock(data: bytes | str, where: str = LOCK_NAME) -> Lock:
 
         raise LockError(f"{where}: format {fmt} is not one this us4 ({__version__}) reads "
                         f"({', '.join(READABLE)}); it was written by a newer us4: upgrade us4 to read it")
-    text = data if isinstance(data, str) else data.decode()
+    text = json.dumps(raw)  # one decoding (json.loads also took UTF-16 and UTF-32 bytes)
     try:
         if fmt == FORMAT_V1:
             lock = _upgrade(LockV1.model_validate_json(text))
             lock._source_format = FORMAT_V1
+            lock._source_sha256 = sha256_json(raw)  # its name as published, not the upgraded model's
         else:
             lock = Lock.model_validate_json(text)
     except ValidationError as exc:
         raise LockError(f"{where}: invalid {fmt} lock: {_explain(exc)}") from None
-    lock._source_sha256 = sha256_json(raw)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:  # a format-1 lock that cannot be upgraded
+        raise LockError(f"{where}: invalid {fmt} lock: {type(exc).__name__}: {exc}") from None
     _check_consistent(lock, where)
     return lock
 
@@ -277,7 +290,17 @@ def _explain(exc: ValidationError, limit: int = 6) -> str:
 
 
 def _check_consistent(lock: Lock, where: str) -> None:
-    """What types cannot say: cross-references inside the lock point where they should."""
+    """What types cannot say: cross-references inside the lock point where they should, and
+    the recipe is a valid recipe whose hash the lock states."""
+    from ..errors import RecipeError
+    from ..recipe import parse_recipe
+
+    if sha256_json(lock.recipe) != lock.recipe_sha256:
+        raise LockError(f"{where}: recipe_sha256 is not the hash of the recipe the lock holds")
+    try:
+        parse_recipe(lock.recipe, where="recipe")
+    except RecipeError as exc:
+        raise LockError(f"{where}: the lock's recipe is not valid: {exc}") from None
     n = len(lock.shards)
     for clip in lock.clips:
         if clip.shard >= n or lock.shards[clip.shard].config != "frames":
@@ -288,8 +311,22 @@ def _check_consistent(lock: Lock, where: str) -> None:
     if len(set(paths)) != len(paths):
         raise LockError(f"{where}: a shard path is listed twice")
     for name in lock.attachments:
-        if name in (LOCK_NAME, *GENERATED) or name.split("/")[0] == "data":
-            raise LockError(f"{where}: attachment {name!r} takes the name of a release file")
+        try:
+            check_attachment_name(name)
+        except ReleaseError as exc:
+            raise LockError(f"{where}: {exc}") from None
+
+
+def check_attachment_name(name: str) -> str:
+    """An attachment's name: a safe relative path that is none of the release's own files
+    and lies outside `data/` (where the configs' patterns would read it as data)."""
+    try:
+        safe_relpath(name, "attachment name")
+    except ValueError as exc:
+        raise ReleaseError(str(exc)) from None
+    if name in (LOCK_NAME, *GENERATED) or name.split("/")[0] == "data":
+        raise ReleaseError(f"{name}: reserved for the release's own files; attach it under another name")
+    return name
 
 
 # --- format 1 (us4 0.1.0), read and upgraded -----------------------------------
@@ -318,6 +355,13 @@ class _V1Lineage(_Strict):
     frame_sha256: list[Sha256]
     shard: list[Count]
     row: list[Count]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "_V1Lineage":
+        if len({len(v) for v in (self.clip_sha256, self.frame_index, self.pts, self.frame_sha256, self.shard,
+                                 self.row)}) != 1:
+            raise ValueError("lineage lists differ in length")
+        return self
 
 
 class _V1Failure(_Strict):
@@ -404,7 +448,9 @@ def _upgrade(v1: LockV1) -> Lock:
                                 host={k: v for k, v in v1.environment.items() if k in _V1_HOST}),
         previous=None, clips=clips,
         failures=[Failure(source=f.source, video_id=f"{f.source}/{f.path}", sha256=f.sha256,
-                          stage=_V1_STAGES.get(f.stage) or Stage(f.stage), reason=f.reason) for f in v1.failures],
+                          stage=_V1_STAGES.get(f.stage) or Stage(f.stage),
+                          reason=(f"(us4 0.1.0 stage {f.stage!r}) " if f.stage in _V1_STAGES else "") + f.reason)
+                  for f in v1.failures],
         excluded=[Excluded(source=e.source, video_id=f"{e.source}/{e.path}", reason=e.reason) for e in v1.excluded],
         warnings=[],
         sheet=Sheet(missing=v1.sheet.missing_files,
@@ -418,5 +464,6 @@ def _upgrade(v1: LockV1) -> Lock:
 
 
 def _only_source(v1: LockV1) -> str:
-    # format 1 shards mixed every source of a split; name them by the recipe's sources
-    return safe_name("+".join(sorted(v1.recipe.get("sources", {}))) or "all", "source")
+    # format 1 shards mixed every source of a split: its source where it had one, else "mixed"
+    sources = sorted(v1.recipe.get("sources", {}))
+    return safe_name(sources[0], "source") if len(sources) == 1 else "mixed"

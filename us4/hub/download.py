@@ -1,7 +1,7 @@
 """Download one revision of a release repository and verify it before anyone can use it.
 
 The lock comes first, alone: it is validated (paths included) and says which files to
-fetch; nothing else the repository holds is fetched (it is reported and left out). With
+fetch; nothing else the repository holds is kept (it is reported and left out). With
 `sources` or `splits`, only their shards are fetched (plus the lock, the card, the
 Croissant file and the attachments), and verified against the full lock.
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..contract.lock import LOCK_NAME, Lock, read_lock
 from ..errors import HubError, ReleaseError, VerificationError
-from ..paths import UnsafePathError, safe_commit
+from ..paths import UnsafePathError, safe_commit, safe_name
 from ..release.read import open_release
 from ..release.verify import verify_release
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
@@ -58,20 +58,6 @@ def staging_dir(out: Path) -> Path:
     return out.parent / f".{out.name}{_STAGING_SUFFIX}"
 
 
-def select_files(lock: Lock, sources: Sequence[str] | None = None, splits: Sequence[str] | None = None) -> list[str]:
-    """The files of the lock a download of some sources and/or splits needs; an unknown
-    source or split is an error listing those the release has."""
-    for wanted, have, what in ((sources, {s.source for s in lock.shards}, "source"),
-                               (splits, {s.split for s in lock.shards}, "split")):
-        unknown = sorted(set(wanted or ()) - have)
-        if unknown:
-            raise HubError(f"no {what} {', '.join(unknown)} in {lock.name} {lock.version}; "
-                           f"its {what}s: {', '.join(sorted(have))}")
-    shards = {s.path for s in lock.shards}
-    keep = {s.path for s in lock.shards if (not sources or s.source in sources) and (not splits or s.split in splits)}
-    return [f for f in lock.files() if f not in shards or f in keep]
-
-
 def download_release(repo_id: str, revision: str, out: str | Path | None = None, *, endpoint: str | None = None,
                      token: str | None = None, quiet: bool = False, sources: Sequence[str] | None = None,
                      splits: Sequence[str] | None = None) -> Downloaded:
@@ -97,20 +83,20 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
                                     endpoint=endpoint, token=token)
         try:
             lock = read_lock(Path(lock_path).read_bytes(), f"{where}: {LOCK_NAME}")
-        except ReleaseError:
-            shutil.rmtree(staging, ignore_errors=True)
+            wanted = lock.files(sources, splits)  # paths checked: no glob character reaches a pattern
+            missing = sorted(set(wanted) - listed)
+            if missing:
+                raise VerificationError(f"{where}: {len(missing)} file(s) the lock names are not in the commit; "
+                                        f"first: {missing[0]}", [f"{m}: missing" for m in missing])
+        except (ReleaseError, VerificationError):
+            shutil.rmtree(staging, ignore_errors=True)  # nothing of a refused download stays behind
             raise
-        wanted = select_files(lock, sources, splits)
-        missing = sorted(set(wanted) - listed)
-        if missing:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise VerificationError(f"{where}: {len(missing)} file(s) the lock names are not in the commit; "
-                                    f"first: {missing[0]}", [f"{m}: missing" for m in missing])
         _drop_unlisted(staging, set(wanted))
         snapshot_download(repo_id, repo_type=REPO_TYPE, revision=info.sha, local_dir=staging,
                           allow_patterns=wanted, endpoint=endpoint, token=token)
+        _drop_unlisted(staging, set(wanted))  # exactly the lock's files, whatever the patterns matched
     partial = bool(sources or splits)
-    _verify_or_discard(staging, where, out, partial)
+    _verify_or_discard(staging, where, out, wanted if partial else None)
     shutil.rmtree(staging / _HF_LOCAL_META.parts[0], ignore_errors=True)
     if out.exists():
         out.rmdir()  # empty, checked above
@@ -168,11 +154,11 @@ def _drop_unlisted(staging: Path, wanted: set[str]) -> None:
             path.unlink()
 
 
-def _verify_or_discard(staging: Path, where: str, out: Path, partial: bool) -> None:
+def _verify_or_discard(staging: Path, where: str, out: Path, expect: list[str] | None) -> None:
     kept = False
     try:
         try:
-            result = verify_release(open_release(staging), partial=partial)
+            result = verify_release(open_release(staging), expect=expect)
         except ReleaseError as exc:
             raise HubError(f"{where}: not a readable us4 release ({exc}); nothing was kept") from None
         if result.problems:
@@ -212,7 +198,7 @@ def fetch_release(repo_id: str, revision: str, *, endpoint: str | None = None, t
     with hub_errors(where, token):
         commit = _pin(api, repo_id, revision, where).sha  # one lookup, and its clear errors
     # keyed by commit, not by revision name: a branch moves, a commit does not
-    name = commit + (f"-{'+'.join(sorted(sources))}" if sources else "")
+    name = commit + (f"-{'+'.join(sorted(safe_name(s, 'source') for s in sources))}" if sources else "")
     path = Path(cache_dir or cache_root()) / "datasets" / repo_id / name
     if (path / LOCK_NAME).is_file():
         return Resolved(path, verified=False, partial=bool(sources))

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..contract.lock import LOCK_NAME, Lock, read_lock
 from ..errors import HubError, ReleaseError, VerificationError
 from ..hashing import sha256_file
+from ..paths import UnsafePathError, inside, safe_commit
 from ..release.read import Release
 from ..release.verify import verify_release
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
@@ -99,9 +100,21 @@ def commit_operations(plan: PublishPlan,
     ops: list[CommitOperationAdd | CommitOperationDelete] = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(local)) for path, local in plan.files
     ]
-    stale = sorted(set(existing) - set(plan.paths) - HUB_OWN_FILES)
-    ops.extend(CommitOperationDelete(path_in_repo=path) for path in stale)
+    ops.extend(CommitOperationDelete(path_in_repo=path) for path in _stale(plan, existing))
     return ops
+
+
+def _stale(plan: PublishPlan, existing: Iterable[str]) -> list[str]:
+    """What the repository holds that this release does not (a shard an earlier version had)."""
+    return sorted(set(existing) - set(plan.paths) - HUB_OWN_FILES)
+
+
+def _commit(value: object, where: str) -> str:
+    """A commit id a server reported, checked before it names anything."""
+    try:
+        return safe_commit(value, f"{where}: commit")
+    except UnsafePathError as exc:
+        raise HubError(str(exc)) from None
 
 
 def publish_hub(release: Release, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
@@ -256,9 +269,9 @@ class _Hub:
         found = next((t for t in refs.tags if t.name == tag), None)
         if found is None:
             return None
-        entries = self.api.list_repo_tree(self.repo_id, revision=found.target_commit, recursive=True,
-                                          repo_type=REPO_TYPE)
-        return found.target_commit, {e.path: _Stored(e.blob_id, e.lfs.sha256 if e.lfs else None)
+        commit = _commit(found.target_commit, f"{self.repo_id}@{tag}")
+        entries = self.api.list_repo_tree(self.repo_id, revision=commit, recursive=True, repo_type=REPO_TYPE)
+        return commit, {e.path: _Stored(e.blob_id, e.lfs.sha256 if e.lfs else None)
                                      for e in entries if isinstance(e, RepoFile)}
 
     def read(self, commit: str, path: str) -> bytes:
@@ -274,7 +287,7 @@ class _Hub:
             return self._large(plan, existing)
         info = self.api.create_commit(self.repo_id, commit_operations(plan, existing), commit_message=plan.title,
                                       commit_description=plan.description, repo_type=REPO_TYPE, revision=BRANCH)
-        return info.oid
+        return _commit(info.oid, self.repo_id)
 
     def _large(self, plan: PublishPlan, existing: list[str]) -> str:
         """A multi-GB release: huggingface_hub's resumable large-folder upload (many commits,
@@ -283,13 +296,13 @@ class _Hub:
 
         self.api.upload_large_folder(self.repo_id, plan.root, repo_type=REPO_TYPE, revision=BRANCH,
                                      allow_patterns=plan.paths)
-        stale = sorted(set(existing) - set(plan.paths) - HUB_OWN_FILES)
+        stale = _stale(plan, existing)
         if not stale:
-            return self.api.dataset_info(self.repo_id, revision=BRANCH).sha
+            return _commit(self.api.dataset_info(self.repo_id, revision=BRANCH).sha, self.repo_id)
         ops = [CommitOperationDelete(path_in_repo=p) for p in stale]
         info = self.api.create_commit(self.repo_id, ops, commit_message=plan.title,
                                       commit_description=plan.description, repo_type=REPO_TYPE, revision=BRANCH)
-        return info.oid
+        return _commit(info.oid, self.repo_id)
 
     def tag(self, name: str, commit: str, message: str) -> None:
         # exist_ok=False: if someone tagged this version meanwhile, the Hub refuses instead of moving it

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .pixels import to_grey, ycbcr_to_rgb
-from .probe import MediaError, ffmpeg_message, open_container, present_entries, rotation_of
+from .probe import MediaError, environment_error, ffmpeg_message, open_container, present_entries, rotation_of
 
 __all__ = ["PACKED_RGB_FORMATS", "YUV_FORMATS", "DecodedFrame", "decode", "limited_to_full"]
 
@@ -225,10 +225,15 @@ def decode(path: str | os.PathLike[str], indices: Sequence[int]) -> list[Decoded
                     if t is None:
                         t = n / fps if fps > 0 else float(n)
                     out.append(_convert(frame, n, float(t)))
+                    if out[-1].grey.shape != out[0].grey.shape:
+                        (h0, w0), (h, w) = out[0].grey.shape, out[-1].grey.shape
+                        raise MediaError(path, f"frame size changes at frame {n} ({w0}x{h0}, then {w}x{h})")
                 n += 1
                 if n > last:
                     break
         except av.error.FFmpegError as exc:
+            if environment_error(exc):
+                raise
             # A file cut short fails when the demuxer reads past its end: say so.
             present = present_entries(stream, Path(path).stat().st_size)
             if declared > 0 and present is not None and present < declared:

@@ -50,7 +50,7 @@ from pydicom.uid import UID
 from .crop import Box, Region, largest_tissue_region
 from .decode import DecodedFrame
 from .pixels import range_to_8bit, thresholds_to_8bit, to_grey, ycbcr_to_rgb
-from .probe import ClipInfo, MediaError
+from .probe import ClipInfo, MediaError, environment_error
 from .walk import natural_key, rel_posix, walk_files
 
 __all__ = ["DICOM_ALLOWED", "DICOM_SUFFIXES", "SYNTAXES", "AllowedAttribute", "Syntax", "allowed_table",
@@ -257,6 +257,8 @@ def _read_header(path: str | os.PathLike[str]) -> _Header:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=not marker)
         except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on garbage
+            if environment_error(exc):
+                raise
             # The exception's text may quote header bytes: name its type only.
             raise MediaError(path, f"not DICOM (the header cannot be parsed: {type(exc).__name__})") from exc
         implicit, little = ds.original_encoding
@@ -279,6 +281,8 @@ def _read_deflated(p: Path) -> _Header:
     try:
         ds = pydicom.dcmread(p)
     except Exception as exc:  # noqa: BLE001
+        if environment_error(exc):
+            raise
         raise MediaError(p, f"cannot inflate the deflated dataset ({type(exc).__name__})") from exc
     pixels = _Pixels(0, len(ds.PixelData), None) if "PixelData" in ds else None
     return _Header(p, ds, _DEFLATED, pixels)
@@ -745,6 +749,8 @@ def _decode_frames(image: _Image, indices: list[int]) -> Iterator[tuple[int, np.
                 except StopIteration:
                     raise MediaError(h.path, f"frame {index} did not decode") from None
                 except Exception as exc:  # noqa: BLE001 - plugins raise what their libraries raise
+                    if environment_error(exc):
+                        raise
                     text = str(exc).strip()
                     msg = text.splitlines()[0][:200] if text else ""
                     raise MediaError(h.path, f"cannot decode frame {index} ({syntax.package}): "

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .decode import DecodedFrame
 from .pixels import range_to_8bit, to_grey
-from .probe import ClipInfo, MediaError
+from .probe import ClipInfo, MediaError, environment_error
 from .walk import natural_key, rel_posix, walk_files
 
 __all__ = ["IMAGE_SUFFIXES", "decode_sequence", "find_sequences", "probe_sequence", "sort_frames"]
@@ -73,6 +73,8 @@ def _open(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise MediaError(path, "unreadable frame: not an image Pillow can identify") from None
     except (OSError, ValueError) as exc:
+        if environment_error(exc):
+            raise
         raise MediaError(path, f"unreadable frame: {type(exc).__name__}: {exc}") from exc
 
 
@@ -164,6 +166,8 @@ def decode_sequence(files: Sequence[str | os.PathLike[str]], indices: Sequence[i
             try:
                 img.load()
             except (OSError, ValueError, SyntaxError) as exc:
+                if environment_error(exc):
+                    raise
                 raise MediaError(p, f"unreadable frame: {type(exc).__name__}: {exc}") from exc
             out.append(_frame(img, p, i, i / rate))
     return out

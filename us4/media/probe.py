@@ -5,6 +5,7 @@ FFmpeg only exposes as frame side data) and never converts pixels.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ import av
 
 from .crop import Region
 
-__all__ = ["MediaError", "ClipInfo", "probe", "VIDEO_SUFFIXES", "open_container", "rotation_of",
+__all__ = ["MediaError", "ClipInfo", "probe", "VIDEO_SUFFIXES", "environment_error", "open_container", "rotation_of",
            "ffmpeg_message", "present_entries"]
 
 #: File suffixes (lower case) treated as video when a folder is walked.
@@ -27,6 +28,18 @@ VIDEO_SUFFIXES = frozenset({
 # ISO-BMFF major brands: FFmpeg reports one demuxer name for the whole family,
 # so the brand is what tells a QuickTime .mov from an .mp4.
 _BRANDS = {"qt": "mov", "3gp": "3gp", "3g2": "3g2", "mj2": "mj2", "mjp2": "mj2"}
+
+
+# errno values that say the machine failed (storage, permissions, memory, limits), not the file
+_ENVIRONMENT_ERRNOS = frozenset({errno.EIO, errno.EACCES, errno.EPERM, errno.ESTALE, errno.ENOMEM, errno.ENOSPC,
+                                 errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.EROFS, errno.EDQUOT})
+
+
+def environment_error(exc: BaseException) -> bool:
+    """True when `exc` is a failure of this machine (I/O error, no permission, no memory, a full
+    disk), not of the clip: it must end the build and be retried by the next run, never be
+    recorded as the clip's failure. PyAV's errors for these are OSErrors too."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS)
 
 
 class MediaError(Exception):
@@ -115,6 +128,8 @@ def open_container(path: str | os.PathLike[str]):
     try:
         container = av.open(str(p), mode="r")
     except av.error.FFmpegError as exc:
+        if environment_error(exc):
+            raise
         raise MediaError(path, f"cannot open: {ffmpeg_message(exc)}") from exc
     except (OSError, ValueError) as exc:
         raise MediaError(path, f"cannot open: {exc}") from exc
@@ -223,6 +238,8 @@ def probe(path: str | os.PathLike[str]) -> ClipInfo:
         try:
             first, n_packets = _scan(container, stream, count=declared <= 0)
         except av.error.FFmpegError as exc:
+            if environment_error(exc):
+                raise
             raise MediaError(path, f"cannot decode: {ffmpeg_message(exc)}") from exc
         if first is None:
             raise MediaError(path, "no decodable frames")

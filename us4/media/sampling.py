@@ -61,6 +61,8 @@ class SamplingPolicy:
         """Sorted frame indices to keep from a clip of `n_frames` frames at `fps`."""
         if n_frames <= 0:
             return []
+        if n_frames == 1:  # a still image (a single-frame DICOM file) has no rate, and one frame to keep
+            return [0]
         if self.every_n is not None:
             out = list(range(0, n_frames, int(self.every_n)))
         elif self.rate_hz is not None:

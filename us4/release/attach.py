@@ -4,25 +4,38 @@ with their sha256 in the lock's `attachments`, and shown by the regenerated card
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..contract.card import CARD_FORMAT, render_card
 from ..contract.croissant import CROISSANT_FORMAT, render_croissant
-from ..contract.lock import CARD_NAME, CROISSANT_NAME, FORMAT_V1, GENERATED, LOCK_NAME, Generated, Lock, dump_lock
+from ..contract.lock import (
+    CARD_NAME,
+    CROISSANT_NAME,
+    FORMAT_V1,
+    LOCK_NAME,
+    Generated,
+    Lock,
+    check_attachment_name,
+    dump_lock,
+)
 from ..errors import ReleaseError
 from ..files import atomic_write
-from ..hashing import sha256_file
-from ..paths import UnsafePathError, inside, safe_relpath
+from ..paths import inside
 from .read import Release
 
-_DATA = "data"
 
-
-def seal(root: Path, lock: Lock) -> Release:
-    """Render the card and croissant.json from `lock`, write both, record their sha256 and
-    format numbers in the lock, write the lock (last: it is the commit point)."""
-    card = render_card(lock, lambda name: inside(root, name).read_bytes()).encode()
+def seal(root: Path, lock: Lock, pending: dict[str, bytes] | None = None) -> Release:
+    """Render the card and croissant.json from `lock`, then write `pending` files (name ->
+    bytes: attachments not yet in the folder), the card and croissant.json, and last the lock
+    with their sha256 and format numbers (it is the commit point). Everything is rendered
+    before anything is written, so a record the card cannot show damages nothing."""
+    pending = pending or {}
+    card = render_card(lock, lambda name: pending[name] if name in pending else inside(root, name).read_bytes()).encode()
     croissant = render_croissant(lock)
+    for name, data in pending.items():
+        target = inside(root, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, data)
     atomic_write(root / CARD_NAME, card)
     atomic_write(root / CROISSANT_NAME, croissant)
     generated = {CARD_NAME: Generated(format=CARD_FORMAT, sha256=hashlib.sha256(card).hexdigest()),
@@ -50,21 +63,8 @@ def add_attachment(release: Release, path: str | Path, dest: str | None = None) 
         inside_as: str | None = src.resolve().relative_to(release.root.resolve()).as_posix()
     except ValueError:
         inside_as = None
-    name = _check_name(dest or inside_as or src.name)
-    target = inside(release.root, name)
-    if inside_as != name:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, src.read_bytes())
-    attachments = {**release.lock.attachments, name: sha256_file(target)}
-    return seal(release.root, release.lock.model_copy(update={"attachments": dict(sorted(attachments.items()))}))
-
-
-def _check_name(name: str) -> str:
-    try:
-        safe_relpath(name, "attachment name")
-    except UnsafePathError as exc:
-        raise ReleaseError(str(exc)) from None
-    pure = PurePosixPath(name)
-    if name in (LOCK_NAME, *GENERATED) or pure.parts[0] == _DATA or pure.parts[0].startswith("."):
-        raise ReleaseError(f"{name}: reserved for the release's own files; attach it under another name")
-    return name
+    name = check_attachment_name(dest or inside_as or src.name)
+    data = src.read_bytes()
+    attachments = {**release.lock.attachments, name: hashlib.sha256(data).hexdigest()}
+    return seal(release.root, release.lock.model_copy(update={"attachments": dict(sorted(attachments.items()))}),
+                pending={name: data})

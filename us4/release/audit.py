@@ -15,9 +15,9 @@ from PIL import Image, ImageDraw
 from ..files import atomic_write
 from ..media import thumbnail
 from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, thumb_difference
-from .read import Release
+from .read import Release, local_dir
 
-LOCAL_TEXT = "text.json"  # in the folder beside the release (OUT.local), on the machine that built it
+LOCAL_TEXT = "text.json"  # in the release's local folder (OUT.local), on the machine that built it
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def text_findings(release: Release, report: Path | None = None) -> list[TextFind
     this is that machine), and with `report` a thumbnail of its middle frame with the
     boxes drawn (PNG files in that folder)."""
     videos = release.videos(["video_id", "text_boxes", "text_action", "frame_ids"]).to_pylist()
-    local = release.root.parent / f"{release.root.name}.local" / LOCAL_TEXT
+    local = local_dir(release.root) / LOCAL_TEXT
     read = json.loads(local.read_text()) if local.is_file() else None
     flagged = [v for v in videos if v["text_action"] in ("masked", "warned", "declared")]
     images = _frames_by_id(release, {v["frame_ids"][len(v["frame_ids"]) // 2] for v in flagged if v["frame_ids"]}) \

@@ -14,6 +14,9 @@ from ..paths import inside
 __all__ = ["CARD_NAME", "LOCK_NAME", "Release", "locate_lock", "open_release", "read_lock_ref"]
 
 MANIFESTS_PACKAGE = "us4.manifests"
+#: the folder beside a release with the files of the machine that built it (where each hashed
+#: id came from, the text read): never inside the release, never published; they may identify patients
+LOCAL_SUFFIX = ".local"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class Release:
 
     def videos(self, columns: list[str] | None = None) -> pa.Table:
         return self.table("videos", columns)
+
+
+def local_dir(root: Path) -> Path:
+    """`OUT.local`, beside the release folder `OUT`."""
+    return root.parent / f"{root.name}{LOCAL_SUFFIX}"
 
 
 def open_release(path: str | Path) -> Release:

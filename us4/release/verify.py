@@ -1,6 +1,7 @@
 """Check a release's files against its lock, and a lock against a published manifest."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
@@ -23,23 +24,30 @@ class Verification:
         return not self.problems
 
 
-def verify_release(release: Release, *, partial: bool = False) -> Verification:
+#: folders a release folder may hold beside its files: the build's resume cache, and a
+#: download's resume records (huggingface_hub's); never published, never verified
+LOCAL_STATE = (".us4-work", ".cache")
+
+
+def verify_release(release: Release, *, expect: Collection[str] | None = None) -> Verification:
     """Recompute every hash and row count the lock names.
 
     The card and croissant.json are checked by the sha256 the lock records for them,
-    never by rendering them again, so a release verifies with any later us4. With
-    `partial`, shards that are absent are not problems (a download of some sources or
-    splits): every file present is checked against the full lock.
+    never by rendering them again, so a release verifies with any later us4. `expect`
+    names the files that must be here (a download of some sources or splits:
+    `Lock.files(sources, splits)`); shards outside it may be absent, and every file that
+    is here is checked against the full lock. Any file the lock does not name is a problem.
     """
     out = Verification()
     lock = release.lock
     listed: set[str] = set()
     absent = 0
+    required = set(expect) if expect is not None else None
     for shard in lock.shards:
         listed.add(shard.path)
         path = release.path(shard.path)
         if not path.is_file():
-            if partial:
+            if required is not None and shard.path not in required:
                 absent += 1
             else:
                 out.problems.append(f"{shard.path}: missing")
@@ -78,12 +86,11 @@ def verify_release(release: Release, *, partial: bool = False) -> Verification:
         out.notes.append(f"{CARD_NAME}: not checked: the lock is format {FORMAT_V1} (us4 0.1.0), which records no "
                          f"hash of the card{'' if present else ' (and the card is missing)'}; every shard and "
                          "attachment was checked")
-    data = release.root / "data"
-    if data.is_dir():
-        for path in sorted(data.rglob("*")):
-            rel = path.relative_to(release.root).as_posix()
-            if path.is_file() and rel not in listed:
-                out.problems.append(f"{rel}: not in the lock (stray file)")
+    listed.update({LOCK_NAME, CARD_NAME} if lock.source_format == FORMAT_V1 else {LOCK_NAME})
+    for path in sorted(release.root.rglob("*")):
+        rel = path.relative_to(release.root)
+        if path.is_file() and rel.parts[0] not in LOCAL_STATE and rel.as_posix() not in listed:
+            out.problems.append(f"{rel.as_posix()}: not in the lock (stray file)")
     return out
 
 
