@@ -443,8 +443,8 @@ def test_verify_against_a_manifest_leads_with_one_verdict(tmp_path):
     fresh = tmp_path / "fresh"
     build_release(recipe, {"butterfly": bigger}, fresh, workers=1, progress=False)
     report = compare_to_manifest(open_release(fresh).lock, open_release(published).lock)
-    assert report.verdict == DIFFERS and len(report.added) == 3
-    assert report.moved and not report.pixels and not report.removed
+    assert report.verdict == DIFFERS and len(report.diff.clips_added) == 3
+    assert report.diff.moved and not report.diff.pixels and not report.diff.clips_removed
     assert "--previous" in report.lines()[0]
 
 
@@ -459,7 +459,7 @@ def test_verify_separates_bytes_from_environment(phantom_pocus_release):
     changed = clip.model_copy(update={"frame_sha256": ["0" * 64] + clip.frame_sha256[1:]})
     other_pixels = lock.model_copy(update={"clips": [changed, *lock.clips[1:]]})
     report = compare_to_manifest(lock, other_pixels)
-    assert report.verdict == DIFFERS and report.pixels == [(clip.video_id, 1, len(clip.frame_index))]
+    assert report.verdict == DIFFERS and report.diff.pixels == [(clip.video_id, 1, len(clip.frame_index))]
 
 
 # --- splits that stay put across versions --------------------------------------------

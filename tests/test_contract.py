@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 import us4
 from us4.cli import main
 from us4.contract.lock import FORMAT, FORMAT_V1, LockError, dump_lock, read_lock
-from us4.errors import ReleaseError
+from us4.errors import ReleaseError, VerificationError
 from us4.paths import UnsafePathError, inside, safe_commit, safe_name, safe_relpath
 from us4.release.read import open_release
 from us4.release.verify import verify_release
@@ -68,7 +69,8 @@ def test_a_malformed_lock_is_one_clear_error(phantom_pocus_release, tmp_path, ch
 
 
 @pytest.mark.parametrize("bad", ["../outside/x.parquet", "/etc/passwd", "data/../../x", "C:/x.parquet",
-                                 "data\\frames\\x.parquet", "data/frames/x\0.parquet", "", "./data/x"])
+                                 "data\\frames\\x.parquet", "data/frames/x\0.parquet", "", "./data/x", ".git/config",
+                                 "a/.cache/huggingface/x", "notes*", "x[1].json", "data//x.parquet"])
 def test_paths_are_data_not_trust(bad):
     with pytest.raises(UnsafePathError):
         safe_relpath(bad)
@@ -107,11 +109,42 @@ def test_hostile_shard_path_with_a_matching_hash_is_refused_by_verify_and_load(p
     assert result.exit_code == 1 and "../outside/x.parquet" in result.output and "inside its folder" in result.output
     with pytest.raises(ReleaseError, match="outside"):
         us4.load(rel)
-    attach = raw_lock(phantom_pocus_release)
-    attach["attachments"]["../../etc/passwd"] = "0" * 64
-    write_lock(rel, attach)
-    with pytest.raises(LockError, match="etc/passwd"):
-        open_release(rel)
+    for name in ("../../etc/passwd", ".git/config", "notes*"):  # a publish would write, a download glob, these
+        attach = raw_lock(phantom_pocus_release)
+        attach["attachments"][name] = "0" * 64
+        write_lock(rel, attach)
+        with pytest.raises(LockError, match=re.escape(repr(name))):
+            open_release(rel)
+
+
+def test_the_lock_hash_follows_every_change_of_the_lock(phantom_pocus_release, tmp_path):
+    from us4.release.attach import add_attachment
+
+    rel_dir = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, rel_dir)
+    (tmp_path / "note.txt").write_text("evidence")
+    rel = add_attachment(open_release(rel_dir), tmp_path / "note.txt")
+    assert rel.lock.sha256 == open_release(rel_dir).lock.sha256 != open_release(phantom_pocus_release).lock.sha256
+
+
+def test_a_record_the_card_cannot_show_leaves_the_release_as_it_was(phantom_pocus_release, tmp_path):
+    rel_dir = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, rel_dir)
+    before = {p.name: p.read_bytes() for p in rel_dir.iterdir() if p.is_file()}
+    (tmp_path / "benchmark.json").write_text('{"format": "us4-benchmark/1"}')
+    result = CliRunner().invoke(main, ["card", str(rel_dir), "--benchmark", str(tmp_path / "benchmark.json")])
+    assert result.exit_code == 1 and "not a record written by us4 benchmark" in result.output
+    assert {p.name: p.read_bytes() for p in rel_dir.iterdir() if p.is_file()} == before
+    assert verify_release(open_release(rel_dir)).ok
+
+
+def test_loading_some_sources_needs_all_their_shards(phantom_pocus_release, tmp_path):
+    rel_dir = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, rel_dir)
+    (rel_dir / open_release(rel_dir).lock.shards_of("frames")[0].path).unlink()
+    for kwargs in ({}, {"sources": ["pocus"]}):
+        with pytest.raises(VerificationError, match="missing"):
+            us4.load(rel_dir, **kwargs)
 
 
 # --- card and Croissant: verified by hash, never re-rendered ---------------------------

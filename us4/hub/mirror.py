@@ -131,9 +131,6 @@ class MirrorServer:
             return ""
         return (self._workdir / _LOG_NAME).read_bytes()[-limit:].decode(errors="replace")
 
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def wait(self) -> int:
         assert self._proc is not None
         return self._proc.wait()

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from ..files import atomic_write
@@ -71,15 +69,10 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
 
 def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
     """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels)."""
-    out: dict[int, np.ndarray] = {}
-    if not wanted:
-        return out
-    for shard in release.shards("frames", present_only=True):
-        part = pq.read_table(release.path(shard.path), columns=["frame_id", "image"],
-                             filters=pc.field("frame_id").isin(sorted(wanted)))
-        for fid, image in zip(part["frame_id"].to_pylist(), part["image"].to_pylist(), strict=True):
-            with Image.open(io.BytesIO(image["bytes"])) as im:
-                out[fid] = thumbnail(np.asarray(im))
+    out = {}
+    for fid, png in release.images(wanted).items():
+        with Image.open(io.BytesIO(png)) as im:
+            out[fid] = thumbnail(np.asarray(im))
     return out
 
 
@@ -109,7 +102,7 @@ def text_findings(release: Release, report: Path | None = None) -> list[TextFind
     local = local_dir(release.root) / LOCAL_TEXT
     read = json.loads(local.read_text()) if local.is_file() else None
     flagged = [v for v in videos if v["text_action"] in ("masked", "warned", "declared")]
-    images = _frames_by_id(release, {v["frame_ids"][len(v["frame_ids"]) // 2] for v in flagged if v["frame_ids"]}) \
+    images = release.images(v["frame_ids"][len(v["frame_ids"]) // 2] for v in flagged if v["frame_ids"]) \
         if report is not None else {}
     out = []
     for n, v in enumerate(flagged):
@@ -120,15 +113,6 @@ def text_findings(release: Release, report: Path | None = None) -> list[TextFind
             atomic_write(report / thumb, _boxed(images[v["frame_ids"][len(v["frame_ids"]) // 2]], v["text_boxes"]))
         out.append(TextFinding(v["video_id"], v["text_action"], v["text_boxes"],
                                read.get(v["video_id"]) if read is not None else None, thumb))
-    return out
-
-
-def _frames_by_id(release: Release, wanted: set[int]) -> dict[int, bytes]:
-    out = {}
-    for shard in release.shards("frames", present_only=True):
-        part = pq.read_table(release.path(shard.path), columns=["frame_id", "image"],
-                             filters=pc.field("frame_id").isin(sorted(wanted)))
-        out.update({fid: img["bytes"] for fid, img in zip(part["frame_id"].to_pylist(), part["image"].to_pylist())})
     return out
 
 

@@ -5,10 +5,10 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
+from ..contract.card import CONTACT_SHEET
 from ..files import atomic_write
 from .read import Release
 
-CONTACT_SHEET = "assets/contact_sheet.png"
 _SHEET_PER_SOURCE = 8  # thumbnails in a source's row of the contact sheet
 _THUMB = 160  # px, square
 _LABEL_H = 18  # px of caption under each thumbnail
@@ -20,8 +20,6 @@ def write_contact_sheet(release: Release) -> Path:
     Deterministic: the same release gives the same PNG bytes (same Pillow). Register it
     with `us4.release.attach.add_attachment(release, path)`, which also renders the card.
     """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
     from PIL import Image, ImageDraw, ImageFont, ImageOps
 
     videos = release.videos(["video_id", "source", "label", "frame_ids"]).to_pylist()
@@ -30,13 +28,7 @@ def write_contact_sheet(release: Release) -> Path:
         chosen[source] = [(v["frame_ids"][len(v["frame_ids"]) // 2], v["label"])
                           for v in _spread(sorted((v for v in videos if v["source"] == source and v["frame_ids"]),
                                                   key=lambda v: v["video_id"]))]
-    wanted = sorted(fid for picks in chosen.values() for fid, _ in picks)
-    images: dict[int, bytes] = {}
-    for shard in release.shards("frames"):
-        part = pq.read_table(release.path(shard.path), columns=["frame_id", "image"],
-                             filters=pc.field("frame_id").isin(wanted))
-        for fid, image in zip(part["frame_id"].to_pylist(), part["image"].to_pylist(), strict=True):
-            images[fid] = image["bytes"]
+    images = release.images(fid for picks in chosen.values() for fid, _ in picks)
 
     font = ImageFont.load_default()
     name_w = 150

@@ -38,6 +38,7 @@ class ReleaseDiff:
     frames_changed: int = 0  # same clip and index, other pixels
     labels_changed: list[tuple[str, str, str]] = field(default_factory=list)  # video_id, old, new
     moved: list[tuple[str, str, str]] = field(default_factory=list)  # video_id, old split, new split
+    pixels: list[tuple[str, int, int]] = field(default_factory=list)  # video_id, frames differing, frames in old
     recipes_changed: dict[str, list[str]] = field(default_factory=dict)  # source -> what changed
     recipe_shared_changed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -98,13 +99,16 @@ def diff_locks(old: Lock, new: Lock, labels: tuple[dict[str, str], dict[str, str
     result.frames_removed = len(set(fa) - set(fb))
     result.frames_changed = sum(1 for k in set(fa) & set(fb) if fa[k] != fb[k])
     for v in sorted(set(a) & set(b)):
-        (ca, _, sha_a), (cb, _, sha_b) = a[v], b[v]
+        (ca, frames_a, sha_a), (cb, frames_b, sha_b) = a[v], b[v]
         if sha_a != sha_b:
             result.clips_replaced.append(v)
         if ca.label != cb.label and None not in (ca.label, cb.label):
             result.labels_changed.append((v, ca.label, cb.label))
         if ca.split != cb.split:
             result.moved.append((v, ca.split, cb.split))
+        differing = sum(1 for i in set(frames_a) | set(frames_b) if frames_a.get(i) != frames_b.get(i))
+        if differing:
+            result.pixels.append((v, differing, len(frames_a)))
     if any(c.label is None for c, _, _ in [*a.values(), *b.values()]):
         result.notes.append("a side records no labels (a format-1 lock without its videos table): labels not compared")
     ra, rb = old.recipe, new.recipe

@@ -1,6 +1,7 @@
 """Open a release folder: its typed lock and its tables."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,21 @@ class Release:
         if not parts:
             raise ReleaseError(f"{self.root}: release has no {config!r} shards here")
         return pa.concat_tables(parts)
+
+    def images(self, frame_ids: Iterable[int]) -> dict[int, bytes]:
+        """The stored PNG bytes of some frames, by frame_id, read only from the shards here."""
+        import pyarrow.compute as pc
+
+        wanted = sorted(set(frame_ids))
+        out: dict[int, bytes] = {}
+        if not wanted:
+            return out
+        for shard in self.shards("frames", present_only=True):
+            part = pq.read_table(self.path(shard.path), columns=["frame_id", "image"],
+                                 filters=pc.field("frame_id").isin(wanted))
+            out.update({fid: image["bytes"] for fid, image in zip(part["frame_id"].to_pylist(),
+                                                                 part["image"].to_pylist(), strict=True)})
+        return out
 
     def frames(self, columns: list[str] | None = None) -> pa.Table:
         return self.table("frames", columns)

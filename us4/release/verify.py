@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Clip, Lock
+from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
+from .diff import ReleaseDiff, diff_locks
 from .read import Release
 
 
@@ -107,96 +108,74 @@ class Reproduction:
 
     "Same bytes" is decided on what the release holds (recipe, clips, labels, splits,
     frame pixels, shard hashes); the environment (library versions, Python, platform)
-    is reported for information and never decides the verdict."""
+    is reported for information and never decides the verdict. The clip-by-clip part is
+    `us4 diff`'s comparison, from the manifest to this build."""
 
+    diff: ReleaseDiff
+    manifest_clips: int
+    manifest_frames: int
     verdict: str = REPRODUCED
-    manifest_clips: int = 0
-    manifest_frames: int = 0
     recipe: str | None = None  # how the recipes differ, if they do
-    added: list[Clip] = field(default_factory=list)
-    removed: list[Clip] = field(default_factory=list)
     failed_here: list[str] = field(default_factory=list)  # manifest clips that failed in this build
     new_failures: list[str] = field(default_factory=list)  # files the manifest never had, failed here
-    replaced: list[str] = field(default_factory=list)  # same video id, another file
-    relabelled: list[tuple[str, str | None, str | None]] = field(default_factory=list)
-    moved: list[tuple[str, str, str]] = field(default_factory=list)  # video id, split there, split here
-    pixels: list[tuple[str, int, int]] = field(default_factory=list)  # video id, frames differing, frames compared
-    frames_compared: int = 0
     shards: list[str] = field(default_factory=list)
     environment: list[str] = field(default_factory=list)  # information only
-    notes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {"clips added": len(self.added), "clips removed": len(self.removed),
-                "clips relabelled": len(self.relabelled), "clips replaced by another file": len(self.replaced),
-                "clips that moved split": len(self.moved),
-                "frames with other pixels": sum(n for _, n, _ in self.pixels),
+        d = self.diff
+        return {"clips added": len(d.clips_added), "clips removed": len(d.clips_removed),
+                "clips relabelled": len(d.labels_changed), "clips replaced by another file": len(d.clips_replaced),
+                "clips that moved split": len(d.moved), "frames with other pixels": sum(n for _, n, _ in d.pixels),
                 "new files that failed here": len(self.new_failures), "shards that differ": len(self.shards)}
 
     def lines(self) -> list[str]:
+        d = self.diff
         out = [f"verdict: {self.verdict}: {self._summary()}"]
         out += [f"  {name}: {n}" for name, n in self.counts().items()]
         if self.recipe:
             out.append(f"  recipe: {self.recipe}")
         out += [f"  environment (information only): {e}" for e in self.environment]
-        out += [f"  note: {n}" for n in self.notes]
-        details = ([f"  + {c.video_id} ({c.label}, {c.split}, {len(c.frame_index)} frames)" for c in self.added]
-                   + [f"  - {c.video_id} ({c.label}, {c.split}, {len(c.frame_index)} frames)" for c in self.removed]
+        out += [f"  note: {n}" for n in d.notes]
+        details = ([f"  + {c.video_id} ({c.label}, {c.split}, {c.frames} frames)" for c in d.clips_added]
+                   + [f"  - {c.video_id} ({c.label}, {c.split}, {c.frames} frames)" for c in d.clips_removed]
                    + [f"  ! {v}: built in the manifest, failed here" for v in self.failed_here]
                    + [f"  ! {v}: failed here (not in the manifest)" for v in self.new_failures]
-                   + [f"  ~ {v}: another file under the same id" for v in self.replaced]
-                   + [f"  label {v}: {a} -> {b}" for v, a, b in self.relabelled]
-                   + [f"  split {v}: {a} -> {b}" for v, a, b in self.moved]
-                   + [f"  pixels {v}: {n} of {m} frames differ" for v, n, m in self.pixels]
+                   + [f"  ~ {v}: another file under the same id" for v in d.clips_replaced]
+                   + [f"  label {v}: {a} -> {b}" for v, a, b in d.labels_changed]
+                   + [f"  split {v}: {a} -> {b}" for v, a, b in d.moved]
+                   + [f"  pixels {v}: {n} of {m} frames differ" for v, n, m in d.pixels]
                    + [f"  shard {s}" for s in self.shards])
         return out + (["details:", *details] if details else [])
 
     def _summary(self) -> str:
+        d = self.diff
         if self.verdict == REPRODUCED:
             return (f"byte-identical: every one of the manifest's {self.manifest_clips} clips and "
                     f"{self.manifest_frames} frames, and every shard")
         if self.verdict == REPRODUCED_PLUS:
             return (f"every one of the manifest's {self.manifest_clips} clips and {self.manifest_frames} frames is "
-                    f"here with identical pixels, labels and splits; {len(self.added)} clips were added"
+                    f"here with identical pixels, labels and splits; {len(d.clips_added)} clips were added"
                     + (f" and {len(self.new_failures)} new files failed" if self.new_failures else ""))
         hint = (" (build with --previous MANIFEST to keep the manifest's splits when clips are added)"
-                if self.moved and self.added else "")
+                if d.moved and d.clips_added else "")
         only_bytes = (" only the encoded bytes differ: every frame's pixels match (PNG/zlib or Parquet writer "
-                      "version)" if self.shards and not any(self.counts()[k] for k in list(self.counts())[:-1])
-                      and not self.recipe else "")
+                      "version)" if self.shards and not any(list(self.counts().values())[:-1]) and not self.recipe
+                      else "")
         return f"the release is not the manifest's{only_bytes}{hint}"
 
 
 def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
     """What differs between a rebuilt release's lock and a published manifest."""
-    out = Reproduction(manifest_clips=len(manifest.clips), manifest_frames=manifest.counts.frames)
+    out = Reproduction(diff_locks(manifest, lock), manifest_clips=len(manifest.clips),
+                       manifest_frames=manifest.counts.frames)
     if lock.recipe_sha256 != manifest.recipe_sha256:
         keys = sorted(k for k in set(lock.recipe) | set(manifest.recipe) if lock.recipe.get(k) != manifest.recipe.get(k))
-        out.recipe = f"differs in {', '.join(keys)} (sha256 {lock.recipe_sha256[:12]}… here, {manifest.recipe_sha256[:12]}… there)"
-    mine = {c.video_id: c for c in lock.clips}
-    theirs = {c.video_id: c for c in manifest.clips}
+        out.recipe = (f"differs in {', '.join(keys)} (sha256 {lock.recipe_sha256[:12]}… here, "
+                      f"{manifest.recipe_sha256[:12]}… there)")
     failed = {f.video_id for f in lock.failures}
-    out.added = [mine[v] for v in sorted(set(mine) - set(theirs))]
-    out.removed = [theirs[v] for v in sorted(set(theirs) - set(mine))]
-    out.failed_here = [c.video_id for c in out.removed if c.video_id in failed]
-    known = set(theirs) | {f.video_id for f in manifest.failures}
+    out.failed_here = [c.video_id for c in out.diff.clips_removed if c.video_id in failed]
+    known = {c.video_id for c in manifest.clips} | {f.video_id for f in manifest.failures}
     out.new_failures = sorted(v for v in failed if v not in known)
-    for v in sorted(set(mine) & set(theirs)):
-        a, b = mine[v], theirs[v]
-        if a.sha256 != b.sha256:
-            out.replaced.append(v)
-            continue
-        if a.label != b.label and None not in (a.label, b.label):
-            out.relabelled.append((v, b.label, a.label))
-        if a.split != b.split:
-            out.moved.append((v, b.split, a.split))
-        here, there = dict(zip(a.frame_index, a.frame_sha256)), dict(zip(b.frame_index, b.frame_sha256))
-        differing = sum(1 for i in set(here) | set(there) if here.get(i) != there.get(i))
-        out.frames_compared += len(there)
-        if differing:
-            out.pixels.append((v, differing, len(there)))
-    if any(c.label is None for c in manifest.clips):
-        out.notes.append(f"the manifest is format {FORMAT_V1}, which records no per-clip labels: labels not compared")
     shards_a = {s.path: s for s in lock.shards}
     shards_b = {s.path: s for s in manifest.shards}
     for path in sorted(set(shards_a) | set(shards_b)):
@@ -217,6 +196,6 @@ def _verdict(r: Reproduction) -> str:
             "frames with other pixels")
     if r.recipe or any(counts[k] for k in core):
         return DIFFERS
-    if r.added or r.new_failures:
+    if r.diff.clips_added or r.new_failures:
         return REPRODUCED_PLUS
     return DIFFERS if r.shards else REPRODUCED
