@@ -25,7 +25,8 @@ from us4.media.phantom import write_phantom_clip
 from .conftest import wait_for_cached_clips
 from .test_build import digest, tiny_recipe
 
-pytest.importorskip("distributed", reason="Dask distributed is a dependency of us4: pip install -e .")
+# the dask CLI of this interpreter, whatever PATH says
+DASK = [sys.executable, "-m", "dask"]
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Cluster:
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def add_worker(self, *extra: str, prefix: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
-        cmd = [*(prefix or []), "dask", "worker", self.address, "--nworkers", "1", "--nthreads", "1",
+        cmd = [*(prefix or []), *DASK, "worker", self.address, "--nworkers", "1", "--nthreads", "1",
                "--no-dashboard", *extra]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                                 env={**os.environ, **(env or {})})
@@ -67,7 +68,7 @@ class Cluster:
 
 def start_cluster(workers: int = 2) -> Cluster:
     port = free_port()
-    scheduler = subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+    scheduler = subprocess.Popen([*DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     cluster = Cluster(f"tcp://127.0.0.1:{port}", scheduler)
     for _ in range(workers):
