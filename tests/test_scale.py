@@ -127,6 +127,28 @@ def test_a_worker_killed_mid_build_costs_nothing(cluster, slow_raw, tmp_path):
     assert digest(out) == digest(ref)
 
 
+def test_the_real_pocus_sample_with_a_worker_killed_gives_the_local_bytes(cluster, pocus_data, pocus_release,
+                                                                          tmp_path):
+    victim = cluster.add_worker()
+    cluster.wait_for(3)
+    out = tmp_path / "pocus"
+    build = subprocess.Popen([sys.executable, "-m", "us4.cli", "build", "pocus", "--raw", f"pocus={pocus_data}",
+                              "--out", str(out), "--scheduler", cluster.address, "-q"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for_cached_clips(out, 5) >= 5
+    cluster.kill(victim)
+    assert build.wait(timeout=300) == 0, build.stderr.read()
+    assert digest(out) == digest(pocus_release)  # built with 2 local processes
+
+
+def test_every_input_kind_of_the_us4_phantom_gives_the_local_bytes_on_dask(cluster, phantom_us4_raw, phantom_release,
+                                                                           tmp_path):
+    """Videos, PNG sequences and DICOM with burned-in text masked: the same bytes from the workers."""
+    out = tmp_path / "us4"
+    build_release("us4", phantom_us4_raw, out, scheduler=cluster.address, progress=False)
+    assert digest(out) == digest(phantom_release)
+
+
 def test_a_killed_driver_resumes_like_a_local_build(cluster, slow_raw, tmp_path):
     recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 1}}})
     out = tmp_path / "rel"
