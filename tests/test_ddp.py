@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from us4.train.augment import augment
 from us4.train.config import AugmentConfig, get_config
 from us4.train.data import load_videoset
-from us4.train.distributed import World, gather_batch, joined, synchronise_batchnorm
+from us4.train.distributed import World, gather_batch, joined, sigterm_held_off, synchronise_batchnorm
 from us4.train.pretrain import pretrain, step_losses
 from us4.train.resnet import USCLModel
 from us4.train.spg import epoch_batches, sample_rows
@@ -227,6 +227,33 @@ def test_a_rank_killed_under_torchrun_ends_the_run_with_its_name_and_no_outputs(
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("us4: error:") and "rank 1: Signal 9 (SIGKILL)" in last, stderr[-3000:]
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_during_cleanup_does_not_cut_it_short(tmp_path):
+    """torchrun's SIGTERM can reach a rank already removing its staging folder (after a peer
+    died): the removal finishes, and the stop handler is back in place afterwards."""
+    import shutil
+    import signal
+
+    staging = tmp_path / "staging"
+    for i in range(50):
+        (staging / f"d{i}").mkdir(parents=True)
+        (staging / f"d{i}" / "f").write_bytes(b"x")
+
+    def stop(*_):
+        raise RuntimeError("stopped")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with sigterm_held_off():
+            os.kill(os.getpid(), signal.SIGTERM)
+            shutil.rmtree(staging)
+        assert not staging.exists() and signal.getsignal(signal.SIGTERM) is stop
+        with pytest.raises(RuntimeError, match="stopped"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_nproc_under_torchrun_is_refused(phantom_pocus_release, tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from ..contract.benchmark_card import benchmark_markdown
 from .checkpoint import load_backbone, save_weights
 from .config import PUBLISHED, BenchmarkConfig, config_differences, get_config
 from .data import FRAME_COLUMNS, VideoSet, load_videoset
-from .distributed import World, gather_to_main, joined, rank_errors, threads_per_rank
+from .distributed import World, gather_to_main, joined, rank_errors, sigterm_held_off, threads_per_rank
 from .finetune import FoldResult, evaluated_videos, finetune_folds
 from .metrics import summarize
 from .pretrain import PretrainResult, label_mask, pretrain
@@ -204,10 +204,12 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
             record = _run(pre_rel, ev_rel, cfg, staging, imagenet_backbone, dev, world, progress, t_all,
                           (pre_ok, ev_ok))
             if world.main:
-                _commit(staging, out)
+                with sigterm_held_off():
+                    _commit(staging, out)
             return record
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            with sigterm_held_off():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, imagenet_backbone: dict | None,

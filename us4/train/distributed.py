@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,6 +107,21 @@ def joined(device: torch.device) -> Iterator[tuple[World, torch.device]]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         dist.destroy_process_group()
+
+
+@contextmanager
+def sigterm_held_off() -> Iterator[None]:
+    """SIGTERM ignored for the block. torchrun stops the other ranks while a failing one may be
+    removing or renaming its outputs already; a stop raised inside that would leave them half
+    done. A block that hangs still ends: torchrun sends SIGKILL 30 s after SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; none of ours runs elsewhere
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
