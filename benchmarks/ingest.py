@@ -16,10 +16,14 @@ On the POCUS sample with pipelines/pocus.yaml it prints:
   (target: under 2 %).
 
 A DICOM case (skip it with --no-dicom) writes phantom multi-frame DICOM files (RLE, JPEG
-baseline, JPEG 2000, 40 frames, 224x192, scanner regions) and prints:
+baseline, JPEG 2000, 40 frames, scanner regions), at 224x192 (small frames: the build's
+fixed costs, start-up and the files beside the shards, weigh most) and at 640x480 (the size
+of the real sample's frames in ../shared/dicom), and prints for each:
 - the build's frames/s and its ratio to a plain loop over the same files with the same
-  number of processes: pydicom reads each file, decodes its frames, crops the kept ones to
-  the scanner region and PNG-encodes them (target <= 1.25), both without a text check;
+  number of processes: pydicom decodes the kept frames of each file, crops them to
+  the scanner region and PNG-encodes them, grey or RGB as the build keeps them (target
+  <= 1.25), both without a text check, at 24 and at 48 files; and from the step between
+  the two, the ratio per frame and a build's fixed cost;
 - the text check's cost inside the build: the same build with `text: mask`, its extra
   seconds and the frames it checked per second of them.
 Needs the `bench` extra (opencv-python-headless, psutil) and, for the text check, `text`.
@@ -42,6 +46,8 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "pipelines" / "pocus.yaml"
+#: small frames, where the build's fixed costs show; and the size of the real sample's frames (640x480)
+DICOM_SIZES = ((224, 192), (640, 480))
 
 
 def run_measured(cmd: list[str]) -> tuple[float, int]:
@@ -136,37 +142,46 @@ def pocovid_clip(job: tuple[str, str]) -> int:
     return n
 
 
-def plain_dicom(job: tuple[str, list[int], list[int], int]) -> int:
-    """pydicom decodes the file, the kept frames are cropped to the region, made grey, PNG-encoded."""
+def plain_dicom(job: tuple[str, list[int], list[int], bool, int]) -> int:
+    """pydicom decodes the kept frames (and only those, as the build does); each is cropped to
+    the region and PNG-encoded, grey or, for a colour clip, RGB (the build's pixels)."""
     import numpy as np
-    import pydicom
     from PIL import Image
+    from pydicom.pixels import iter_pixels
 
     from us4.media.pixels import to_grey  # the build's own integer grey, so both make the same pixels
 
-    path, keep, box, level = job
-    ds = pydicom.dcmread(path)
-    frames = ds.pixel_array
+    path, keep, box, colour, level = job
     x, y, w, h = box
-    for i in keep:
-        a = to_grey(np.asarray(frames[i][y:y + h, x:x + w], dtype=np.uint8))
+    for frame in iter_pixels(path, indices=keep):
+        a = np.asarray(frame[y:y + h, x:x + w], dtype=np.uint8)
+        a = a if colour else to_grey(a)
         Image.fromarray(np.ascontiguousarray(a)).save(io.BytesIO(), format="PNG",
                                                                       compress_level=level, optimize=False)
     return len(keep)
 
 
-def dicom_case(tmp: Path, workers: int, repeats: int) -> None:
+def dicom_case(tmp: Path, workers: int, repeats: int, size: tuple[int, int]) -> None:
+    import csv
+
     import yaml
 
     from us4.media import write_phantom_dicom
     from us4.release.read import open_release
 
-    raw = tmp / "dicom"
+    tmp = tmp / f"dicom-{size[0]}x{size[1]}"
+    # 24 files, and 48 (the same 24 linked, plus 24 more): the step between them is the
+    # build's cost per frame, free of what a build costs whatever its size
+    corpora = {n: tmp / f"dicom-{n}" for n in (24, 48)}
     syntaxes = (("rle", "MONOCHROME2"), ("jpeg-baseline", "YBR_FULL_422"), ("jpeg2000-lossless", "MONOCHROME2"))
-    for i in range(24):
+    for i in range(48):
         syntax, photometric = syntaxes[i % 3]
-        write_phantom_dicom(raw / f"clip_{i:02d}.dcm", seed=i, n_frames=40, transfer_syntax=syntax,
+        path = corpora[48] / f"clip_{i:02d}.dcm"
+        write_phantom_dicom(path, seed=i, n_frames=40, size=size, transfer_syntax=syntax,
                             photometric=photometric, text="PLANTED GENERAL HOSPITAL 12:34:56")
+        if i < 24:
+            corpora[24].mkdir(parents=True, exist_ok=True)
+            (corpora[24] / path.name).symlink_to(path)
     recipes = {}
     for text in ("off", "mask"):
         spec = {"organ": "liver", "input": "dicom", "classes": ["x"], "label": {"constant": "x"},
@@ -176,37 +191,46 @@ def dicom_case(tmp: Path, workers: int, repeats: int) -> None:
                                                  "dedup": {"threshold": 0},
                                                  "splits": {"kind": "holdout", "validation": 0.5}}))
 
-    def build_dicom(text: str, out: Path) -> float:
+    def build_dicom(text: str, n: int) -> float:
+        out = tmp / f"rel-{text}-{n}"
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(f"{out}.local", ignore_errors=True)
         return run_measured([sys.executable, "-m", "us4.cli", "build", str(recipes[text]), "--raw",
-                             f"scans={raw}", "--out", str(out), "--workers", str(workers), "--quiet"])[0]
+                             f"scans={corpora[n]}", "--out", str(out), "--workers", str(workers), "--quiet"])[0]
 
-    build_dicom("off", tmp / "dicom-rel")
-    level = 1
-    videos = open_release(tmp / "dicom-rel").videos(["video_id", "frame_indices", "crop_box", "n_kept"]).to_pylist()
-    frames = sum(v["n_kept"] for v in videos)
-    import csv
-
-    with open(Path(f"{tmp / 'dicom-rel'}.local") / "ids.csv", newline="") as f:
-        ids = {row["video_id"]: row["path"] for row in csv.DictReader(f)}
-    jobs = [(str(raw / ids[v["video_id"]]), list(v["frame_indices"]), list(v["crop_box"]), level) for v in videos]
-    runs: dict[str, list[float]] = {"build": [], "plain": [], "build_text": []}
+    jobs, frames = {}, {}
+    for n, raw in corpora.items():  # the plain loop makes what the build kept: these frames, crops, colours
+        build_dicom("off", n)
+        out = tmp / f"rel-off-{n}"
+        videos = open_release(out).videos(["video_id", "frame_indices", "crop_box", "colour", "n_kept"]).to_pylist()
+        with open(Path(f"{out}.local") / "ids.csv", newline="") as f:
+            ids = {row["video_id"]: row["path"] for row in csv.DictReader(f)}
+        jobs[n] = [(str(raw / ids[v["video_id"]]), list(v["frame_indices"]), list(v["crop_box"]), v["colour"], 1)
+                   for v in videos]
+        frames[n] = sum(v["n_kept"] for v in videos)
+    runs: dict[str, list[float]] = {"build_24": [], "build_48": [], "plain_24": [], "plain_48": [], "text_24": []}
     for _ in range(repeats):
-        runs["build"].append(build_dicom("off", tmp / "dicom-rel"))
-        runs["plain"].append(timed_pool(plain_dicom, jobs, workers))
-        runs["build_text"].append(build_dicom("mask", tmp / "dicom-rel-text"))
-    build, plain, with_text = (statistics.median(runs[k]) for k in runs)
-    checked = 3 * len(videos)  # first, middle and last kept frame of each clip
-    print(f"DICOM case: {len(videos)} phantom multi-frame files (RLE, JPEG baseline, JPEG 2000), {frames} frames kept; "
-          f"medians of {repeats}")
+        for n in corpora:
+            runs[f"build_{n}"].append(build_dicom("off", n))
+            runs[f"plain_{n}"].append(timed_pool(plain_dicom, jobs[n], workers))
+        runs["text_24"].append(build_dicom("mask", 24))
+    m = {k: statistics.median(v) for k, v in runs.items()}
+    step_build, step_plain = m["build_48"] - m["build_24"], m["plain_48"] - m["plain_24"]
+    print(f"DICOM case, {size[0]}x{size[1]} frames: 24 and 48 phantom multi-frame files (RLE, JPEG baseline, "
+          f"JPEG 2000), {frames[24]} and {frames[48]} frames kept; medians of {repeats}")
     for name, values in runs.items():
         print(f"  runs {name:10s} " + " ".join(f"{v:6.2f}" for v in values))
-    print(f"us4 build, no text check:     {build:7.2f} s  {frames / build:7.1f} frames/s")
-    print(f"plain pydicom + crop + PNG:   {plain:7.2f} s  {frames / plain:7.1f} frames/s")
-    print(f"ratio build / plain loop:           {build / plain:5.2f}  (target <= 1.25)")
-    print(f"us4 build, text: mask:        {with_text:7.2f} s  (+{with_text - build:.2f} s for {checked} frames checked: "
-          f"{checked / max(with_text - build, 1e-9):.1f} frames/s of text check, {workers} processes)")
+    for n in corpora:
+        print(f"  {n} files: us4 build {m[f'build_{n}']:6.2f} s ({frames[n] / m[f'build_{n}']:6.1f} frames/s), "
+              f"plain pydicom + crop + PNG {m[f'plain_{n}']:6.2f} s ({frames[n] / m[f'plain_{n}']:6.1f} frames/s): "
+              f"ratio {m[f'build_{n}'] / m[f'plain_{n}']:5.2f}  (target <= 1.25)")
+    print(f"  per frame, 24 -> 48 files: build {1000 * step_build / (frames[48] - frames[24]):.2f} ms, plain "
+          f"{1000 * step_plain / (frames[48] - frames[24]):.2f} ms: ratio {step_build / step_plain:5.2f}; "
+          f"a build's fixed cost about {m['build_24'] - step_build:.2f} s")
+    checked = 3 * len(jobs[24])  # first, middle and last kept frame of each clip
+    extra = m["text_24"] - m["build_24"]
+    print(f"  text: mask, 24 files: {m['text_24']:.2f} s (+{extra:.2f} s for {checked} frames checked: "
+          f"{checked / max(extra, 1e-9):.1f} frames/s of text check, {workers} processes)")
 
 
 def contract_cost(release: Path, repeats: int = 20) -> float:
@@ -285,7 +309,8 @@ def main() -> None:
         wall, plain, pocovid_1, pocovid_n = (statistics.median(runs[k]) for k in runs)
         contract = contract_cost(tmp / "rel")
         if not args.no_dicom:
-            dicom_case(tmp, args.workers, args.repeats)
+            for size in DICOM_SIZES:
+                dicom_case(tmp, args.workers, args.repeats, size)
 
     n_half = len(clips) // 2
     print(f"POCUS sample: {len(videos)} clips built, {frames} frames, {args.workers} worker processes; "

@@ -33,51 +33,57 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """`workers` forked processes (1: this process, no pool)."""
+    """`workers` forked processes (1: this process, no pool). One pool serves every phase of
+    a build, so what its workers imported for ingest (pyarrow pulls in pandas, 0.3 s a
+    process) also serves the shards and the contact sheet; `close` ends it."""
 
     def __init__(self, workers: int):
         self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
 
     def run(self, fn: Callable, items: Iterable, args: tuple, on_result: OnResult) -> None:
         items = list(items)
         if not items:
             return
-        if self.workers <= 1 or len(items) == 1:
+        if self.workers <= 1 or (self._pool is None and len(items) == 1):
             for item in items:
                 on_result(item, fn(item, *args))
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=_context(),
-                                   initializer=_ignore_sigint)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(), initializer=_ignore_sigint)
         try:
-            pending: dict[Future, Any] = {pool.submit(fn, item, *args): item for item in items}
+            pending: dict[Future, Any] = {self._pool.submit(fn, item, *args): item for item in items}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     item = pending.pop(fut)
                     on_result(item, fut.result())
         except BrokenProcessPool:
-            _stop(pool)
+            self._stop()
             raise BuildError("a worker process died (crashed or ran out of memory); what it finished is kept: "
                              "run again to resume, with --workers 1 to find the clip") from None
         except BaseException:
-            _stop(pool)
+            self._stop()
             raise
-        pool.shutdown(wait=True)
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
-
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """End the pool now: terminate its workers (and only them) rather than wait for their items."""
-    workers = list((pool._processes or {}).values())  # the pool's own; a caller's processes are left alone
-    for child in workers:
-        child.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for child in workers:
-        child.join(timeout=2)
-        if child.is_alive():
-            child.kill()
+    def _stop(self) -> None:
+        """End the pool now: terminate its workers (and only them) rather than wait for their items."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        workers = list((pool._processes or {}).values())  # the pool's own; a caller's processes are left alone
+        for child in workers:
+            child.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in workers:
+            child.join(timeout=2)
+            if child.is_alive():
+                child.kill()
 
 
 def _ignore_sigint() -> None:

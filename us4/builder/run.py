@@ -92,13 +92,11 @@ def build_release(
     prev = read_previous(previous or recipe.splits.get("inherit"), recipe_path.parent if recipe_path else None)
     _check_out(out)
     with BuildMutex(out / WORK_DIR, out):
-        if scheduler is None:
-            return _build(recipe, plan, out, LocalExecutor(workers or available_cores()), retry_failed, allow_empty,
-                          prev, progress)
-        executor = DaskExecutor(scheduler, workers)
+        executor = LocalExecutor(workers or available_cores()) if scheduler is None else DaskExecutor(scheduler, workers)
         try:
-            executor.check_workers([str(Path(raw[s]).absolute()) for s in sorted(raw)], out / WORK_DIR,
-                                   text=checks_text(recipe))
+            if scheduler is not None:
+                executor.check_workers([str(Path(raw[s]).absolute()) for s in sorted(raw)], out / WORK_DIR,
+                                       text=checks_text(recipe))
             return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
         finally:
             executor.close()
