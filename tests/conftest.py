@@ -18,6 +18,15 @@ def flip_byte(path: Path, where: float = 0.5) -> None:
     path.write_bytes(bytes(data))
 
 
+def as_in_a_terminal() -> None:
+    """preexec_fn of a command a test stops with Ctrl-C: SIGINT handled as a terminal leaves it.
+    A suite started in the background of a non-interactive shell inherits SIGINT ignored, and a
+    Python child then never sees the KeyboardInterrupt the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_cached_clips(out: Path, n: int, timeout: float = 120) -> int:
     """Poll a running build's resume cache until it holds n finished clips."""
     import time

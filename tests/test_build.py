@@ -30,7 +30,7 @@ from us4.release.audit import audit_release
 from us4.release.read import open_release
 from us4.release.verify import DIFFERS, REPRODUCED, REPRODUCED_PLUS, compare_to_manifest, verify_release
 
-from .conftest import PIPELINES, flip_byte, wait_for_cached_clips
+from .conftest import PIPELINES, as_in_a_terminal, flip_byte, wait_for_cached_clips
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -325,7 +325,8 @@ def test_ctrl_c_stops_every_worker_within_a_second(tmp_path):
     out = tmp_path / "rel"
     proc = subprocess.Popen([sys.executable, "-m", "us4.cli", "build", str(recipe), "--raw", f"butterfly={raw}",
                              "--out", str(out), "--workers", "2", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_in_a_terminal)
     wait_for_cached_clips(out, 1)
     workers = descendants(proc.pid)  # the workers (forked by a fork server the build started)
     assert len(workers) >= 2

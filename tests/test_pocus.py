@@ -20,7 +20,7 @@ from us4.release.audit import audit_release
 from us4.release.read import open_release, read_lock_ref
 from us4.release.verify import REPRODUCED, REPRODUCED_PLUS, compare_to_manifest, verify_release
 
-from .conftest import REPO, flip_byte, wait_for_cached_clips
+from .conftest import REPO, as_in_a_terminal, flip_byte, wait_for_cached_clips
 from .test_build import digest
 
 MANIFEST = REPO / "manifests" / f"pocus-{load_recipe('pocus').version}.json"
@@ -125,7 +125,8 @@ def test_ctrl_c_stops_a_real_build_at_once_and_it_resumes(pocus_release, pocus_d
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "us4.cli", "build", "pocus", "--raw", f"pocus={pocus_data}", "--out", str(out),
             "--workers", "2", "-q"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=as_in_a_terminal)
     wait_for_cached_clips(out, 10)
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group

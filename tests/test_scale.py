@@ -22,7 +22,7 @@ from us4.errors import BuildError
 from us4.hub.mirror import free_port
 from us4.media.phantom import write_phantom_clip
 
-from .conftest import wait_for_cached_clips
+from .conftest import as_in_a_terminal, wait_for_cached_clips
 from .test_build import digest, tiny_recipe
 
 # the dask CLI of this interpreter, whatever PATH says
@@ -230,7 +230,8 @@ def test_ctrl_c_stops_a_local_cluster_build_at_once(slow_raw, tmp_path):
     out = tmp_path / "rel"
     proc = subprocess.Popen([sys.executable, "-m", "us4.cli", "build", str(recipe), "--raw", f"butterfly={slow_raw}",
                              "--out", str(out), "--scheduler", "local", "--workers", "2", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_in_a_terminal)
     wait_for_cached_clips(out, 1)
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
