@@ -301,3 +301,25 @@ def test_us4_benchmark_nproc_2_runs_under_torchrun(phantom_pocus_release, tmp_pa
     for png in out.glob("*.png"):
         assert min(_png_ok(png)) > 100
     assert [p.name for p in tmp_path.iterdir()] == ["bench"]
+
+
+def test_nproc_passes_every_given_option_to_the_ranks_zero_included(monkeypatch, tmp_path):
+    """`--label-fraction 0` (0 == False in Python) once never reached the ranks, which then ran
+    fully supervised."""
+    from click.testing import CliRunner
+
+    import us4.train.distributed as distributed
+    from us4.cli import main
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(distributed, "launch", lambda nproc, argv: seen.append([str(nproc), *argv]))
+    release = tmp_path / "rel"
+    release.mkdir()
+    result = CliRunner().invoke(main, ["benchmark", "--pretrain", str(release), "--eval", str(release), "--out",
+                                       str(tmp_path / "b"), "--seed", "0", "--label-fraction", "0", "-q",
+                                       "--nproc", "2"])
+    assert result.exit_code == 0, result.output
+    argv = seen[0]
+    assert argv[:2] == ["2", "benchmark"]
+    assert argv[argv.index("--seed") + 1] == "0" and argv[argv.index("--label-fraction") + 1] == "0.0"
+    assert "--quiet" in argv and "--nproc" not in argv and "--imagenet" not in argv

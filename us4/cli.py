@@ -554,7 +554,7 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
               help="torchvision-layout ResNet-18 ImageNet weights, evaluated as one more initialisation")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="ranks on this machine: >1 runs data-parallel, exactly as "
-                   "`torchrun --standalone --nproc-per-node N $(command -v us4) benchmark ...`")
+                   "`torchrun --standalone --nproc-per-node N -m us4.cli benchmark ...`")
 @click.option("--quiet", "-q", is_flag=True, help="no progress lines (failures are still printed)")
 @click.pass_context
 def benchmark(ctx: click.Context, pretrain_release: Path, eval_release: Path, config_name: str, out: Path,
@@ -565,8 +565,11 @@ def benchmark(ctx: click.Context, pretrain_release: Path, eval_release: Path, co
     if nproc > 1:
         from .train.distributed import launch
 
-        passed = [arg for p in ctx.command.params if p.name != "nproc" and ctx.params[p.name] not in (None, False)
-                  for arg in ([p.opts[0]] if p.is_flag else [p.opts[0], str(ctx.params[p.name])])]
+        # `is`, not `in`: 0 == False, and --label-fraction 0 or --seed 0 must reach the ranks
+        given = {p.name: v for p in ctx.command.params if p.name != "nproc"
+                 and (v := ctx.params[p.name]) is not None and v is not False}
+        passed = [arg for p in ctx.command.params if p.name in given
+                  for arg in ([p.opts[0]] if p.is_flag else [p.opts[0], str(given[p.name])])]
         launch(nproc, ["benchmark", *passed])
         return
     from .train.benchmark import run_benchmark
