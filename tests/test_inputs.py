@@ -99,6 +99,10 @@ def test_a_hospital_export_leaves_every_identity_behind(hospital, tmp_path):
     ids = list(csv.DictReader(open(tmp_path / "rel.local" / "ids.csv")))
     assert {r["video_id"] for r in ids} == {c.video_id for c in rel.lock.clips}
     assert any(NAME_PLANTS[0] in r["path"] for r in ids)
+    # ... and no one else can: paths and the text read are the owner's alone
+    local = tmp_path / "rel.local"
+    private = [local, local / "text-read", *local.rglob("*.csv"), *local.rglob("*.json")]
+    assert len(private) >= 2 + 2 + 5 and {oct(p.stat().st_mode & 0o777) for p in private} <= {"0o700", "0o600"}
     # the burned-in text is painted out of every released frame (crop none: it lies inside the crop)
     assert {c.text for c in rel.lock.clips} == {"masked"}
     videos = rel.videos(["video_id", "text_boxes", "frame_ids"]).to_pylist()

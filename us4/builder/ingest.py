@@ -32,7 +32,7 @@ from ..media import (
 )
 from ..media import text as text_check
 from ..media.clips import decode_clip, probe_clip
-from ..files import atomic_write
+from ..files import atomic_write, private_dir
 from .cache import CLIP_SCHEMA, ClipCache
 from .plan import ClipJob
 
@@ -57,8 +57,8 @@ def ingest_clip(job: ClipJob, cache: ClipCache, local_root: Path) -> Failure | i
         return result
     table, facts, read = result
     if read:
-        (local_root / TEXT_READ).mkdir(parents=True, exist_ok=True)
-        atomic_write(local_root / TEXT_READ / f"{job.key}.json", json.dumps(read).encode())
+        private_dir(local_root)
+        atomic_write(private_dir(local_root / TEXT_READ) / f"{job.key}.json", json.dumps(read).encode(), private=True)
     cache.write_result(job.key, table, facts)
     return table.num_rows
 

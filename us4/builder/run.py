@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from ..contract.lock import LOCK_NAME, BuildWarning, Failure, WarningKind
 from ..errors import BuildError, RawFolderError, ReleaseError
-from ..files import atomic_write
+from ..files import atomic_write, private_dir
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
 from ..release.contact_sheet import write_contact_sheet
-from ..release.read import local_dir
+from ..release.read import LOCAL_IDS, LOCAL_TEXT, local_dir
 from ..system import available_cores
 from .cache import ClipCache
 from .executor import DaskExecutor, Executor, LocalExecutor
@@ -253,15 +253,15 @@ def _write_local(folder: Path, plan: Plan, good: list[ClipJob]) -> Path:
     raw data only, beside the release and never in it."""
     from .ingest import TEXT_READ
 
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["video_id", "source", "path", "sha256"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(plan.local_ids)
-    atomic_write(folder / "ids.csv", buf.getvalue().encode())
+    atomic_write(folder / LOCAL_IDS, buf.getvalue().encode(), private=True)
     read = {j.video_id: folder / TEXT_READ / f"{j.key}.json" for j in good}
     text = {v: json.loads(p.read_text()) for v, p in read.items() if p.is_file()}
-    atomic_write(folder / "text.json", json.dumps(text, indent=1, sort_keys=True).encode())
+    atomic_write(folder / LOCAL_TEXT, json.dumps(text, indent=1, sort_keys=True).encode(), private=True)
     (folder / "README.txt").write_text(
         "Files of the machine that built the release beside this folder, never part of it: ids.csv maps each\n"
         "video id to the raw file or folder it came from; text.json lists the burned-in text read in each clip.\n"

@@ -13,9 +13,8 @@ from PIL import Image, ImageDraw
 from ..files import atomic_write
 from ..media import thumbnail
 from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, thumb_difference
-from .read import Release, local_dir
+from .read import LOCAL_TEXT, Release, local_dir
 
-LOCAL_TEXT = "text.json"  # in the release's local folder (OUT.local), on the machine that built it
 
 
 @dataclass(frozen=True)
