@@ -292,3 +292,23 @@ def test_the_views_of_one_file_stay_in_one_split_and_a_still_needs_no_rate(tmp_p
         by_file.setdefault(clip.sha256, set()).add(clip.split)
     assert all(len(splits) == 1 for splits in by_file.values())
     assert sorted(len(c.frame_index) for c in lock.clips)[0] == 1
+
+
+def test_a_failure_names_files_of_a_hashed_clip_by_position_once():
+    """Where names may identify, a reason names files by position; positions already written
+    are not read again as names (series files are often named 1, 2, ... 12)."""
+    from types import SimpleNamespace
+
+    from us4.builder.ingest import _reason
+    from us4.media import MediaError
+
+    numbered = [f"/raw/{NAME_PLANTS[0]}/{i}" for i in range(1, 13)]
+    job = SimpleNamespace(ref=SimpleNamespace(files=numbered), rel_path=None)
+    assert _reason(job, MediaError(numbered[11], "pixel data ends early")) == "file 12 of 12: pixel data ends early"
+    named = [f"/raw/{NAME_PLANTS[1]}/{NAME_PLANTS[2]}_{i:03d}.png" for i in range(1, 4)]
+    job = SimpleNamespace(ref=SimpleNamespace(files=named), rel_path=None)
+    reason = _reason(job, MediaError(named[1], f"gap: {NAME_PLANTS[2]}_001.png is followed by {NAME_PLANTS[2]}_003.png"
+                                               f" (in {named[2]})"))
+    assert reason == "file 2 of 3: gap: file 1 of 3 is followed by file 3 of 3 (in file 3 of 3)"
+    job = SimpleNamespace(ref=SimpleNamespace(files=named), rel_path="x")  # ids: path keeps the names
+    assert _reason(job, MediaError(named[0], "unreadable")) == f"{NAME_PLANTS[2]}_001.png: unreadable"

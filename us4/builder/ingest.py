@@ -10,6 +10,7 @@ run retries that clip.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,14 +78,19 @@ def _fail(job: ClipJob, stage: Stage, reason: str) -> Failure:
 def _reason(job: ClipJob, exc: MediaError) -> str:
     """The cause, naming the file of a multi-file clip (a series, an image sequence) that has
     it: by name where the source's ids are paths; where names may identify (`ids: hash`),
-    every file name in the reason becomes its position in the clip."""
+    every file path or name in the reason becomes its position in the clip, in one pass (so
+    a position just written is never read as a name)."""
     files = job.ref.files
     reason = exc.reason
     if len(files) > 1 and exc.path in files:
         reason = f"{Path(exc.path).name}: {reason}"
     if job.rel_path is None:
-        for k, f in sorted(enumerate(files), key=lambda kf: -len(Path(kf[1]).name)):  # longest first: no partial hits
-            reason = reason.replace(f, f"file {k + 1} of {len(files)}").replace(Path(f).name, f"file {k + 1} of {len(files)}")
+        position = {}
+        for k, f in enumerate(files):
+            position[str(f)] = position[Path(f).name] = f"file {k + 1} of {len(files)}"
+        names = sorted(position, key=len, reverse=True)  # a whole path before the name inside it
+        pattern = "|".join(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])" for n in names)
+        reason = re.sub(pattern, lambda m: position[m.group(0)], reason)
     return reason
 
 
