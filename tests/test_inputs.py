@@ -121,6 +121,17 @@ def test_a_hospital_export_leaves_every_identity_behind(hospital, tmp_path):
     assert "content hash (no path, folder or file name is published)" in card and "| PatientName |" not in card
 
 
+def test_text_off_still_warns_where_the_file_declares_burned_in_text(hospital, tmp_path):
+    """text: off runs no detector, but Burned In Annotation = YES costs nothing to read."""
+    out = tmp_path / "off"
+    summary = build_release(recipe(tmp_path, "off.yaml", crop="none", text="off"), {"scans": hospital}, out,
+                            workers=1, progress=False)
+    lock = open_release(out).lock
+    assert {c.text for c in lock.clips} == {"warned"} and summary.warnings == lock.warnings
+    assert [w.message for w in lock.warnings if w.kind == WarningKind.TEXT_FOUND] == [
+        "the file declares burned-in text (Burned In Annotation = YES) and no text check ran; left in the pixels"] * 5
+
+
 def test_text_actions_exclude_and_warn(hospital, tmp_path):
     pytest.importorskip("rapidocr", reason="the text check needs us4[text]")
     raw = tmp_path / "mixed"

@@ -176,9 +176,10 @@ def _text_facts(job: ClipJob, info, decoded: list, box: Box) -> dict:
     as `frames_to_check` says). Boxes are in the stored image's coordinates; the text read
     goes only to the local files beside the release, never into the release or its cache."""
     burned_in = info.burned_in
-    if job.params["text"] == "off":
-        return {"checked": False, "found": False, "boxes": [], "burned_in": burned_in, "action": "none", "read": [],
-                "why": ""}
+    if job.params["text"] == "off":  # no detector; the file's own word still counts, as a warning
+        why = "the file declares Burned In Annotation = YES" if burned_in else ""
+        return {"checked": False, "found": burned_in, "boxes": [], "burned_in": burned_in,
+                "action": "warned" if burned_in else "none", "read": [], "why": why}
     try:
         picks = text_check.frames_to_check(len(decoded))
         found = text_check.detect_text([decoded[i].to_rgb() if decoded[i].rgb is not None else decoded[i].grey

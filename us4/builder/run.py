@@ -242,9 +242,13 @@ def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWar
                                     message="no scan region narrower than the frame was found: the full frame "
                                             "is kept (right for a clip already cropped to its image)"))
         if f["text"]["action"] == "warned":
+            boxes = len(f["text"]["boxes"])
+            found = (f"burned-in text found ({plural(boxes, 'box', 'boxes')}), left in the pixels" if boxes else
+                     "the file declares burned-in text (Burned In Annotation = YES) "
+                     + ("but none was found inside the crop" if f["text"]["checked"] else "and no text check ran")
+                     + "; left in the pixels")
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.TEXT_FOUND,
-                                    message=f"burned-in text found ({plural(len(f['text']['boxes']), 'box', 'boxes')}), "
-                                            "left in the pixels (text: warn)"))
+                                    message=found))
     return out
 
 
