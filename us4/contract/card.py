@@ -139,12 +139,17 @@ def render_card(lock: Lock, read_attachment: ReadAttachment) -> str:
 
 def source_definition(lock: Lock, name: str):
     """The registry's (or, for a source the recipe declares, the recipe's) facts of a source."""
-    return _recipe(lock.recipe_sha256, json.dumps(lock.recipe, sort_keys=True)).sources[name].definition
+    return _parsed_recipe(lock).sources[name].definition
+
+
+def _parsed_recipe(lock: Lock):
+    """The release's recipe with the defaults of the recipe parser, not of whoever reads the dict."""
+    return _recipe(json.dumps(lock.recipe, sort_keys=True))
 
 
 @lru_cache(maxsize=8)
-def _recipe(sha256: str, text: str):
-    """A release's recipe parsed once (keyed by its hash; the card asks for it per section)."""
+def _recipe(text: str):
+    """A recipe parsed once (the card asks for it per section)."""
     from ..recipe import parse_recipe
 
     return parse_recipe(json.loads(text), where="the release's recipe")
@@ -337,20 +342,19 @@ _TEXT_WORDS = {"mask": "found boxes painted black in every released frame", "exc
 
 def _identity_section(lock: Lock, sources: list[str]) -> str:
     """What of a clip's identity can reach the release: names, header values, burned-in text."""
-    specs = lock.recipe["sources"]
+    specs = _parsed_recipe(lock).sources
     rows = ["| source | input | video ids | burned-in text |", "|---|---|---|---|"]
     for name in sources:
         spec = specs[name]
-        ids = ("content hash (no path, folder or file name is published)" if spec.get("ids") == "hash"
+        ids = ("content hash (no path, folder or file name is published)" if spec.ids == "hash"
                else "path relative to the source's folder")
-        text = spec.get("text", "warn")
-        rows.append(f"| {name} | {spec.get('input', 'video')} | {ids} | {text}: {_TEXT_WORDS.get(text, text)} |")
+        rows.append(f"| {name} | {spec.input} | {ids} | {spec.text}: {_TEXT_WORDS.get(spec.text, spec.text)} |")
     tally: dict[str | None, int] = defaultdict(int)
     for clip in lock.clips:
         tally[clip.text] += 1
     excluded = sum(f.stage == "text" for f in lock.failures)
     engine = lock.environment.bytes.get("rapidocr")
-    checked = len(lock.clips) - tally[None]
+    checked = sum(c.text is not None and specs[c.source].text != "off" for c in lock.clips)  # off: the file's word only
     if engine:
         check = (f"The text check ran rapidocr {engine} (its bundled detector, recorded with its model hashes in "
                  "`release.json`) on the first, middle and last kept frames of each clip, inside its crop: "
@@ -361,7 +365,7 @@ def _identity_section(lock: Lock, sources: list[str]) -> str:
         check = ("No text check ran: the text detector (us4[text]) was not installed where this release was built"
                  + (", so no source may say mask or exclude." if checked == 0 else "."))
     lines = ["## Identity: names, headers and burned-in text", "", *rows, "", check]
-    if any(specs[s].get("input") == "dicom" for s in sources):
+    if any(specs[s].input == "dicom" for s in sources):
         from ..media.dicom import allowed_table
 
         lines += ["", "DICOM files: only these attributes reach the release (the `attributes` column of the `videos` "
