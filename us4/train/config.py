@@ -48,8 +48,8 @@ class PretrainConfig:
     # with more than one rank, batch-norm statistics of the global batch (synchronised across ranks) rather
     # than of each rank's slice: the single-process method, and no rank-local statistics that let
     # positives be told from negatives gathered from other ranks (SimCLR's "global BN"). On by default
-    # for that; its price is latency, one small collective per layer and view each way (nccl on GPUs; on
-    # CPU gloo ranks it cost 40 % of the images/s of 2 ranks on 2 cores, benchmarks/scale.py).
+    # for that; its price is latency, one small collective per layer and view each way (cheap on nccl;
+    # on CPU gloo ranks `benchmarks/scale.py` prints images/s with and without it).
     sync_batchnorm: bool = True
 
 
