@@ -138,13 +138,18 @@ def test_a_record_the_card_cannot_show_leaves_the_release_as_it_was(phantom_pocu
     assert verify_release(open_release(rel_dir)).ok
 
 
-def test_loading_some_sources_needs_all_their_shards(phantom_pocus_release, tmp_path):
+def test_loading_some_sources_needs_all_their_shards_and_only_theirs(phantom_release, tmp_path):
     rel_dir = tmp_path / "rel"
-    shutil.copytree(phantom_pocus_release, rel_dir)
-    (rel_dir / open_release(rel_dir).lock.shards_of("frames")[0].path).unlink()
-    for kwargs in ({}, {"sources": ["pocus"]}):
+    shutil.copytree(phantom_release, rel_dir)
+    lock = open_release(rel_dir).lock
+    (rel_dir / next(s for s in lock.shards_of("frames") if s.source == "clust").path).unlink()
+    for kwargs in ({}, {"sources": ["clust"]}, {"sources": ["butterfly", "clust"]}):
         with pytest.raises(VerificationError, match="missing"):
             us4.load(rel_dir, **kwargs)
+    butterfly = us4.load(rel_dir, sources=["butterfly"])
+    assert set(butterfly["train"]["source"]) == {"butterfly"}
+    assert sum(len(part) for part in butterfly.values()) == sum(
+        s.rows for s in lock.shards_of("frames") if s.source == "butterfly")
 
 
 # --- card and Croissant: verified by hash, never re-rendered ---------------------------

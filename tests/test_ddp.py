@@ -23,7 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from us4.train.augment import augment
 from us4.train.config import AugmentConfig, get_config
 from us4.train.data import load_videoset
-from us4.train.distributed import World, gather_batch, joined, sigterm_held_off, synchronise_batchnorm
+from us4.train.distributed import (GlobalBatchNorm2d, World, gather_batch, joined, sigterm_held_off,
+                                   synchronise_batchnorm)
 from us4.train.pretrain import pretrain, step_losses
 from us4.train.resnet import USCLModel
 from us4.train.spg import epoch_batches, sample_rows
@@ -162,10 +163,9 @@ def _pretrain_rank(frames, videos) -> None:
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
     assert two.history[0]["val_loss"] == pytest.approx(one.history[0]["val_loss"], rel=1e-5)
     # Adam's first updates turn float-noise gradient components into steps of about lr, so later
-    # figures drift apart as much as one process's do between 1 and 2 threads (measured: 1e-4 after
-    # two steps, 4e-3 after four)
+    # figures drift apart as much as one process's do between 1 and 2 threads
     assert two.history[1]["val_loss"] == pytest.approx(one.history[1]["val_loss"], rel=1e-3)
-    assert set(two.model.state_dict()) == set(one.model.state_dict())  # plain batch norm again
+    assert not any(isinstance(m, GlobalBatchNorm2d) for m in two.model.modules())  # plain batch norm again
 
 
 def test_two_rank_pretraining_is_the_single_process_run():
