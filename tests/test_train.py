@@ -384,13 +384,18 @@ def test_us4_benchmark_command_end_to_end(phantom_pocus_release, tmp_path):
     assert [p.name for p in other.iterdir()] == ["todo.txt"]
 
 
-def test_benchmark_record_sets_its_figures_beside_the_papers(phantom_pocus_release, tmp_path):
+def test_benchmark_record_sets_its_figures_beside_the_papers(phantom_pocus_release, tmp_path, monkeypatch):
     """benchmark.json's comparison: the published figures (from one table in config), this run's
-    optimistic figure beside each, and every setting in which the run departs from the paper's."""
-    from us4.train.benchmark import run_benchmark
+    optimistic figure beside each, and every setting in which the run departs from the paper's.
+    One release for both roles is verified (hashed) once."""
+    import us4.train.benchmark as benchmark
+    from us4.release.verify import verify_release
     from us4.train.config import PUBLISHED
 
-    record = run_benchmark(phantom_pocus_release, phantom_pocus_release, "tiny", tmp_path / "b", device="cpu")
+    verified = []
+    monkeypatch.setattr(benchmark, "verify_release", lambda rel: verified.append(rel.root) or verify_release(rel))
+    record = benchmark.run_benchmark(phantom_pocus_release, phantom_pocus_release, "tiny", tmp_path / "b", device="cpu")
+    assert verified == [phantom_pocus_release] and record["releases"]["eval"]["verified"]["problems"] == 0
     comparison = record["comparison"]
     assert [f["accuracy"] for f in comparison["published"]] == [f["accuracy"] for f in PUBLISHED["figures"]]
     uscl = next(f for f in comparison["published"] if f["initialisation"] == "uscl")

@@ -195,7 +195,10 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
     out = Path(out)
     check_out(out)  # every rank sees the same answer, before any of them joins the others
     imagenet_backbone = load_backbone(imagenet) if imagenet else None  # fail early on a bad file
-    (pre_rel, pre_ok), (ev_rel, ev_ok) = verified_release(pretrain_path), verified_release(eval_path)
+    # every rank checks the files it reads (on several nodes, each its own copy); one folder once
+    pre_rel, pre_ok = verified_release(pretrain_path)
+    same = Path(pretrain_path).resolve() == Path(eval_path).resolve()
+    ev_rel, ev_ok = (pre_rel, pre_ok) if same else verified_release(eval_path)
     with joined(resolve_device(device)) as (world, dev), rank_errors(world):
         staging = out.parent / f".{out.name}.staging-{os.getpid()}"
         try:
@@ -342,7 +345,7 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
         "pretraining": pretraining,
         "evaluation": evaluation,
         "results": results,
-        "comparison": _comparison(cfg, results, releases, pretraining, ev_vs, fold_layout),
+        "comparison": _comparison(cfg, results, releases, pretraining, fold_layout),
         "wall_s": wall,
     }
     record = _jsonable(record)
@@ -353,7 +356,7 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
     return record
 
 
-def _comparison(cfg: BenchmarkConfig, results: dict, releases: dict, pretraining: dict, ev_vs: VideoSet,
+def _comparison(cfg: BenchmarkConfig, results: dict, releases: dict, pretraining: dict,
                 folds: list[FoldResult]) -> dict:
     """This run's figures beside the published ones, and every way its setting differs from the paper's."""
     setting = PUBLISHED["setting"]
