@@ -231,3 +231,16 @@ def test_a_release_of_us4_0_1_0_verifies_and_loads(tmp_path):
     for command in (["stats", str(FIXTURE_V1)], ["audit", str(FIXTURE_V1)], ["diff", str(FIXTURE_V1), str(FIXTURE_V1)]):
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 0, (command, result.output)
+
+
+def test_verify_reports_every_file_the_lock_does_not_name_but_not_local_state(phantom_pocus_release, tmp_path):
+    rel = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, rel)
+    (rel / "data" / "notes.txt").write_text("mine")
+    (rel / ".DS_Store").write_bytes(b"\0")
+    (rel / "linked").symlink_to(tmp_path)
+    for state in (".us4-work/clips", ".cache/huggingface"):  # a build's cache, a download's records
+        (rel / state).mkdir(parents=True)
+        (rel / state / "x.arrow").write_bytes(b"pixels")
+    problems = verify_release(open_release(rel)).problems
+    assert problems == [f"{n}: not in the lock (stray file)" for n in (".DS_Store", "data/notes.txt", "linked")]

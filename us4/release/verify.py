@@ -1,8 +1,10 @@
 """Check a release's files against its lock, and a lock against a published manifest."""
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -41,11 +43,9 @@ def verify_release(release: Release, *, expect: Collection[str] | None = None) -
     """
     out = Verification()
     lock = release.lock
-    listed: set[str] = set()
     absent = 0
     required = set(expect) if expect is not None else None
     for shard in lock.shards:
-        listed.add(shard.path)
         path = release.path(shard.path)
         if not path.is_file():
             if required is not None and shard.path not in required:
@@ -73,7 +73,6 @@ def verify_release(release: Release, *, expect: Collection[str] | None = None) -
         out.notes.append(f"{absent} of {len(lock.shards)} shards are not here (a partial download); "
                          "every file that is here was checked against the full lock")
     for name, digest in sorted({**lock.attachments, **{k: g.sha256 for k, g in lock.generated.items()}}.items()):
-        listed.add(name)
         path = release.path(name)
         if not path.is_file():
             out.problems.append(f"{name}: missing")
@@ -87,12 +86,21 @@ def verify_release(release: Release, *, expect: Collection[str] | None = None) -
         out.notes.append(f"{CARD_NAME}: not checked: the lock is format {FORMAT_V1} (us4 0.1.0), which records no "
                          f"hash of the card{'' if present else ' (and the card is missing)'}; every shard and "
                          "attachment was checked")
-    listed.update({LOCK_NAME, CARD_NAME} if lock.source_format == FORMAT_V1 else {LOCK_NAME})
-    for path in sorted(release.root.rglob("*")):
-        rel = path.relative_to(release.root)
-        if path.is_file() and rel.parts[0] not in LOCAL_STATE and rel.as_posix() not in listed:
-            out.problems.append(f"{rel.as_posix()}: not in the lock (stray file)")
+    listed = set(lock.files())
+    out.problems += [f"{name}: not in the lock (stray file)" for name in _files_here(release.root) if name not in listed]
     return out
+
+
+def _files_here(root: Path) -> list[str]:
+    """Every file under a release folder, by its path there, without entering the local state
+    folders (a build's resume cache holds every clip's pixels)."""
+    names = []
+    for folder, dirs, files in os.walk(root):
+        if folder == str(root):
+            dirs[:] = [d for d in dirs if d not in LOCAL_STATE]
+        base = Path(folder).relative_to(root)
+        names += [(base / f).as_posix() for f in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]]
+    return sorted(names)
 
 
 # --- a rebuild against a published manifest -----------------------------------------
