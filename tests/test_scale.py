@@ -160,7 +160,7 @@ def test_a_killed_driver_resumes_like_a_local_build(cluster, slow_raw, tmp_path)
     driver.wait()
     resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert " reused" in resumed.stdout and f" 0 reused" not in resumed.stdout and done >= 3
+    assert " reused" in resumed.stdout and " 0 reused" not in resumed.stdout and done >= 3
     ref = tmp_path / "ref"
     build_release(recipe, {"butterfly": slow_raw}, ref, workers=1, progress=False)
     assert digest(out) == digest(ref)

@@ -173,7 +173,9 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
                                 retry_failed=retry_failed, allow_empty=allow_empty, previous=previous,
                                 progress=not quiet)
     except KeyboardInterrupt:
-        click.echo(f"us4: interrupted; finished clips are kept in {out}/.us4-work: run the same command "
+        from .release.read import WORK_DIR
+
+        click.echo(f"us4: interrupted; finished clips are kept in {out / WORK_DIR}: run the same command "
                    "again to resume", err=True)
         sys.exit(130)
     if not quiet:

@@ -19,7 +19,7 @@ from ..files import atomic_write, private_dir
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
 from ..release.contact_sheet import write_contact_sheet
-from ..release.read import LOCAL_IDS, LOCAL_TEXT, local_dir
+from ..release.read import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir
 from ..system import available_cores
 from .cache import ClipCache
 from .executor import DaskExecutor, Executor, LocalExecutor
@@ -33,7 +33,6 @@ from .splits import assign_splits
 from .writer import ShardResult, plan_shards, write_shard
 from ..words import plural
 
-WORK_DIR = ".us4-work"
 # A monitor thread in this process while the pool forks could leave a lock held in the workers.
 tqdm.monitor_interval = 0
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from ..contract.lock import LOCK_NAME, Lock, read_lock
 from ..errors import HubError, ReleaseError, VerificationError
 from ..paths import UnsafePathError, safe_commit, safe_name
-from ..release.read import open_release
+from ..release.read import DOWNLOAD_STATE, open_release
 from ..release.verify import verify_release
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from huggingface_hub import DatasetInfo, HfApi
 
 # Where `huggingface_hub` keeps its resume metadata inside a local_dir download.
-_HF_LOCAL_META = Path(".cache") / "huggingface"
+_HF_LOCAL_META = Path(DOWNLOAD_STATE) / "huggingface"
 _STAGING_SUFFIX = ".us4-partial"
 #: files a Hub puts in every repository, which belong to the repository, not to the release
 HUB_OWN_FILES = frozenset({".gitattributes"})
@@ -93,10 +93,8 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
             raise
         _drop_unlisted(staging, set(wanted))
         snapshot_download(repo_id, repo_type=REPO_TYPE, revision=info.sha, local_dir=staging,
-                          allow_patterns=wanted, endpoint=endpoint, token=token)
-        _drop_unlisted(staging, set(wanted))  # exactly the lock's files, whatever the patterns matched
-    partial = bool(sources or splits)
-    _verify_or_discard(staging, where, out, wanted if partial else None)
+                          allow_patterns=wanted, endpoint=endpoint, token=token)  # exact paths: no other file
+    _verify_or_discard(staging, where, out, wanted)
     shutil.rmtree(staging / _HF_LOCAL_META.parts[0], ignore_errors=True)
     if out.exists():
         out.rmdir()  # empty, checked above
@@ -104,7 +102,7 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
     os.replace(staging, out)
     files = [p for p in out.rglob("*") if p.is_file()]
     return Downloaded(repo_id, revision, info.sha, out, len(files), sum(p.stat().st_size for p in files),
-                      partial=partial, left_out=sorted(listed - set(lock.files()) - HUB_OWN_FILES))
+                      partial=bool(sources or splits), left_out=sorted(listed - set(lock.files()) - HUB_OWN_FILES))
 
 
 def fetch_lock(repo_id: str, revision: str, *, endpoint: str | None = None, token: str | None = None) -> Lock:
@@ -182,7 +180,6 @@ def cache_root() -> Path:
 class Resolved:
     path: Path
     verified: bool  # verified against its lock by this call (a fresh download)
-    partial: bool = False
 
 
 def fetch_release(repo_id: str, revision: str, *, endpoint: str | None = None, token: str | None = None,
@@ -201,9 +198,9 @@ def fetch_release(repo_id: str, revision: str, *, endpoint: str | None = None, t
     name = commit + (f"-{'+'.join(sorted(safe_name(s, 'source') for s in sources))}" if sources else "")
     path = Path(cache_dir or cache_root()) / "datasets" / repo_id / name
     if (path / LOCK_NAME).is_file():
-        return Resolved(path, verified=False, partial=bool(sources))
+        return Resolved(path, verified=False)
     download_release(repo_id, commit, path, endpoint=endpoint, token=token, quiet=quiet, sources=sources)
-    return Resolved(path, verified=True, partial=bool(sources))
+    return Resolved(path, verified=True)
 
 
 def resolve_release(source: str | Path, revision: str | None = None, *, endpoint: str | None = None,
@@ -214,7 +211,7 @@ def resolve_release(source: str | Path, revision: str | None = None, *, endpoint
     if path.is_dir():
         if revision is not None:
             raise HubError(f"{source}: a revision applies to a repository, not to a local folder")
-        return Resolved(path, verified=False, partial=False)
+        return Resolved(path, verified=False)
     repo_id, revision = split_ref(str(source), revision)
     return fetch_release(repo_id, revision, endpoint=endpoint, token=token, quiet=quiet, sources=sources)
 

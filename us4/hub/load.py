@@ -18,7 +18,7 @@ def load_release(source: str | Path, revision: str | None = None, config: str = 
                  token: str | None = None, verify: bool = True, quiet: bool = True) -> Any:
     resolved = resolve_release(source, revision, endpoint=endpoint, token=token, quiet=quiet, sources=sources)
     release = open_release(resolved.path)
-    expect = release.lock.files(sources) if sources or resolved.partial else None  # unknown sources: an error
+    expect = release.lock.files(sources) if sources else None  # unknown sources: an error
     if verify and not resolved.verified:  # a fresh download was verified on arrival
         result = verify_release(release, expect=expect)
         if result.problems:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..contract.lock import LOCK_NAME, Lock, read_lock
 from ..errors import HubError, ReleaseError, VerificationError
 from ..hashing import sha256_file
-from ..paths import UnsafePathError, inside, safe_commit
+from ..paths import UnsafePathError, safe_commit
 from ..release.read import Release
 from ..release.verify import verify_release
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars

@@ -18,6 +18,10 @@ MANIFESTS_PACKAGE = "us4.manifests"
 #: the folder beside a release with the files of the machine that built it (where each hashed
 #: id came from, the text read): never inside the release, never published; they may identify patients
 LOCAL_SUFFIX = ".local"
+#: folders a release folder may hold beside its files, never published nor verified: the
+#: build's resume cache, and a download's resume records (huggingface_hub's)
+WORK_DIR, DOWNLOAD_STATE = ".us4-work", ".cache"
+LOCAL_STATE = (WORK_DIR, DOWNLOAD_STATE)
 #: in the local folder: where each video id came from, and the burned-in text read in each clip
 LOCAL_IDS, LOCAL_TEXT = "ids.csv", "text.json"
 

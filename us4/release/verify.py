@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
 from .diff import ReleaseDiff, diff_locks
-from .read import Release
+from .read import LOCAL_STATE, Release
 
 
 @dataclass
@@ -25,11 +25,6 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-#: folders a release folder may hold beside its files: the build's resume cache, and a
-#: download's resume records (huggingface_hub's); never published, never verified
-LOCAL_STATE = (".us4-work", ".cache")
 
 
 def verify_release(release: Release, *, expect: Collection[str] | None = None) -> Verification:
