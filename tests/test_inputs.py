@@ -323,3 +323,19 @@ def test_a_failure_names_files_of_a_hashed_clip_by_position_once():
     assert reason == "file 2 of 3: gap: file 1 of 3 is followed by file 3 of 3 (in file 3 of 3)"
     job = SimpleNamespace(ref=SimpleNamespace(files=named), rel_path="x")  # ids: path keeps the names
     assert _reason(job, MediaError(named[0], "unreadable")) == f"{NAME_PLANTS[2]}_001.png: unreadable"
+
+
+def test_a_copy_under_another_name_is_left_out_and_traceable(tmp_path):
+    """ids: hash gives both files one id: the second is excluded as #copy1, and ids.csv says
+    which file that was."""
+    raw = tmp_path / "raw"
+    first = write_phantom_dicom(raw / "a.dcm", seed=1, n_frames=6)[0]
+    shutil.copy(first, raw / "b.dcm")
+    sheet(raw, [("a.dcm", "f0"), ("b.dcm", "f0")])
+    out = tmp_path / "rel"
+    build_release(recipe(tmp_path, text="warn"), {"scans": raw}, out, workers=1, progress=False)
+    lock = open_release(out).lock
+    kept = lock.clips[0].video_id
+    assert [(e.video_id, e.reason) for e in lock.excluded] == [(f"{kept}#copy1", f"same content as {kept}")]
+    ids = {r["video_id"]: r["path"] for r in csv.DictReader(open(tmp_path / "rel.local" / "ids.csv"))}
+    assert ids == {kept: "a.dcm", f"{kept}#copy1": "b.dcm"}

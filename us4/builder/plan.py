@@ -140,13 +140,16 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
     for cand in candidates:
         rel = cand.found.rel
         video_id = f"{spec.name}/{rel}" if spec.ids == "path" else _hash_id(spec.name, cand.sha256)
-        plan.local_ids.append({"video_id": video_id, "source": spec.name, "path": rel, "sha256": cand.sha256})
         base = os.path.basename(rel)
         stem = os.path.splitext(base)[0] if spec.input == "video" else base
         found_stems.add(stem)
-        if spec.ids == "hash" and cand.sha256 in seen:
+        copy = spec.ids == "hash" and cand.sha256 in seen
+        if copy:
             copies[cand.sha256] += 1
-            plan.excluded.append(Excluded(source=spec.name, video_id=f"{video_id}#copy{copies[cand.sha256]}",
+            video_id = f"{video_id}#copy{copies[cand.sha256]}"
+        plan.local_ids.append({"video_id": video_id, "source": spec.name, "path": rel, "sha256": cand.sha256})
+        if copy:
+            plan.excluded.append(Excluded(source=spec.name, video_id=video_id,
                                           reason=f"same content as {seen[cand.sha256]}"))
             continue
         seen[cand.sha256] = video_id
