@@ -2,18 +2,37 @@
 data, so the demo and `us4 build pocus` run from any folder."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
+import zipfile
+from pathlib import Path
 
 from .conftest import REPO
 
 
+def _clean_copy(dest: Path) -> Path:
+    """The checkout's files as a fresh clone has them: no build/ left from an earlier build (a
+    module deleted from the source would still ship from there), nothing ignored."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        if (REPO / name).is_file():  # a tracked file deleted in the working tree is left out
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
 def test_the_demo_runs_from_an_installed_wheel_in_another_folder(tmp_path):
     dist = tmp_path / "dist"
+    source = _clean_copy(tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(REPO)], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     wheel = next(dist.glob("us4-*.whl"))
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")
+               and not n.startswith(("us4/manifests/", "us4/pipelines/"))}  # package data, mapped from the root
+    assert shipped == {p.relative_to(source).as_posix() for p in (source / "us4").rglob("*.py")}
     env_dir = tmp_path / "venv"
     # the dependencies come from this interpreter's site-packages; us4 itself only from the wheel
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
