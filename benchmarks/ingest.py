@@ -35,14 +35,13 @@ import io
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
-import psutil
+from measure import run_measured  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "pipelines" / "pocus.yaml"
@@ -50,28 +49,9 @@ RECIPE = REPO / "pipelines" / "pocus.yaml"
 DICOM_SIZES = ((224, 192), (640, 480))
 
 
-def run_measured(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak resident memory of a command and all its children (sampled every 20 ms)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    parent = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            rss = parent.memory_info().rss + sum(c.memory_info().rss for c in parent.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    wall = time.perf_counter() - start
-    if proc.returncode not in (0, 3):
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
-    return wall, peak
-
-
 def build(raw: Path, out: Path, workers: int) -> tuple[float, int]:
     return run_measured([sys.executable, "-m", "us4.cli", "build", str(RECIPE), "--raw", f"pocus={raw}",
-                         "--out", str(out), "--workers", str(workers), "--quiet"])
+                         "--out", str(out), "--workers", str(workers), "--quiet"], ok=(0, 3))
 
 
 def plain_clip(job: tuple[str, list[int], list[int], bool, int]) -> int:
@@ -196,7 +176,8 @@ def dicom_case(tmp: Path, workers: int, repeats: int, size: tuple[int, int]) -> 
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(f"{out}.local", ignore_errors=True)
         return run_measured([sys.executable, "-m", "us4.cli", "build", str(recipes[text]), "--raw",
-                             f"scans={corpora[n]}", "--out", str(out), "--workers", str(workers), "--quiet"])[0]
+                             f"scans={corpora[n]}", "--out", str(out), "--workers", str(workers), "--quiet"],
+                            ok=(0, 3))[0]
 
     jobs, frames = {}, {}
     for n, raw in corpora.items():  # the plain loop makes what the build kept: these frames, crops, colours

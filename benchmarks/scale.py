@@ -28,7 +28,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from measure import run_measured  # noqa: E402 - beside this script
+from us4.hub.mirror import free_port  # noqa: E402 - after the checkout is on the path
 PYTHON_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 SHEET = "dataset_metadata.csv"
 
@@ -83,33 +84,11 @@ def _us4(*args: str) -> float:
 
 # --- build on Dask (issue 10 part 1): --scheduler against the local pool, driver memory 1x/4x ----
 
-def _measured(args: list[str], children: bool) -> tuple[float, int]:
-    """Wall seconds and peak RSS of `us4 ARGS` (with its children when `children`), sampled every 20 ms."""
-    import psutil
-
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "us4.cli", *args], cwd=REPO, env=PYTHON_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    me, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            rss = me.memory_info().rss
-            if children:
-                rss += sum(c.memory_info().rss for c in me.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    if proc.returncode != 0:
-        sys.exit(f"us4 {' '.join(args)} failed:\n{proc.stderr.read().decode()[-3000:]}")
-    return time.perf_counter() - start, peak
-
-
 class _Cluster:
     """`dask scheduler` and `workers` `dask worker` processes (one thread each) on 127.0.0.1."""
 
     def __init__(self, workers: int):
-        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.address = f"tcp://127.0.0.1:{free_port()}"
         port = self.address.rsplit(":", 1)[1]
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True,
                  "env": PYTHON_ENV}
@@ -147,8 +126,9 @@ def build_figures(data: Path, work: Path, repeats: int) -> None:
                     out = work / f"build-{mode}-{k}x"
                     shutil.rmtree(out, ignore_errors=True)
                     shutil.rmtree(f"{out}.local", ignore_errors=True)
-                    wall, peak = _measured(["build", "pocus", "--raw", f"pocus={raw}", "--out", str(out), "--quiet",
-                                            *extra], children=mode == "local")
+                    wall, peak = run_measured([sys.executable, "-m", "us4.cli", "build", "pocus", "--raw",
+                                               f"pocus={raw}", "--out", str(out), "--quiet", *extra],
+                                              children=mode == "local", cwd=REPO, env=PYTHON_ENV)
                     peaks[(mode, k)] = max(peaks.get((mode, k), 0), peak)
                     if k == 1:
                         walls[mode].append(wall)
@@ -171,12 +151,6 @@ def build_figures(data: Path, work: Path, repeats: int) -> None:
 
 
 # --- training: data-parallel pretraining throughput -------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _throughput_rank(rank: int, size: int, port: int, release: str, batch: int, epochs: int, sync_bn: bool,
                      result: str) -> None:
@@ -212,7 +186,7 @@ def pretrain_images_per_s(release: Path, ranks: int, batch: int, epochs: int, sy
 
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        mp.spawn(_throughput_rank, args=(ranks, _free_port(), str(release), batch, epochs, sync_bn, str(result)),
+        mp.spawn(_throughput_rank, args=(ranks, free_port(), str(release), batch, epochs, sync_bn, str(result)),
                  nprocs=ranks, join=True)
         return json.loads(result.read_text())
 

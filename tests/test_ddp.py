@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
+from us4.hub.mirror import free_port
 from us4.train.augment import augment
 from us4.train.config import AugmentConfig, get_config
 from us4.train.data import load_videoset
@@ -34,12 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, size: int, port: int, fn, args: tuple) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -49,7 +43,7 @@ def _rank_main(rank: int, size: int, port: int, fn, args: tuple) -> None:
 
 def run_ranks(fn, *args, size: int = 2) -> None:
     """fn(*args) on `size` ranks; a rank's exception fails the call with that rank's traceback."""
-    mp.spawn(_rank_main, args=(size, _free_port(), fn, args), nprocs=size, join=True)
+    mp.spawn(_rank_main, args=(size, free_port(), fn, args), nprocs=size, join=True)
 
 
 def tiny_config():
