@@ -8,6 +8,7 @@ import click
 
 from . import __version__
 from .errors import Us4Error
+from .train.config import CONFIGS
 
 
 class _Group(click.Group):
@@ -242,13 +243,13 @@ def _warnings(warnings: list, each: int = 3) -> None:
 @click.option("--pocus", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Evaluate on a real POCUS data/ folder instead of phantom POCUS-like clips.")
 @click.option("--no-benchmark", is_flag=True, help="Stop after the hub round trip.")
-@click.option("--config", "config_name", default="smoke", show_default=True,
+@click.option("--config", "config_name", type=click.Choice(list(CONFIGS)), default="smoke", show_default=True,
               help="Benchmark config (see us4 benchmark --config); tiny checks every stage in seconds.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="default: cuda when available")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo(out: Path, pocus: Path | None, no_benchmark: bool, config_name: str, device: str | None, quiet: bool) -> None:
     """The main job on the embedded default: phantom clips -> release -> verify, audit ->
-    publish, serve, download, verify -> smoke benchmark. Nothing to fetch."""
+    publish, serve, download, verify -> benchmark (smoke by default). Nothing to fetch."""
     from .demo import run_demo
 
     products = run_demo(out, pocus=pocus, benchmark=not no_benchmark, device=device, config=config_name,
@@ -362,13 +363,14 @@ def audit(release: Path, max_distance: int, max_difference: float, limit: int, t
                       else "rebuild with splits: {group: near_duplicates} in the recipe to keep such clips together"))
     if text:
         findings = text_findings(rel, report)
-        click.echo(f"{plural(len(findings), 'clip')} with burned-in text found by the build:")
+        click.echo(f"{plural(len(findings), 'clip')} with burned-in text (found in the pixels by the build, or "
+                   "declared by the file):")
         for f in findings:
             read = "; ".join(f.read) if f.read else ("(text read is kept only on the machine that built the release)"
                                                       if f.read is None else "(none read)")
             click.echo(f"  {f.video_id}: {f.action}, boxes {f.boxes}: {read}" + (f" [{f.thumbnail}]" if f.thumbnail else ""))
         if report is not None:
-            lines = ["# Burned-in text found by the build", ""]
+            lines = ["# Burned-in text found by the build or declared by the file", ""]
             lines += [f"- `{f.video_id}`: {f.action}, boxes {f.boxes}" + (f"\n\n  ![{f.video_id}]({f.thumbnail})"
                                                                         if f.thumbnail else "") for f in findings]
             report.mkdir(parents=True, exist_ok=True)
@@ -542,7 +544,7 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
               help="release to pretrain on (US-4, or POCUS: fold 0 then holds the validation videos)")
 @click.option("--eval", "eval_release", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="POCUS release whose 5 video-level folds evaluate every initialisation")
-@click.option("--config", "config_name", type=click.Choice(["smoke", "paper", "tiny"]), default="smoke",
+@click.option("--config", "config_name", type=click.Choice(list(CONFIGS)), default="smoke",
               show_default=True,
               help="smoke: minutes on a CPU, bounded work per epoch; paper: the paper's setting, for a GPU; "
                    "tiny: seconds, to check that every stage runs (figures mean nothing)")

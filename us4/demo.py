@@ -68,14 +68,14 @@ def run_demo(out: Path, *, pocus: Path | None = None, benchmark: bool = True, de
     eval_dir = out / "releases" / "pocus"
     build_release(find_recipe("pocus"), {"pocus": pocus}, eval_dir, progress=progress)
     products["eval"] = eval_dir
-    echo("[5/5] smoke benchmark: USCL vs contrastive without SPG vs random init, 5 folds")
+    echo(f"[5/5] {config} benchmark: USCL vs contrastive without SPG vs random init, 5 folds")
     products["benchmark"] = _benchmark(release_dir, eval_dir, out / "benchmark", config, device, echo, progress)
     return products
 
 
 def _benchmark(release_dir: Path, eval_dir: Path, out: Path, config: str, device: str | None,
                echo: Callable[[str], None], progress: bool) -> Path:
-    """The smoke benchmark, attached to the pretraining release so that its card shows it."""
+    """The benchmark, attached to the pretraining release so that its card shows it."""
     from .release.attach import add_attachment
     from .train.benchmark import run_benchmark
     from .contract.benchmark_card import benchmark_markdown
