@@ -169,6 +169,26 @@ def test_two_rank_pretraining_is_the_single_process_run():
     run_ranks(_pretrain_rank, frames, videos)
 
 
+def _per_rank_batchnorm_rank(frames, videos) -> None:
+    vs = load_videoset(frames, videos, SIZE, threads=1)
+    train_v, val_v = np.flatnonzero(vs.folds != 0), np.flatnonzero(vs.folds == 0)
+    cfg = get_config("tiny")  # 32 px: layer4's feature map is 1x1
+    cfg = replace(cfg, pretrain=replace(cfg.pretrain, batch_size=len(train_v) - 3, steps_per_epoch=None,
+                                        sync_batchnorm=False))
+    with joined(torch.device("cpu")) as (world, _dev):
+        run = pretrain(vs, train_v, val_v, vs.label_ids.copy(), 3, cfg, world=world, spg=True,
+                       device=torch.device("cpu"), seed=4)
+    # each epoch: one batch of 11; the last 3 videos (2 + 1 a rank) are dropped
+    assert [h["steps"] for h in run.history] == [1] * cfg.pretrain.epochs, run.history
+
+
+def test_a_final_batch_too_small_for_batch_norm_per_rank_is_dropped():
+    """With batch norm per rank, a rank's slice of one video has no batch statistics at 1x1:
+    such a final batch is dropped, as one of one video is on a single process."""
+    frames, videos = synthetic_tables(n_videos=20, frames_per_video=5, size=SIZE, seed=2)
+    run_ranks(_per_rank_batchnorm_rank, frames, videos)
+
+
 # --- the benchmark on 2 ranks: complete outputs, or none ------------------------------------
 
 def _failing_rank(release: Path, out: Path) -> None:

@@ -155,13 +155,16 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
     best_state, best = None, float("inf")
     seen, train_time = 0, 0.0
     start = time.perf_counter()
+    # every rank needs a video of a batch; with batch norm per rank, two (one value per channel
+    # is no batch statistic where the last feature map is 1x1)
+    min_batch = max(2, world.size * (1 if pc.sync_batchnorm or world.size == 1 else 2))
     for epoch in range(n_epochs):
         net.train()
         t0 = time.perf_counter()
         sums, steps, epoch_seen = torch.zeros(3, device=device), 0, 0  # summed on the device: no sync per step
         rng = np.random.default_rng([seed + 1, epoch])  # the epoch's permutation and pairs, the same on every rank
         for videos in epoch_batches(train_videos, pc.batch_size, rng, max_steps=pc.steps_per_epoch,
-                                    min_size=max(2, world.size)):
+                                    min_size=min_batch):
             batch: PairBatch = sample_rows(vs.members, videos, rng, spg=spg, alpha=pc.mix_alpha)
             lo, hi = world.part(len(videos))
             counts = world.counts(len(videos))

@@ -77,7 +77,8 @@ def epoch_batches(videos: np.ndarray, batch_size: int, rng: np.random.Generator,
     """Shuffled batches of video indices, at most `max_steps` of them.
 
     A final batch smaller than `min_size` is dropped: a batch of one has no negatives, and
-    with N ranks each rank needs one video of it (min_size = max(2, N)).
+    with N ranks each rank needs one video of it, two with batch norm per rank (min_size =
+    max(2, N) or max(2, 2N)).
     """
     order = rng.permutation(np.asarray(videos, dtype=np.int64))
     for step, start in enumerate(range(0, len(order), batch_size)):
