@@ -94,8 +94,10 @@ def build_release(
         executor = LocalExecutor(workers or available_cores()) if scheduler is None else DaskExecutor(scheduler, workers)
         try:
             if scheduler is not None:
-                executor.check_workers([str(Path(raw[s]).absolute()) for s in sorted(raw)], out / WORK_DIR,
-                                       text=checks_text(recipe))
+                seen = [str(Path(raw[s]).absolute()) for s in sorted(raw)]
+                if checks_text(recipe):  # workers write the text they read beside the release, not in it
+                    seen.append(str(private_dir(local_dir(out))))
+                executor.check_workers(seen, out / WORK_DIR, text=checks_text(recipe))
             return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
         finally:
             executor.close()
