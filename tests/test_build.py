@@ -530,6 +530,12 @@ def test_clear_errors_for_bad_invocations(tmp_path, phantom_pocus_raw):
     (busy / "thesis.tex").write_text("precious")
     r = runner.invoke(main, ["build", str(recipe), "--raw", f"butterfly={raw}", "--out", str(busy)])
     assert r.exit_code == 1 and "not empty" in r.output and (busy / "thesis.tex").read_text() == "precious"
+    built = tmp_path / "built"  # a release folder is replaced whole on a rebuild: not with a file of yours in it
+    assert runner.invoke(main, ["build", str(recipe), "--raw", f"butterfly={raw}", "--out", str(built), "-q"]).exit_code == 0
+    (built / "data" / "notes.md").write_text("precious")
+    r = runner.invoke(main, ["build", str(recipe), "--raw", f"butterfly={raw}", "--out", str(built), "-q"])
+    assert r.exit_code == 1 and "1 file its lock does not name (first: data/notes.md)" in r.output
+    assert (built / "data" / "notes.md").read_text() == "precious"
     empty = tmp_path / "empty"
     empty.mkdir()
     r = runner.invoke(main, ["build", str(recipe), "--raw", f"butterfly={empty}", "--out", str(tmp_path / "never")])

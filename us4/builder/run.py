@@ -19,7 +19,8 @@ from ..files import atomic_write, private_dir
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
 from ..release.contact_sheet import write_contact_sheet
-from ..release.read import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir
+from ..release.read import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir, open_release
+from ..release.verify import files_here
 from ..system import available_cores
 from .cache import ClipCache
 from .executor import DaskExecutor, Executor, LocalExecutor
@@ -282,6 +283,13 @@ def _check_out(out: Path) -> None:
         if not ((out / LOCK_NAME).is_file() or (out / WORK_DIR).is_dir()):
             raise ReleaseError(f"--out {out}: folder is not empty and holds no us4 release; "
                                "choose an empty or new folder")
+        if (out / LOCK_NAME).is_file():  # the release is replaced whole: nothing else of yours may be lost with it
+            listed = set(open_release(out).lock.files())
+            others = [name for name in files_here(out) if name not in listed]
+            if others:
+                raise ReleaseError(f"--out {out}: the release there also holds {plural(len(others), 'file')} its lock "
+                                   f"does not name (first: {others[0]}), which rebuilding would delete; move them "
+                                   "out first")
     out.mkdir(parents=True, exist_ok=True)
 
 

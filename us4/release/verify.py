@@ -82,11 +82,11 @@ def verify_release(release: Release, *, expect: Collection[str] | None = None) -
                          f"hash of the card{'' if present else ' (and the card is missing)'}; every shard and "
                          "attachment was checked")
     listed = set(lock.files())
-    out.problems += [f"{name}: not in the lock (stray file)" for name in _files_here(release.root) if name not in listed]
+    out.problems += [f"{name}: not in the lock (stray file)" for name in files_here(release.root) if name not in listed]
     return out
 
 
-def _files_here(root: Path) -> list[str]:
+def files_here(root: Path) -> list[str]:
     """Every file under a release folder, by its path there, without entering the local state
     folders (a build's resume cache holds every clip's pixels)."""
     names = []
