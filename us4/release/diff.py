@@ -93,11 +93,8 @@ def diff_locks(old: Lock, new: Lock, labels: tuple[dict[str, str], dict[str, str
     result = ReleaseDiff(f"{old.name} {old.version}", f"{new.name} {new.version}")
     result.clips_added = [b[v][0] for v in sorted(set(b) - set(a))]
     result.clips_removed = [a[v][0] for v in sorted(set(a) - set(b))]
-    fa = {(v, i): p for v, (_, frames, _) in a.items() for i, p in frames.items()}
-    fb = {(v, i): p for v, (_, frames, _) in b.items() for i, p in frames.items()}
-    result.frames_added = len(set(fb) - set(fa))
-    result.frames_removed = len(set(fa) - set(fb))
-    result.frames_changed = sum(1 for k in set(fa) & set(fb) if fa[k] != fb[k])
+    result.frames_added = sum(len(b[c.video_id][1]) for c in result.clips_added)
+    result.frames_removed = sum(len(a[c.video_id][1]) for c in result.clips_removed)
     for v in sorted(set(a) & set(b)):
         (ca, frames_a, sha_a), (cb, frames_b, sha_b) = a[v], b[v]
         if sha_a != sha_b:
@@ -106,9 +103,13 @@ def diff_locks(old: Lock, new: Lock, labels: tuple[dict[str, str], dict[str, str
             result.labels_changed.append((v, ca.label, cb.label))
         if ca.split != cb.split:
             result.moved.append((v, ca.split, cb.split))
-        differing = sum(1 for i in set(frames_a) | set(frames_b) if frames_a.get(i) != frames_b.get(i))
-        if differing:
-            result.pixels.append((v, differing, len(frames_a)))
+        added, removed = len(frames_b.keys() - frames_a.keys()), len(frames_a.keys() - frames_b.keys())
+        changed = sum(frames_a[i] != frames_b[i] for i in frames_a.keys() & frames_b.keys())
+        result.frames_added += added
+        result.frames_removed += removed
+        result.frames_changed += changed
+        if added or removed or changed:  # per clip, for a rebuild's report
+            result.pixels.append((v, added + removed + changed, len(frames_a)))
     if any(c.label is None for c, _, _ in [*a.values(), *b.values()]):
         result.notes.append("a side records no labels (a format-1 lock without its videos table): labels not compared")
     ra, rb = old.recipe, new.recipe
