@@ -244,3 +244,20 @@ def test_verify_reports_every_file_the_lock_does_not_name_but_not_local_state(ph
         (rel / state / "x.arrow").write_bytes(b"pixels")
     problems = verify_release(open_release(rel)).problems
     assert problems == [f"{n}: not in the lock (stray file)" for n in (".DS_Store", "data/notes.txt", "linked")]
+
+
+def test_diff_counts_frames_of_changed_added_and_removed_clips(phantom_pocus_release):
+    from us4.release.diff import diff_locks
+
+    old = open_release(phantom_pocus_release).lock
+    first, second, *rest = old.clips
+    changed = first.model_copy(update={"frame_sha256": ["0" * 64, *first.frame_sha256[1:]]})
+    shorter = second.model_copy(update={"frame_index": second.frame_index[:-1],
+                                        "frame_sha256": second.frame_sha256[:-1]})
+    new = old.model_copy(update={"clips": [changed, shorter, *rest[1:]]})
+    d = diff_locks(old, new)
+    assert (d.frames_changed, d.frames_added, d.frames_removed) == (1, 0, 1 + len(rest[0].frame_index))
+    assert [c.video_id for c in d.clips_removed] == [rest[0].video_id]
+    assert d.pixels == [(first.video_id, 1, len(first.frame_index)), (second.video_id, 1, len(second.frame_index))]
+    back = diff_locks(new, old)
+    assert (back.frames_added, back.frames_removed) == (d.frames_removed, 0)
