@@ -49,10 +49,22 @@ def content_links(jobs: list[ClipJob]) -> list[tuple[str, str]]:
     """Clips of one file: the views of a multi-view DICOM file, or the same bytes under two
     names. Always one unit, whatever the recipe's group rule: splitting them would put the
     same pixels on both sides."""
+    return _links_by(jobs, lambda job: job.sha256)
+
+
+def column_links(jobs: list[ClipJob]) -> list[tuple[str, str]]:
+    """Pairs that share a value of the grouping column."""
+    return _links_by(jobs, lambda job: job.group_key)
+
+
+def _links_by(jobs: list[ClipJob], key) -> list[tuple[str, str]]:
+    """Each clip linked to the first clip of its key (chained); clips without a key are alone."""
     first: dict[str, str] = {}
     links = []
     for job in jobs:
-        head = first.setdefault(job.sha256, job.video_id)
+        if (k := key(job)) is None:
+            continue
+        head = first.setdefault(k, job.video_id)
         if head != job.video_id:
             links.append((head, job.video_id))
     return links
