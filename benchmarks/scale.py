@@ -98,8 +98,12 @@ class _Cluster:
                                          "--no-dashboard"], **quiet) for _ in range(workers)]
         from distributed import Client
 
-        with Client(self.address, timeout=30) as client:
-            client.wait_for_workers(workers, timeout=60)
+        try:
+            with Client(self.address, timeout=30) as client:
+                client.wait_for_workers(workers, timeout=60)
+        except BaseException:
+            self.close()  # no scheduler or worker outlives a cluster that never came up
+            raise
 
     def close(self) -> None:
         import signal
