@@ -109,7 +109,8 @@ class _Cluster:
         import signal
 
         for proc in self.procs:
-            os.killpg(proc.pid, signal.SIGTERM)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs:
             proc.wait(timeout=30)
 
