@@ -267,28 +267,38 @@ def demo(out: Path, pocus: Path | None, no_benchmark: bool, config_name: str, de
               help="A published lock to compare this release with: a file (manifests/NAME-VERSION.json), a manifest "
                    "us4 ships by name (pocus-1.0.0), or a Hub revision ORG/NAME@REVISION (only its lock is fetched).")
 @click.option("--endpoint", default=None, help="Hub or mirror URL for an ORG/NAME@REVISION manifest.")
-def verify(release: Path, manifest: str | None, endpoint: str | None) -> None:
-    """Recompute every hash and count of RELEASE against its lock (and compare with a manifest).
+@click.option("--deep", is_flag=True,
+              help="Also decode every frame's PNG and hash its pixels (as the build did) against the lock; "
+                   "--manifest always does.")
+def verify(release: Path, manifest: str | None, endpoint: str | None, deep: bool) -> None:
+    """Recompute every hash and count of RELEASE against its lock, compare every row of its
+    tables with the lock's clips (and compare with a manifest, on pixels decoded here).
 
-    Exit status 0 when every file matches (and the manifest is reproduced, alone or with
-    added clips), 1 otherwise.
+    Exit status 0 when every file and row matches (and the manifest is reproduced, alone or
+    with added clips), 1 otherwise.
     """
     from .release.read import open_release
-    from .release.verify import DIFFERS, compare_to_manifest, verify_release
+    from .release.verify import DIFFERS, reproduce, verify_release
     from .words import plural
 
     rel = open_release(release)
-    result = verify_release(rel)
+    reproduction = None
+    if manifest is not None:
+        result, reproduction = reproduce(rel, _lock_of(manifest, endpoint))
+    else:
+        result = verify_release(rel, deep=deep)
     for p in result.problems:
         click.echo(f"differs: {p}")
     for n in result.notes:
         click.echo(f"note: {n}")
     failed = bool(result.problems)
     if not failed:
+        pixels = f"; the pixels of {plural(result.frames_decoded, 'frame')} decoded and re-hashed" \
+            if result.frames_decoded else ""
         click.echo(f"ok: {plural(len(rel.lock.shards), 'shard')}, {plural(rel.lock.counts.frames, 'frame')} of "
-                   f"{plural(rel.lock.counts.videos, 'video')} and {plural(result.checked, 'file')} match {release}/release.json")
-    if manifest is not None:
-        reproduction = compare_to_manifest(rel.lock, _lock_of(manifest, endpoint))
+                   f"{plural(rel.lock.counts.videos, 'video')} and {plural(result.checked, 'file')} match "
+                   f"{release}/release.json, row by row{pixels}")
+    if reproduction is not None:
         for line in reproduction.lines():
             click.echo(line)
         failed |= reproduction.verdict == DIFFERS
@@ -462,6 +472,7 @@ def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | 
 
     Evidence attached after publishing (`us4 card --benchmark`) goes out as a new commit whose
     data files are unchanged, tagged v{version}+evidence.N; v{version} keeps naming the data.
+
     The token comes from $HF_TOKEN or `hf auth login`, never from the command line.
     """
     from .hub.publish import publish_git, publish_hub, publish_plan

@@ -12,23 +12,31 @@ from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
 from .diff import ReleaseDiff, diff_locks
 from .read import LOCAL_STATE, Release
+from .rows import check_rows
 
 
 @dataclass
 class Verification:
-    """Problems (a file differs from the lock) and notes (what was not or could not be checked)."""
+    """Problems (a file or a row differs from the lock) and notes (what was not or could not be checked)."""
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checked: int = 0  # files whose hash was checked
+    frames_decoded: int = 0  # with `deep`: frames whose PNG was decoded and whose pixels were hashed
+    #: with `deep` and `pixels`: the pixel hash of each frame decoded, by the row's video_id and frame_index
+    pixels: dict[str, dict[int, str]] | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def verify_release(release: Release, *, expect: Collection[str] | None = None) -> Verification:
-    """Recompute every hash and row count the lock names.
+def verify_release(release: Release, *, expect: Collection[str] | None = None, deep: bool = False,
+                   pixels: bool = False) -> Verification:
+    """Recompute every hash and row count the lock names, and compare every row of the
+    shards with the lock's clips (ids, labels, splits, folds, groups, frame lists and pixel
+    hashes, where the rows lie), reading only the small columns; `deep` also decodes every
+    frame's PNG and hashes its pixels (`pixels` keeps those hashes in the result).
 
     The card and croissant.json are checked by the sha256 the lock records for them,
     never by rendering them again, so a release verifies with any later us4. `expect`
@@ -39,8 +47,9 @@ def verify_release(release: Release, *, expect: Collection[str] | None = None) -
     out = Verification()
     lock = release.lock
     absent = 0
+    intact: list[int] = []  # shards whose bytes are the lock's: their rows are compared with its clips
     required = set(expect) if expect is not None else None
-    for shard in lock.shards:
+    for index, shard in enumerate(lock.shards):
         path = release.path(shard.path)
         if not path.is_file():
             if required is not None and shard.path not in required:
@@ -64,6 +73,11 @@ def verify_release(release: Release, *, expect: Collection[str] | None = None) -
             continue
         if rows != shard.rows:
             out.problems.append(f"{shard.path}: {rows} rows, lock says {shard.rows}")
+            continue
+        intact.append(index)
+    rows_check = check_rows(release, intact, deep=deep, keep=pixels)
+    out.problems += rows_check.problems
+    out.frames_decoded, out.pixels = rows_check.frames_decoded, rows_check.pixels
     if absent:
         out.notes.append(f"{absent} of {len(lock.shards)} shards are not here (a partial download); "
                          "every file that is here was checked against the full lock")
@@ -123,6 +137,7 @@ class Reproduction:
     new_failures: list[str] = field(default_factory=list)  # files the manifest never had, failed here
     shards: list[str] = field(default_factory=list)
     environment: list[str] = field(default_factory=list)  # information only
+    unverified: int = 0  # problems of the release against its own lock: then it is the manifest's in nothing
 
     def counts(self) -> dict[str, int]:
         d = self.diff
@@ -152,6 +167,9 @@ class Reproduction:
 
     def _summary(self) -> str:
         d = self.diff
+        if self.unverified:
+            return (f"the release does not match its own {LOCK_NAME} ({self.unverified} problems, listed above); "
+                    "below, its decoded pixels and its lock's clips against the manifest")
         if self.verdict == REPRODUCED:
             return (f"byte-identical: every one of the manifest's {self.manifest_clips} clips and "
                     f"{self.manifest_frames} frames, and every shard")
@@ -167,8 +185,26 @@ class Reproduction:
         return f"the release is not the manifest's{only_bytes}{hint}"
 
 
+def reproduce(release: Release, manifest: Lock) -> tuple[Verification, Reproduction]:
+    """A rebuilt release against a published manifest, pixels first: every frame's PNG is
+    decoded and hashed here, and those hashes, never the ones the release's lock claims,
+    are compared with the manifest's. A release that does not verify differs."""
+    verification = verify_release(release, deep=True, pixels=True)
+    decoded = verification.pixels or {}
+    unseen = "not decoded"  # a frame the lock lists whose row was not found: equal to no hash
+    observed = release.lock.model_copy(update={"clips": [
+        clip.model_copy(update={"frame_sha256": [decoded.get(clip.video_id, {}).get(i, unseen)
+                                                 for i in clip.frame_index]})
+        for clip in release.lock.clips]})
+    reproduction = compare_to_manifest(observed, manifest)
+    reproduction.unverified = len(verification.problems)
+    reproduction.verdict = _verdict(reproduction)
+    return verification, reproduction
+
+
 def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
-    """What differs between a rebuilt release's lock and a published manifest."""
+    """What differs between a rebuilt release's lock and a published manifest, taking the
+    lock's pixel hashes as given (`reproduce` gives it the hashes of decoded pixels)."""
     out = Reproduction(diff_locks(manifest, lock), manifest_clips=len(manifest.clips),
                        manifest_frames=manifest.counts.frames)
     if lock.recipe_sha256 != manifest.recipe_sha256:
@@ -194,6 +230,8 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
 
 
 def _verdict(r: Reproduction) -> str:
+    if r.unverified:
+        return DIFFERS
     counts = r.counts()
     core = ("clips removed", "clips relabelled", "clips replaced by another file", "clips that moved split",
             "frames with other pixels")
