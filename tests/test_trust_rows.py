@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -266,3 +267,128 @@ def test_deep_names_a_stored_image_that_does_not_decode(built, tmp_path):
     assert problems[0].startswith(f"{path} row 4: the image does not decode (") and problems[0].endswith(
         "; 3 frames have an image that cannot be hashed")
 
+
+# --- evidence about an older version never moves main backwards ---------------------------
+
+
+@pytest.fixture(scope="module")
+def versions(built, tmp_path_factory) -> dict[str, Path]:
+    """The release at 1.0.0 (`built`), and the same clips built again as 1.2.0 (other data)."""
+    tmp = tmp_path_factory.mktemp("versions")
+    (tmp / "rows.yaml").write_text(yaml.safe_dump({**RECIPE, "version": "1.2.0"}))
+    build_release(tmp / "rows.yaml", {"lungs": built.parent / "raw"}, tmp / "new", workers=1, progress=False)
+    return {"1.0.0": built, "1.2.0": tmp / "new"}
+
+
+def with_evidence(release: Path, tmp: Path, monkeypatch) -> Path:
+    """A copy of `release` with a benchmark record attached (`us4 card --benchmark`): same data."""
+    import us4.contract.card as card
+    from us4.release.attach import add_attachment
+
+    rel = copy(release, tmp / f"evidence-{release.name}")
+    (tmp / "benchmark.json").write_text(json.dumps({"format": "us4-benchmark/1", "note": "evidence"}))
+    monkeypatch.setattr(card, "benchmark_markdown", lambda record: "## Benchmark\n\nevidence\n")
+    add_attachment(open_release(rel), tmp / "benchmark.json")
+    return rel
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_evidence_for_an_older_version_goes_on_its_tag_and_main_keeps_the_newest(versions, tmp_path, monkeypatch):
+    """1.0.0, then 1.2.0, then evidence for 1.0.0: the evidence commit's parent is v1.0.0, its
+    tag names it, main still serves 1.2.0 (head, tree, working tree, index); evidence for
+    1.2.0 then goes on main; the evidence tag downloads."""
+    root, repo_id = tmp_path / "mirror", "org/rows"
+    repo = root / "datasets" / "org" / "rows"
+    old = publish_git(open_release(versions["1.0.0"]), root, repo_id, quiet=True)
+    new = publish_git(open_release(versions["1.2.0"]), root, repo_id, quiet=True)
+    assert git(repo, "rev-parse", "main") == new.commit and git(repo, "rev-parse", f"{new.commit}^") == old.commit
+
+    attached = with_evidence(versions["1.0.0"], tmp_path, monkeypatch)
+    evidence = publish_git(open_release(attached), root, repo_id, quiet=True)
+    assert (evidence.tag, evidence.created, evidence.evidence, evidence.main) == ("v1.0.0+evidence.1", True, True,
+                                                                                   "1.2.0")
+    assert git(repo, "rev-parse", "main") == new.commit  # main did not move backwards
+    assert git(repo, "rev-parse", f"{evidence.tag}^{{commit}}") == evidence.commit
+    assert git(repo, "rev-parse", f"{evidence.commit}^") == old.commit
+    changed = set(git(repo, "diff", "--name-only", old.commit, evidence.commit).split())
+    assert {"README.md", "benchmark.json", "release.json"} <= changed
+    assert not any(c.startswith("data/") for c in changed)
+    assert git(repo, "status", "--porcelain") == "" and not (repo / "benchmark.json").exists()
+    assert json.loads((repo / "release.json").read_text())["version"] == "1.2.0"
+    again = publish_git(open_release(attached), root, repo_id, quiet=True)
+    assert (again.created, again.tag, again.commit) == (False, evidence.tag, evidence.commit)
+
+    latest = publish_git(open_release(with_evidence(versions["1.2.0"], tmp_path, monkeypatch)), root, repo_id,
+                         quiet=True)
+    assert (latest.tag, latest.main) == ("v1.2.0+evidence.1", None)
+    assert git(repo, "rev-parse", "main") == latest.commit and git(repo, "rev-parse", f"{latest.commit}^") == new.commit
+    with serve_mirror(root) as endpoint:
+        got = download_release(repo_id, evidence.tag, tmp_path / "down", endpoint=endpoint, quiet=True)
+    assert open_release(got.path).lock.version == "1.0.0" and (got.path / "benchmark.json").is_file()
+
+
+def test_an_older_version_published_late_is_a_tag_beside_main(versions, tmp_path):
+    root, repo_id = tmp_path / "mirror", "org/rows"
+    repo = root / "datasets" / "org" / "rows"
+    new = publish_git(open_release(versions["1.2.0"]), root, repo_id, quiet=True)
+    old = publish_git(open_release(versions["1.0.0"]), root, repo_id, quiet=True)
+    assert (old.tag, old.created, old.evidence, old.main) == ("v1.0.0", True, False, "1.2.0")
+    assert git(repo, "rev-parse", "main") == new.commit != old.commit
+    assert git(repo, "rev-parse", "v1.0.0^{commit}") == old.commit
+    assert sorted(git(repo, "ls-tree", "-r", "--name-only", old.commit).split()) == open_release(
+        versions["1.0.0"]).lock.files()
+    result = CliRunner().invoke(main, ["publish", str(versions["1.0.0"]), "--repo", repo_id, "--git", str(root), "-q"])
+    assert result.exit_code == 0 and "already published (same content)" in result.output
+
+
+def test_release_versions_order_as_semantic_versions():
+    from us4.hub.publish import version_key
+
+    ordered = ["0.9.0", "1.0.0-rc1", "1.0.0", "1.2.0-phantom", "1.2.0", "1.10.0", "2.0.0"]
+    assert sorted(reversed(ordered), key=version_key) == ordered
+
+
+def test_hub_publish_puts_evidence_for_an_older_version_beside_main(versions, tmp_path, monkeypatch):
+    """The Hub path, against olah: what main and the tags hold is read from the server; olah takes
+    no uploads, so the writes are recorded. Evidence for 1.0.0 while main serves 1.2.0: a branch
+    made at v1.0.0's commit takes the commit, the tag names it, the branch goes; main is never
+    written. Evidence for 1.2.0: a commit on main."""
+    from huggingface_hub import HfApi
+
+    from us4.hub.publish import publish_hub
+
+    root, repo_id = tmp_path / "mirror", "org/rows"
+    old = publish_git(open_release(versions["1.0.0"]), root, repo_id, quiet=True)
+    publish_git(open_release(versions["1.2.0"]), root, repo_id, quiet=True)
+    calls: list[tuple[str, dict]] = []
+    commit = "e" * 40
+
+    def record(name: str, result=None):
+        def call(self, *args, **kwargs):
+            calls.append((name, kwargs))
+            return result
+        return call
+
+    for name, result in (("create_repo", None), ("create_branch", None), ("list_repo_files", []),
+                         ("create_commit", SimpleNamespace(oid=commit)), ("create_tag", None), ("delete_branch", None)):
+        monkeypatch.setattr(HfApi, name, record(name, result))
+    with serve_mirror(root) as endpoint:
+        done = publish_hub(open_release(with_evidence(versions["1.0.0"], tmp_path, monkeypatch)), repo_id,
+                           endpoint=endpoint, quiet=True)
+        assert (done.tag, done.commit, done.evidence, done.main) == ("v1.0.0+evidence.1", commit, True, "1.2.0")
+        assert [n for n, _ in calls] == ["create_branch", "create_repo", "list_repo_files", "create_commit",
+                                         "create_tag", "delete_branch"]
+        branch = calls[0][1]["branch"]
+        assert calls[0][1]["revision"] == old.commit and branch != "main"
+        assert calls[2][1]["revision"] == calls[3][1]["revision"] == branch
+        assert (calls[4][1]["tag"], calls[4][1]["revision"]) == ("v1.0.0+evidence.1", commit)
+        assert calls[5][1]["branch"] == branch
+        calls.clear()
+        done = publish_hub(open_release(with_evidence(versions["1.2.0"], tmp_path, monkeypatch)), repo_id,
+                           endpoint=endpoint, quiet=True)
+    assert (done.tag, done.main) == ("v1.2.0+evidence.1", None)
+    assert [n for n, _ in calls] == ["create_repo", "list_repo_files", "create_commit", "create_tag"]
+    assert calls[2][1]["revision"] == "main"

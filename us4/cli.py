@@ -472,7 +472,7 @@ def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | 
 
     Evidence attached after publishing (`us4 card --benchmark`) goes out as a new commit whose
     data files are unchanged, tagged v{version}+evidence.N; v{version} keeps naming the data.
-
+    Main never moves backwards: while it serves a newer version, the commit is reached by its tag alone.
     The token comes from $HF_TOKEN or `hf auth login`, never from the command line.
     """
     from .hub.publish import publish_git, publish_hub, publish_plan
@@ -493,7 +493,9 @@ def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | 
         done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force)
     state = ("published" if done.created else "already published (same content)") + (
         " (evidence: data unchanged)" if done.evidence else "")
-    click.echo(f"{state}: {repo_id} {done.tag} = commit {done.commit[:12]} at {done.where}")
+    click.echo(f"{state}: {repo_id} {done.tag} = commit {done.commit[:12]} at {done.where}"
+               + (f"; main still serves {done.main}, the newer version (this commit is on its tag alone)"
+                  if done.main else ""))
 
 
 @main.command()

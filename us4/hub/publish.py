@@ -7,14 +7,20 @@ on branch `main` (`publish_git`), which `us4 mirror serve` then serves.
 A version tag is never moved. Publishing again with the same content is a no-op; with
 other data, an error. Evidence added after publishing (a benchmark record attached with
 `us4 card --benchmark`) changes the lock's attachments and the card, never the data
-(`Lock.data_sha256` stays the same): it is published as a new commit on main whose data
-files are unchanged, tagged `v{version}+evidence.N`, while `v{version}` keeps naming the
-data as first published.
+(`Lock.data_sha256` stays the same): it is published as a new commit whose data files are
+unchanged, tagged `v{version}+evidence.N`, while `v{version}` keeps naming the data as first
+published.
+
+`main` only moves forward: a commit goes on it when main is empty, holds the same data (evidence
+about the version main serves), or an older version. Anything else (evidence about an older
+version, or an older version published late) is a commit of its own, reached by its tag alone.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import uuid
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
@@ -71,6 +77,7 @@ class Published:
     where: str  # the Hub URL, or the git repository's folder
     created: bool  # False: the tag already held exactly this content
     evidence: bool = False  # a new commit of evidence about an already published version
+    main: str | None = None  # where main stays when this commit is not on it: the newer version it serves
 
 
 def publish_plan(release: Release, repo_id: str) -> PublishPlan:
@@ -149,7 +156,11 @@ class _Destination(Protocol):
 
     def read(self, commit: str, path: str) -> bytes: ...
 
+    def head(self) -> str | None: ...
+
     def commit(self, plan: PublishPlan) -> str: ...
+
+    def commit_aside(self, plan: PublishPlan, parent: str, tag: str, message: str) -> str: ...
 
     def tag(self, name: str, commit: str, message: str) -> None: ...
 
@@ -164,27 +175,60 @@ def _publish(release: Release, destination: Callable[[], _Destination], repo_id:
                                 f"{LOCK_NAME}; first: {result.problems[0]}", result.problems)
     dest = destination()
     tagged = dest.tag_content(plan.tag)
-    if tagged is None:
-        commit = dest.commit(plan)
-        dest.tag(plan.tag, commit, plan.description)
-        return Published(repo_id, plan.tag, commit, dest.where, created=True)
-    if not _differences(plan, tagged[1]):
+    if tagged is not None and not _differences(plan, tagged[1]):
         return Published(repo_id, plan.tag, tagged[0], dest.where, created=False)
-    published = _lock_at(dest, tagged[0], f"{repo_id}@{plan.tag}")
-    if published.data_sha256() != plan.data_sha256:
-        raise HubError(f"{repo_id}: tag {plan.tag} already holds other data ({_first(_differences(plan, tagged[1]))}); "
-                       "a published version is never moved: give the release a new version")
-    # same data, new evidence: a commit of its own, and v{version} keeps naming the data
-    pattern = re.compile(re.escape(plan.tag) + r"\+" + EVIDENCE + r"\.(\d+)$")
-    numbered = sorted((int(m.group(1)), t) for t in dest.tags() if (m := pattern.match(t)))
-    for _, tag in numbered:
-        content = dest.tag_content(tag)
-        if content is not None and not _differences(plan, content[1]):
-            return Published(repo_id, tag, content[0], dest.where, created=False, evidence=True)
-    tag = f"{plan.tag}+{EVIDENCE}.{(numbered[-1][0] if numbered else 0) + 1}"
-    commit = dest.commit(plan)
-    dest.tag(tag, commit, f"evidence about {plan.title} (data unchanged: {plan.tag}); {plan.description}")
-    return Published(repo_id, tag, commit, dest.where, created=True, evidence=True)
+    if tagged is None:
+        tag, message, parent = plan.tag, plan.description, None
+    else:
+        published = _lock_at(dest, tagged[0], f"{repo_id}@{plan.tag}")
+        if published.data_sha256() != plan.data_sha256:
+            raise HubError(f"{repo_id}: tag {plan.tag} already holds other data "
+                           f"({_first(_differences(plan, tagged[1]))}); a published version is never moved: "
+                           "give the release a new version")
+        # same data, new evidence: a commit of its own, and v{version} keeps naming the data
+        pattern = re.compile(re.escape(plan.tag) + r"\+" + EVIDENCE + r"\.(\d+)$")
+        numbered = sorted((int(m.group(1)), t) for t in dest.tags() if (m := pattern.match(t)))
+        for _, done in numbered:
+            content = dest.tag_content(done)
+            if content is not None and not _differences(plan, content[1]):
+                return Published(repo_id, done, content[0], dest.where, created=False, evidence=True)
+        tag = f"{plan.tag}+{EVIDENCE}.{(numbered[-1][0] if numbered else 0) + 1}"
+        message = f"evidence about {plan.title} (data unchanged: {plan.tag}); {plan.description}"
+        parent = tagged[0]
+    newer = _newer_on_main(dest, release.lock, repo_id)
+    if newer is None:
+        commit = dest.commit(plan)
+        dest.tag(tag, commit, message)
+    else:  # main serves a newer version: this commit stays beside it, reached by its tag
+        commit = dest.commit_aside(plan, parent or newer[0], tag, message)
+    return Published(repo_id, tag, commit, dest.where, created=True, evidence=tagged is not None,
+                     main=None if newer is None else newer[1])
+
+
+def _newer_on_main(dest: _Destination, lock: Lock, repo_id: str) -> tuple[str, str] | None:
+    """(main's head, the version it serves) when a commit of `lock` on main would move it
+    backwards: main holds other data of a version not older than this one. None: main may move."""
+    head = dest.head()
+    if head is None:
+        return None
+    try:
+        serves = read_lock(dest.read(head, LOCK_NAME), f"{repo_id}@{BRANCH}: {LOCK_NAME}")
+    except (HubError, ReleaseError):
+        return None  # main holds no release (a repository made elsewhere): nothing to move backwards
+    if serves.data_sha256() == lock.data_sha256() or version_key(serves.version) < version_key(lock.version):
+        return None
+    return head, serves.version
+
+
+def version_key(version: str) -> tuple:
+    """The order of release versions, as semantic versioning has it: dotted numbers compare as
+    numbers, and a pre-release (1.2.0-rc1, 1.2.0-phantom) comes before its release (1.2.0)."""
+    core, dash, pre = version.partition("-")
+
+    def fields(text: str) -> tuple:
+        return tuple((0, int(f), "") if f.isdigit() else (1, 0, f) for f in re.split(r"[.+_]", text))
+
+    return fields(core), 0 if dash else 1, fields(pre)
 
 
 def _check_phantom(lock: Lock, repo_id: str, force: bool) -> None:
@@ -280,28 +324,49 @@ class _Hub:
         return Path(hf_hub_download(self.repo_id, path, repo_type=REPO_TYPE, revision=commit,
                                     endpoint=self.api.endpoint, token=self.api.token)).read_bytes()
 
-    def commit(self, plan: PublishPlan) -> str:
+    def head(self) -> str | None:
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            branches = self.api.list_repo_refs(self.repo_id, repo_type=REPO_TYPE).branches
+        except (RepositoryNotFoundError, EntryNotFoundError, RevisionNotFoundError):
+            return None
+        main = next((b for b in branches if b.name == BRANCH), None)
+        return _commit(main.target_commit, f"{self.repo_id}@{BRANCH}") if main else None
+
+    def commit(self, plan: PublishPlan, revision: str = BRANCH) -> str:
         self.api.create_repo(self.repo_id, repo_type=REPO_TYPE, private=self.private, exist_ok=True)
-        existing = self.api.list_repo_files(self.repo_id, repo_type=REPO_TYPE, revision=BRANCH)
+        existing = self.api.list_repo_files(self.repo_id, repo_type=REPO_TYPE, revision=revision)
         if plan.bytes > LARGE_BYTES:
-            return self._large(plan, existing)
+            return self._large(plan, existing, revision)
         info = self.api.create_commit(self.repo_id, commit_operations(plan, existing), commit_message=plan.title,
-                                      commit_description=plan.description, repo_type=REPO_TYPE, revision=BRANCH)
+                                      commit_description=plan.description, repo_type=REPO_TYPE, revision=revision)
         return _commit(info.oid, self.repo_id)
 
-    def _large(self, plan: PublishPlan, existing: list[str]) -> str:
+    def commit_aside(self, plan: PublishPlan, parent: str, tag: str, message: str) -> str:
+        """The Hub commits only onto a branch: one made at `parent` for this commit, gone once it is tagged."""
+        branch = f"us4-publish-{uuid.uuid4().hex[:12]}"
+        self.api.create_branch(self.repo_id, branch=branch, revision=parent, repo_type=REPO_TYPE)
+        try:
+            commit = self.commit(plan, branch)
+            self.tag(tag, commit, message)
+        finally:
+            self.api.delete_branch(self.repo_id, branch=branch, repo_type=REPO_TYPE)
+        return commit
+
+    def _large(self, plan: PublishPlan, existing: list[str], revision: str) -> str:
         """A multi-GB release: huggingface_hub's resumable large-folder upload (many commits,
         resumed from its own records if interrupted), then one commit deleting stale files."""
         from huggingface_hub import CommitOperationDelete
 
-        self.api.upload_large_folder(self.repo_id, plan.root, repo_type=REPO_TYPE, revision=BRANCH,
+        self.api.upload_large_folder(self.repo_id, plan.root, repo_type=REPO_TYPE, revision=revision,
                                      allow_patterns=plan.paths)
         stale = _stale(plan, existing)
         if not stale:
-            return _commit(self.api.dataset_info(self.repo_id, revision=BRANCH).sha, self.repo_id)
+            return _commit(self.api.dataset_info(self.repo_id, revision=revision).sha, self.repo_id)
         ops = [CommitOperationDelete(path_in_repo=p) for p in stale]
         info = self.api.create_commit(self.repo_id, ops, commit_message=plan.title,
-                                      commit_description=plan.description, repo_type=REPO_TYPE, revision=BRANCH)
+                                      commit_description=plan.description, repo_type=REPO_TYPE, revision=revision)
         return _commit(info.oid, self.repo_id)
 
     def tag(self, name: str, commit: str, message: str) -> None:
@@ -321,8 +386,9 @@ class _Git:
         self.quiet = quiet
         self._identity: list[str] = []
 
-    def __call__(self, *args: str) -> str:
-        proc = subprocess.run(["git", *self._identity, *args], cwd=self.dir, capture_output=True, text=True)
+    def __call__(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+        proc = subprocess.run(["git", *self._identity, *args], cwd=self.dir, capture_output=True, text=True,
+                              input=stdin, env=None if env is None else {**os.environ, **env})
         if proc.returncode != 0:
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
             raise HubError(f"{self.dir}: git {args[0]} failed ({detail[-1] if detail else proc.returncode})")
@@ -383,6 +449,26 @@ class _Git:
             return self("rev-parse", "HEAD")  # same files as main's head: tag it, no empty commit
         self("commit", "--quiet", "-m", plan.title, "-m", plan.description)
         return self("rev-parse", "HEAD")
+
+    def head(self) -> str | None:
+        return self("rev-parse", "HEAD") if self.ok("rev-parse", "--verify", "--quiet", "HEAD") else None
+
+    def commit_aside(self, plan: PublishPlan, parent: str, tag: str, message: str) -> str:
+        """A commit of exactly the plan's files whose parent is `parent`, built in an index of its
+        own: neither main, nor its working tree, nor its index is touched."""
+        index = self.dir / ".git" / f"us4-aside-{os.getpid()}.index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        try:
+            paths = "".join(f"{local.resolve()}\n" for _, local in plan.files)
+            blobs = self("hash-object", "-w", "--stdin-paths", stdin=paths)
+            self("update-index", "--add", "--index-info", env=env,
+                 stdin="".join(f"100644 {blob}\t{path}\n" for (path, _), blob in zip(plan.files, blobs.split())))
+            tree = self("write-tree", env=env)
+        finally:
+            index.unlink(missing_ok=True)
+        commit = self("commit-tree", tree, "-p", parent, "-m", plan.title, "-m", plan.description)
+        self.tag(tag, commit, message)
+        return commit
 
     def tag(self, name: str, commit: str, message: str) -> None:
         self("tag", "--annotate", name, "-m", message, commit)
