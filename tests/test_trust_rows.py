@@ -75,10 +75,16 @@ def rewrite_shard(rel: Path, path: str, edit) -> None:
     rows = table.to_pylist()
     edit(rows)
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), file)
+    reseal(rel, path)
+
+
+def reseal(rel: Path, path: str) -> None:
+    """Put a rewritten shard's sha256, size and row count in the lock."""
+    file = rel / path
     lock = read_lock(rel)
     shard = next(s for s in lock["shards"] if s["path"] == path)
     shard["sha256"], shard["bytes"] = hashlib.sha256(file.read_bytes()).hexdigest(), file.stat().st_size
-    shard["rows"] = len(rows)
+    shard["rows"] = pq.ParquetFile(file).metadata.num_rows
     write_lock(rel, lock)
 
 
@@ -218,6 +224,30 @@ def test_each_recorded_column_of_both_tables_is_compared(built, tmp_path):
         f"clip {last.video_id}: release.json places its 5 frames from row {last.row} of {frames}, which has "
         f"{last.row + 4} rows")
 
+
+
+def test_hostile_columns_give_one_line_each(built, tmp_path):
+    """A column of another type, or a thousand rows of clips the lock does not name: one line each."""
+    frames, videos = first_shard(built), first_shard(built, "videos")
+
+    def retype(path: str, column: str, values) -> Path:
+        rel = copy(built, tmp_path / f"{column}-{path.split('/')[1]}")
+        table = pq.read_table(rel / path)
+        table = table.set_column(table.schema.get_field_index(column), column, values(table))
+        pq.write_table(table, rel / path)
+        reseal(rel, path)
+        return rel
+
+    rel = retype(frames, "video_id", lambda t: pa.array(range(t.num_rows), pa.int64()))
+    assert verify_release(open_release(rel)).problems == [f"{frames}: column video_id is int64, not string"]
+    rel = retype(frames, "image", lambda t: t.column("image").combine_chunks().field("bytes"))
+    assert verify_release(open_release(rel)).ok  # the cheap check reads no image
+    assert verify_release(open_release(rel), deep=True).problems == [
+        f"{frames}: column image is binary, not struct<bytes: binary, path: string>"]
+    rel = copy(built, tmp_path / "many")
+    rewrite_shard(rel, videos, lambda rows: rows.extend(dict(rows[0], video_id=f"lungs/x{i}.mp4") for i in range(1000)))
+    assert verify_release(open_release(rel)).problems == [
+        f"{videos} row 4: video_id lungs/x0.mp4: a clip release.json does not name; 1000 rows of no clip of this shard"]
 
 def test_format_1_release_verifies_and_its_recorded_columns_are_compared(tmp_path):
     """us4 0.1.0's release (labels not in its lock) verifies, deep too; a frame_index it records is compared."""

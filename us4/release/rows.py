@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ..contract.lock import FORMAT_V1, LOCK_NAME, Clip, Lock, Shard
+from ..contract.schema import SCHEMAS
 from ..media.pixels import pixel_sha256
 from .read import Release
 
@@ -53,6 +54,20 @@ class _Nothing:
 NO_CLIP = _Nothing("no clip")
 #: the class ids of a label that is not a class of its source in the lock's recipe
 NO_CLASS = _Nothing("no class of that name in its recipe")
+
+
+class _Findings:
+    """Findings of one kind are one line: the first, and how many there are (a hostile shard
+    of a million bad rows gives a few lines, not a million)."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, list] = {}  # what the rows have -> [first line, how many]
+
+    def note(self, what: str, line: str) -> None:
+        self.found.setdefault(what, [line, 0])[1] += 1
+
+    def lines(self) -> list[str]:
+        return [line + (f"; {n} {what}" if n > 1 else "") for what, (line, n) in self.found.items()]
 
 
 @dataclass
@@ -127,8 +142,10 @@ class _Expected:
     def __init__(self, lock: Lock):
         self.v1 = lock.source_format == FORMAT_V1
         self.clips: dict[str, Clip] = {}
+        self.by_shard: dict[int, list[Clip]] = {}
         for clip in lock.clips:
             self.clips.setdefault(clip.video_id, clip)
+            self.by_shard.setdefault(clip.shard, []).append(clip)
         self.classes = {} if self.v1 else _class_ids(lock)
 
     def recorded(self, columns: Collection[str]) -> list[str]:
@@ -152,20 +169,27 @@ def _class_ids(lock: Lock) -> dict[tuple[str, str], tuple[int, int | None]]:
             for name, spec in recipe.sources.items() for cls in spec.definition.classes}
 
 
-def _read(release: Release, shard: Shard, columns: tuple[str, ...], v1: bool) -> tuple[dict[str, list], list[str]]:
-    """The small columns of a shard as Python lists; problems if a column the lock needs is absent."""
+def _read(release: Release, shard: Shard, columns: tuple[str, ...], v1: bool,
+          also: tuple[str, ...] = ()) -> tuple[dict[str, list], list[str]]:
+    """The small columns of a shard as Python lists; problems if a column the lock needs (or one
+    of `also`, checked but not read) is absent or not of the contract's type."""
     file = pq.ParquetFile(release.path(shard.path))
     names = set(file.schema_arrow.names)
-    absent = [c for c in columns if c not in names and not (v1 and c in V1_ABSENT)]
+    absent = [c for c in columns + also if c not in names and not (v1 and c in V1_ABSENT)]
     if absent:
         return {}, [f"{shard.path}: no column {', '.join(absent)}, which every us4 release's {shard.config} has"]
-    table = file.read(columns=[c for c in columns if c in names])
+    present = [c for c in columns if c in names]
+    contract = SCHEMAS[shard.config]
+    for c in present + list(also):  # another type: its values are not what the lock is compared with
+        if file.schema_arrow.field(c).type != contract.field(c).type:
+            return {}, [f"{shard.path}: column {c} is {file.schema_arrow.field(c).type}, not {contract.field(c).type}"]
+    table = file.read(columns=present)
     return {c: table.column(c).to_pylist() for c in table.column_names}, []
 
 
 def _frames_shard(release: Release, index: int, expect: _Expected, deep: RowCheck | None) -> list[str]:
     shard = release.lock.shards[index]
-    actual, problems = _read(release, shard, FRAME_COLUMNS, expect.v1)
+    actual, problems = _read(release, shard, FRAME_COLUMNS, expect.v1, ("image",) if deep else ())
     if problems:
         return problems
     n = len(actual["video_id"])
@@ -174,7 +198,7 @@ def _frames_shard(release: Release, index: int, expect: _Expected, deep: RowChec
     columns = expect.recorded([c for c in FRAME_COLUMNS if c in actual])
     wanted = {c: list(actual[c]) for c in columns}
     wanted["video_id"] = [NO_CLIP] * n
-    for clip in (c for c in release.lock.clips if c.shard == index):
+    for clip in expect.by_shard.get(index, []):
         if clip.video_id not in have:
             problems.append(f"clip {_show(clip.video_id)}: in {LOCK_NAME}, no row in {shard.path}")
             continue
@@ -207,13 +231,14 @@ def _videos_shard(release: Release, shard: Shard, expect: _Expected) -> list[str
     wanted = {c: list(actual[c]) for c in columns}  # rows of no clip of this shard: reported once, not compared
     clip_of_row: list[Any] = [NO_CLIP] * len(actual["video_id"])
     seen: set[str] = set()
+    stray = _Findings()
     for row, video_id in enumerate(actual["video_id"]):
         clip = mine.get(video_id)
         if clip is None or video_id in seen:
             where = (f"a second row of clip {_show(video_id)}" if clip is not None else
                      f"{LOCK_NAME} puts it in {expect.clips[video_id].source} {expect.clips[video_id].split}"
                      if video_id in expect.clips else f"a clip {LOCK_NAME} does not name")
-            problems.append(f"{shard.path} row {row}: video_id {_show(video_id)}: {where}")
+            stray.note("rows of no clip of this shard", f"{shard.path} row {row}: video_id {_show(video_id)}: {where}")
             continue
         seen.add(video_id)
         clip_of_row[row] = video_id
@@ -225,6 +250,7 @@ def _videos_shard(release: Release, shard: Shard, expect: _Expected) -> list[str
         for column, value in values.items():
             if column in wanted:
                 wanted[column][row] = value
+    problems += stray.lines()
     problems += [f"clip {_show(v)}: in {LOCK_NAME}, no row in {shard.path}" for v in sorted(set(mine) - seen)]
     return problems + _compare(shard.path, actual, wanted, clip_of_row)
 
@@ -254,31 +280,27 @@ def _compare(path: str, actual: dict[str, list], wanted: dict[str, list], clip_o
 
 def _pixels(release: Release, shard: Shard, actual: dict[str, list], wanted: dict[str, list],
             out: RowCheck) -> list[str]:
-    """Decode every stored frame of a shard, hash its pixels as the build did, compare with the lock.
-    One line per kind of finding: its first row, and how many frames have it."""
-    found: dict[str, list] = {}  # what the frames have -> [first line, how many]
-
-    def note(what: str, line: str) -> None:
-        found.setdefault(what, [line, 0])[1] += 1
-
+    """Decode every stored frame of a shard, hash its pixels as the build did, compare with the lock."""
+    found = _Findings()
     row = 0
     # PIL decodes with the GIL released: threads share the work and memory stays one batch of frames
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         for batch in pq.ParquetFile(release.path(shard.path)).iter_batches(batch_size=BATCH_ROWS, columns=["image"]):
             for digest in pool.map(_pixel_hash, batch.column(0).field("bytes").to_pylist()):
                 if isinstance(digest, ValueError):
-                    note("have an image that cannot be hashed", f"{shard.path} row {row}: the image {digest}")
+                    found.note("frames have an image that cannot be hashed",
+                               f"{shard.path} row {row}: the image {digest}")
                 else:
                     out.frames_decoded += 1
                     if out.pixels is not None:
                         out.pixels.setdefault(actual["video_id"][row], {})[actual["frame_index"][row]] = digest
                     if digest != wanted["frame_sha256"][row]:
-                        note("differ in pixels",
+                        found.note("frames differ in pixels",
                              f"{shard.path} row {row}: its pixels hash to {digest[:12]}…, the lock says "
                              f"{_show(wanted['frame_sha256'][row])[:12]}… (clip {_show(wanted['video_id'][row])}, "
                              f"frame {actual['frame_index'][row]})")
                 row += 1
-    return [line + (f"; {n} frames {what}" if n > 1 else "") for what, (line, n) in found.items()]
+    return found.lines()
 
 
 def _pixel_hash(png: bytes | None) -> str | ValueError:
