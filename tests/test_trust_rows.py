@@ -249,6 +249,24 @@ def test_hostile_columns_give_one_line_each(built, tmp_path):
     assert verify_release(open_release(rel)).problems == [
         f"{videos} row 4: video_id lungs/x0.mp4: a clip release.json does not name; 1000 rows of no clip of this shard"]
 
+
+def test_a_page_that_does_not_decode_under_a_footer_that_does_is_one_line(built, tmp_path):
+    """A column's pages scrambled, the shard re-hashed into the lock: the cheap check (label) and
+    the deep one (image) each name the shard as unreadable, no traceback."""
+    path = first_shard(built)
+    for column, deep in (("label", False), ("image", True)):
+        rel = copy(built, tmp_path / column)
+        chunk = next(c for c in (pq.ParquetFile(rel / path).metadata.row_group(0).column(i) for i in range(30))
+                     if c.path_in_schema.split(".")[0] == column)
+        data = bytearray((rel / path).read_bytes())
+        for k in range(chunk.data_page_offset, chunk.data_page_offset + 8):
+            data[k] ^= 0x5A
+        (rel / path).write_bytes(bytes(data))
+        reseal(rel, path)
+        assert verify_release(open_release(rel)).ok is deep
+        problems = verify_release(open_release(rel), deep=deep).problems
+        assert len(problems) == 1 and problems[0].startswith(f"{path}: unreadable Parquet ("), problems
+
 def test_format_1_release_verifies_and_its_recorded_columns_are_compared(tmp_path):
     """us4 0.1.0's release (labels not in its lock) verifies, deep too; a frame_index it records is compared."""
     assert verify(str(FIXTURE_V1), "--deep")[0] == 0

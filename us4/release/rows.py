@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..contract.lock import FORMAT_V1, LOCK_NAME, Clip, Lock, Shard
@@ -183,8 +184,15 @@ def _read(release: Release, shard: Shard, columns: tuple[str, ...], v1: bool,
     for c in present + list(also):  # another type: its values are not what the lock is compared with
         if file.schema_arrow.field(c).type != contract.field(c).type:
             return {}, [f"{shard.path}: column {c} is {file.schema_arrow.field(c).type}, not {contract.field(c).type}"]
-    table = file.read(columns=present)
+    try:
+        table = file.read(columns=present)
+    except (OSError, pa.ArrowException) as exc:  # a page that does not decode, under a footer that does
+        return {}, [_unreadable(shard, exc)]
     return {c: table.column(c).to_pylist() for c in table.column_names}, []
+
+
+def _unreadable(shard: Shard, exc: Exception) -> str:
+    return f"{shard.path}: unreadable Parquet ({_show(str(exc).strip().splitlines()[0] if str(exc).strip() else exc)})"
 
 
 def _frames_shard(release: Release, index: int, expect: _Expected, deep: RowCheck | None) -> list[str]:
@@ -283,9 +291,10 @@ def _pixels(release: Release, shard: Shard, actual: dict[str, list], wanted: dic
     """Decode every stored frame of a shard, hash its pixels as the build did, compare with the lock."""
     found = _Findings()
     row = 0
+    batches = pq.ParquetFile(release.path(shard.path)).iter_batches(batch_size=BATCH_ROWS, columns=["image"])
     # PIL decodes with the GIL released: threads share the work and memory stays one batch of frames
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        for batch in pq.ParquetFile(release.path(shard.path)).iter_batches(batch_size=BATCH_ROWS, columns=["image"]):
+        for batch in _guarded(batches, shard, found):
             for digest in pool.map(_pixel_hash, batch.column(0).field("bytes").to_pylist()):
                 if isinstance(digest, ValueError):
                     found.note("frames have an image that cannot be hashed",
@@ -301,6 +310,14 @@ def _pixels(release: Release, shard: Shard, actual: dict[str, list], wanted: dic
                              f"frame {actual['frame_index'][row]})")
                 row += 1
     return found.lines()
+
+
+def _guarded(batches: Iterator[pa.RecordBatch], shard: Shard, found: _Findings) -> Iterator[pa.RecordBatch]:
+    """The batches, until one does not decode: that ends the shard with a finding."""
+    try:
+        yield from batches
+    except (OSError, pa.ArrowException) as exc:
+        found.note("", _unreadable(shard, exc))
 
 
 def _pixel_hash(png: bytes | None) -> str | ValueError:
