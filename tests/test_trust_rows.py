@@ -411,6 +411,11 @@ def test_hub_publish_puts_evidence_for_an_older_version_beside_main(versions, tm
     root, repo_id = tmp_path / "mirror", "org/rows"
     old = publish_git(open_release(versions["1.0.0"]), root, repo_id, quiet=True)
     publish_git(open_release(versions["1.2.0"]), root, repo_id, quiet=True)
+    elsewhere = root / "datasets" / "org" / "made-elsewhere"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "README.md").write_text("made elsewhere\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "README.md"], ["commit", "-qm", "readme"]):
+        git(elsewhere, "-c", "user.name=t", "-c", "user.email=t@t", *args)
     calls: list[tuple[str, dict]] = []
     commit = "e" * 40
 
@@ -437,6 +442,10 @@ def test_hub_publish_puts_evidence_for_an_older_version_beside_main(versions, tm
         calls.clear()
         done = publish_hub(open_release(with_evidence(versions["1.2.0"], tmp_path, monkeypatch)), repo_id,
                            endpoint=endpoint, quiet=True)
-    assert (done.tag, done.main) == ("v1.2.0+evidence.1", None)
-    assert [n for n, _ in calls] == ["create_repo", "list_repo_files", "create_commit", "create_tag"]
-    assert calls[2][1]["revision"] == "main"
+        assert (done.tag, done.main) == ("v1.2.0+evidence.1", None)
+        assert [n for n, _ in calls] == ["create_repo", "list_repo_files", "create_commit", "create_tag"]
+        assert calls[2][1]["revision"] == "main"
+        # a repository whose main holds no release (made elsewhere): main may move
+        calls.clear()
+        done = publish_hub(open_release(versions["1.0.0"]), "org/made-elsewhere", endpoint=endpoint, quiet=True)
+    assert (done.tag, done.main) == ("v1.0.0", None) and calls[2][1]["revision"] == "main"

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import uuid
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,9 +320,13 @@ class _Hub:
 
     def read(self, commit: str, path: str) -> bytes:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
 
-        return Path(hf_hub_download(self.repo_id, path, repo_type=REPO_TYPE, revision=commit,
-                                    endpoint=self.api.endpoint, token=self.api.token)).read_bytes()
+        try:
+            return Path(hf_hub_download(self.repo_id, path, repo_type=REPO_TYPE, revision=commit,
+                                        endpoint=self.api.endpoint, token=self.api.token)).read_bytes()
+        except EntryNotFoundError:
+            raise HubError(f"{self.repo_id}: {path} is not in commit {commit[:12]}") from None
 
     def head(self) -> str | None:
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
