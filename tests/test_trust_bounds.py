@@ -5,6 +5,7 @@ empty, an inherited release of another recipe said so, and DICOM views, regions 
 syntaxes that are reported, never dropped or misnamed in silence."""
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from us4.cli import main
 from us4.errors import RecipeError
+from us4.media import SamplingPolicy
 from us4.media.phantom import write_phantom_clip
 from us4.recipe import MAX_RECIPE_BYTES, load_recipe, packaged_recipes, parse_recipe
 
@@ -97,3 +99,34 @@ def test_shipped_recipes_stay_well_within_the_bounds():
     for path in packaged_recipes():
         assert path.stat().st_size < MAX_RECIPE_BYTES / 100
         load_recipe(path)
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+def test_sampling_allocates_by_the_frames_a_clip_has():
+    tracemalloc.start()
+    try:
+        kept = SamplingPolicy(evenly=1_000_000).indices(32, 30.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kept == list(range(32)) and peak < 100_000  # a million spots would take 8 MB for 32 frames
+    assert SamplingPolicy(evenly=40).indices(100, 25.0) == SamplingPolicy(evenly=40).indices(100, 25.0)
+    assert SamplingPolicy(rate_hz=0.001).indices(10, 9999.0) == [0]
+
+
+@pytest.mark.parametrize("sampling, message", [
+    ("{evenly: 100000000}", "evenly must be a whole number from 1 to 1,000,000, got 100000000"),
+    ("{evenly: 100000000000}", "evenly must be a whole number from 1 to 1,000,000"),
+    ("{evenly: 1e11}", "evenly must be a whole number from 1 to 1,000,000, got '1e11'"),
+    ("{evenly: 1.0e+11}", "evenly must be a whole number"),
+    ("{every_n: 2.5}", "every_n must be a whole number"),
+    ("{rate_hz: 1.0e-320}", "rate_hz must be a number of frames per second from 0.001 to 10,000"),
+    ("{rate_hz: .inf}", "sources.clips.sampling.rate_hz: inf is not a finite number"),
+])
+def test_absurd_sampling_is_one_recipe_error(tmp_path, sampling, message):
+    path = recipe_file(tmp_path)
+    path.write_text(path.read_text().replace("sampling:\n      every_n: 4", f"sampling: {sampling}"))
+    result = CliRunner().invoke(main, ["build", str(path), "--raw", f"clips={tmp_path}", "--out", str(tmp_path / "o")])
+    assert message in one_line_error(result)
