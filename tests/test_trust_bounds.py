@@ -5,18 +5,28 @@ empty, an inherited release of another recipe said so, and DICOM views, regions 
 syntaxes that are reported, never dropped or misnamed in silence."""
 from __future__ import annotations
 
+import importlib
+import struct
+import subprocess
+import sys
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from us4.builder import build_release
 from us4.cli import main
+from us4.contract.lock import Stage
 from us4.errors import RecipeError
-from us4.media import SamplingPolicy
+from us4.media import MediaError, SamplingPolicy
+from us4.media.clips import ClipRef, probe_clip
 from us4.media.phantom import write_phantom_clip
-from us4.recipe import MAX_RECIPE_BYTES, load_recipe, packaged_recipes, parse_recipe
+from us4.media.phantom_dicom import write_phantom_dicom, write_phantom_sequence
+from us4.recipe import DEFAULT_MAX_FRAME_PIXELS, MAX_RECIPE_BYTES, load_recipe, packaged_recipes, parse_recipe
+from us4.release.read import open_release
 
 
 def recipe_file(tmp: Path, name: str = "r.yaml", top: dict | None = None, **source) -> Path:
@@ -130,3 +140,101 @@ def test_absurd_sampling_is_one_recipe_error(tmp_path, sampling, message):
     path.write_text(path.read_text().replace("sampling:\n      every_n: 4", f"sampling: {sampling}"))
     result = CliRunner().invoke(main, ["build", str(path), "--raw", f"clips={tmp_path}", "--out", str(tmp_path / "o")])
     assert message in one_line_error(result)
+
+
+# --- the frame-size limit ---------------------------------------------------------------
+
+
+def test_a_frame_over_the_limit_is_a_probe_failure_in_the_ledger(tmp_path):
+    raw = videos(tmp_path / "raw", ["a_small.mp4", "b_small.mp4"])
+    videos(raw, ["a_large.mp4"], size=(128, 96))
+    out = tmp_path / "rel"
+    build_release(recipe_file(tmp_path, max_frame_pixels=96 * 64), {"clips": raw}, out, workers=1, progress=False)
+    lock = open_release(out).lock
+    (failure,) = lock.failures
+    assert (failure.video_id, failure.stage) == ("clips/a_large.mp4", Stage.PROBE)
+    assert failure.reason == "frame 128x96 is larger than the recipe's limit of 6,144 pixels (max_frame_pixels)"
+    assert len(lock.clips) == 2 and lock.recipe["sources"]["clips"]["max_frame_pixels"] == 6144  # stated
+
+
+def test_the_default_limit_is_stated_in_the_lock_and_bounded_in_the_recipe(tmp_path):
+    assert load_recipe("pocus").to_dict()["sources"]["pocus"]["max_frame_pixels"] == DEFAULT_MAX_FRAME_PIXELS
+    for bad in (0, 2.5, "16M", 16384 * 16384 + 1):
+        with pytest.raises(RecipeError, match="max_frame_pixels must be a whole number from 1 to 268,435,456"):
+            load_recipe(recipe_file(tmp_path, max_frame_pixels=bad))
+
+
+def test_the_limit_is_read_from_the_header_before_any_frame_is_decoded(tmp_path, monkeypatch):
+    clip = tmp_path / "v.mp4"
+    write_phantom_clip(clip, seed=1, n_frames=4, size=(96, 64))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a frame was decoded")
+
+    monkeypatch.setattr(importlib.import_module("us4.media.probe"), "_scan", no_decoding)
+    with pytest.raises(MediaError, match="frame 96x64 is larger than the recipe's limit of 6,143 pixels"):
+        probe_clip(ClipRef("video", (str(clip),)), max_pixels=96 * 64 - 1)
+    dicom = write_phantom_dicom(tmp_path / "d.dcm", seed=1, n_frames=3, size=(96, 80))
+    with pytest.raises(MediaError, match="frame 96x80 is larger"):
+        probe_clip(ClipRef("dicom", tuple(map(str, dicom))), max_pixels=96 * 80 - 1)
+    sequence = write_phantom_sequence(tmp_path / "seq", seed=1, n_frames=3, size=(96, 80))
+    with pytest.raises(MediaError, match="frame 96x80 is larger"):
+        probe_clip(ClipRef("image_sequence", tuple(map(str, sequence)), fps=10), max_pixels=96 * 80 - 1)
+    assert probe_clip(ClipRef("dicom", tuple(map(str, dicom))), max_pixels=96 * 80).width == 96
+
+
+# this process's peak RSS (VmHWM, of its own memory only: ru_maxrss counts the parent's too)
+PROBE_PEAK = """
+import re, sys
+from us4.media.clips import ClipRef, probe_clip
+from us4.media import MediaError
+def peak_kib():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+before = peak_kib()
+try:
+    probe_clip(ClipRef("video", (sys.argv[1],)), max_pixels=10_000)
+except MediaError as exc:
+    print(exc.reason)
+print(peak_kib() - before)
+"""
+
+
+def test_refusing_a_large_frame_takes_no_memory_for_it(tmp_path):
+    """FFmpeg decodes frames while it opens a file (to learn an H.264 stream's decode delay):
+    the limit is checked on a header read with decoding off, so a 4000x4000 clip (24 MB a
+    frame) is refused in less memory than one of its luma planes."""
+    import av
+    import numpy as np
+
+    clip = tmp_path / "big.mp4"
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width = s.height = 4000
+        s.pix_fmt, s.options = "yuv420p", {"crf": "51", "preset": "ultrafast"}
+        for pkt in [*s.encode(av.VideoFrame.from_ndarray(np.zeros((4000, 4000, 3), np.uint8), format="rgb24")),
+                    *s.encode()]:
+            c.mux(pkt)
+    run = subprocess.run([sys.executable, "-c", PROBE_PEAK, str(clip)], capture_output=True, text=True, check=True)
+    reason, grown_kib = run.stdout.splitlines()
+    assert reason == "frame 4000x4000 is larger than the recipe's limit of 10,000 pixels (max_frame_pixels)"
+    assert int(grown_kib) < 16_000, f"probing grew by {grown_kib} KiB"
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height and holds one row of pixels: its header is the bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) + chunk(b"IEND", b""))
+    return path
+
+
+def test_image_headers_declaring_huge_frames_fail_as_media_errors(tmp_path):
+    big = png_header(tmp_path / "big" / "f001.png", 5000, 5000)  # over the default, under Pillow's own limit
+    with pytest.raises(MediaError, match="frame 5000x5000 is larger than the recipe's limit of 16,777,216"):
+        probe_clip(ClipRef("image_sequence", (str(big),), fps=10), max_pixels=DEFAULT_MAX_FRAME_PIXELS)
+    bomb = png_header(tmp_path / "bomb" / "f001.png", 20000, 20000)  # Pillow refuses to open it at all
+    with pytest.raises(MediaError, match="frame too large to open"):
+        probe_clip(ClipRef("image_sequence", (str(bomb),), fps=10))

@@ -24,7 +24,8 @@ from .paths import UnsafePathError, safe_name, safe_relpath
 from .registry import SOURCES, ClassDef, Source
 
 _TOP_KEYS = {"name", "version", "description", "seed", "sources", "dedup", "splits", "output"}
-_SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions"}
+_SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions",
+                "max_frame_pixels"}
 # keys only a source that the registry does not know declares
 _DECLARED_KEYS = {"organ", "probe", "licence", "description"}
 INPUTS = ("video", "dicom", "image_sequence")
@@ -48,6 +49,14 @@ MAX_TEXT = 20_000  # characters of a description or a licence: a few paragraphs
 MAX_STRING = 4_096  # characters of any other string: a name, a column, a path (PATH_MAX)
 MAX_ITEMS = 100_000  # entries of one list or mapping
 _TEXT_KEYS = ("description", "licence")
+#: The default limit on a frame's size (max_frame_pixels), checked from the clip's header
+#: before any frame is decoded: 4096 x 4096, twice a 4K screen capture, 14 times the largest
+#: frame of the real clips at hand (1080 x 1080 in the POCUS sample; its DICOM files and the
+#: BLUES clips are smaller). A worker holds a clip's kept frames at once, so this bounds its
+#: memory per kept frame (about 3 bytes a pixel, grey and chroma). The recipe may raise it up
+#: to 16384 x 16384.
+DEFAULT_MAX_FRAME_PIXELS = 4096 * 4096
+MAX_FRAME_PIXELS = 16384 * 16384
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,7 @@ class SourceRecipe:
     text: str = "warn"  # what a clip with burned-in text gets: mask, exclude, warn; off: no check at all
     label: LabelSpec = field(default_factory=lambda: LabelSpec("registry"))
     regions: str = "largest"  # DICOM with several 2D regions: the largest, or each as its own clip
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # a clip with larger frames fails at its probe
     probes: tuple[str, ...] | None = None  # None: every probe
     classes: tuple[str, ...] | None = None  # registry sources: None = every class
     crop: CropSpec = field(default_factory=CropSpec)
@@ -124,7 +134,8 @@ class SourceRecipe:
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"sampling": self.sampling.to_dict(), "crop": self.crop.to_dict(),
                                "input": self.input, "ids": self.ids, "text": self.text,
-                               "label": self.label.to_dict(), "regions": self.regions}
+                               "label": self.label.to_dict(), "regions": self.regions,
+                               "max_frame_pixels": self.max_frame_pixels}
         if self.fps is not None:
             out["fps"] = self.fps
         if self.probes is not None:
@@ -176,6 +187,7 @@ class Recipe:
             "sampling": src.sampling.to_dict(),
             "crop": src.crop.for_clip(rel_path, sha256),
             "regions": src.regions,
+            "max_frame_pixels": src.max_frame_pixels,
             "text": src.text,
             "dedup": self.dedup_threshold,
             "png_compress_level": self.png_compress_level,
@@ -364,6 +376,8 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
         raw = {**raw, "text": "off"}
     text = _choice(raw, "text", TEXT_ACTIONS, "warn" if video else "mask", name, where)
     regions = _choice(raw, "regions", REGION_MODES, "largest", name, where)
+    max_pixels = _number(raw, "max_frame_pixels", DEFAULT_MAX_FRAME_PIXELS, 1, MAX_FRAME_PIXELS,
+                         f"source {name!r}: max_frame_pixels", where, whole=True)
     fps = raw.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 10_000):
         raise RecipeError(f"{where}: source {name!r}: fps must be a positive number of frames per second, got {fps!r}")
@@ -388,7 +402,7 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
         raise RecipeError(f"{where}: source {name!r}: its ids are content hashes, so its crop overrides are keyed by the "
                           "clip's sha256, never by a path (the recipe is published in the release's lock)")
     return SourceRecipe(name, definition, declared, sampling, kind, float(fps) if fps is not None else None, ids,
-                        text, label, regions, probes, classes, crop)
+                        text, label, regions, max_pixels, probes, classes, crop)
 
 
 def _declare(name: str, raw: dict, where: str) -> Source:

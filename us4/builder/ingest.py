@@ -96,7 +96,7 @@ def _reason(job: ClipJob, exc: MediaError) -> str:
 
 def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
     try:
-        info = probe_clip(job.ref)
+        info = probe_clip(job.ref, job.params["max_frame_pixels"])  # the size from headers, before decoding
     except MediaError as exc:
         return _fail(job, Stage.PROBE, _reason(job, exc))
     wanted = SamplingPolicy.from_dict(job.params["sampling"]).indices(info.n_frames, info.fps)

@@ -50,7 +50,7 @@ from pydicom.uid import UID
 from .crop import Box, Region, largest_tissue_region
 from .decode import DecodedFrame
 from .pixels import range_to_8bit, thresholds_to_8bit, to_grey, ycbcr_to_rgb
-from .probe import ClipInfo, MediaError, environment_error
+from .probe import ClipInfo, MediaError, check_frame_size, environment_error
 from .walk import natural_key, rel_posix, walk_files
 
 __all__ = ["DICOM_ALLOWED", "DICOM_SUFFIXES", "SYNTAXES", "AllowedAttribute", "Syntax", "allowed_table",
@@ -646,15 +646,18 @@ def _series(files: Sequence[str | os.PathLike[str]]) -> list[_Image]:
     return images
 
 
-def probe_dicom(files: Sequence[str | os.PathLike[str]], fps: float | None = None) -> ClipInfo:
+def probe_dicom(files: Sequence[str | os.PathLike[str]], fps: float | None = None,
+                max_pixels: int | None = None) -> ClipInfo:
     """Describe a DICOM clip: one file (multi- or single-frame), or the single-frame files
     of one series in frame order. Reads headers only. `fps` is the recipe's rate, used only
-    when the file carries no timing (see ClipInfo.timing). MediaError names the file at fault.
+    when the file carries no timing (see ClipInfo.timing). MediaError names the file at fault,
+    or says that its Columns x Rows is more than `max_pixels` pixels.
 
     For a series, `path` is the first file and `attributes` are the first file's.
     """
     images = _series(files)
     first = images[0]
+    check_frame_size(first.header.path, first.columns, first.rows, max_pixels)
     ds = first.header.ds
     n = first.frames if len(images) == 1 else len(images)
     timing, rate, pts = _timing(ds, n, fps, len(images) > 1, first.header.path)
