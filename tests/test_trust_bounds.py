@@ -19,14 +19,19 @@ from click.testing import CliRunner
 
 from us4.builder import build_release
 from us4.cli import main
-from us4.contract.lock import Stage
+from us4.contract import lock as lock_module
+from us4.contract.lock import LOCK_NAME, LockError, Stage, read_lock
 from us4.errors import RecipeError
+from us4.hub.download import staging_dir
+from us4.hub.mirror import serve_mirror
 from us4.media import MediaError, SamplingPolicy
 from us4.media.clips import ClipRef, probe_clip
 from us4.media.phantom import write_phantom_clip
 from us4.media.phantom_dicom import write_phantom_dicom, write_phantom_sequence
 from us4.recipe import DEFAULT_MAX_FRAME_PIXELS, MAX_RECIPE_BYTES, load_recipe, packaged_recipes, parse_recipe
 from us4.release.read import open_release
+
+from .conftest import REPO
 
 
 def recipe_file(tmp: Path, name: str = "r.yaml", top: dict | None = None, **source) -> Path:
@@ -105,10 +110,13 @@ def test_recipe_size_depth_and_strings_are_bounded(tmp_path):
             parse_recipe({**good, **change})
 
 
-def test_shipped_recipes_stay_well_within_the_bounds():
+def test_shipped_recipes_and_manifests_stay_well_within_the_bounds():
     for path in packaged_recipes():
         assert path.stat().st_size < MAX_RECIPE_BYTES / 100
         load_recipe(path)
+    for path in sorted((REPO / "manifests").glob("*.json")):
+        assert path.stat().st_size < lock_module.MAX_LOCK_BYTES / 1000
+        read_lock(path.read_bytes(), str(path))
 
 
 # --- sampling -------------------------------------------------------------------------------
@@ -238,3 +246,39 @@ def test_image_headers_declaring_huge_frames_fail_as_media_errors(tmp_path):
     bomb = png_header(tmp_path / "bomb" / "f001.png", 20000, 20000)  # Pillow refuses to open it at all
     with pytest.raises(MediaError, match="frame too large to open"):
         probe_clip(ClipRef("image_sequence", (str(bomb),), fps=10))
+
+
+# --- locks: size and depth ----------------------------------------------------------------
+
+
+def deep_lock(depth: int) -> str:
+    return '{"format": "us4-release/2", "clips": ' + "[" * depth + "]" * depth + "}"
+
+
+def test_a_deep_or_huge_lock_is_one_lock_error(tmp_path, monkeypatch):
+    for depth in (17, 990, 200_000):
+        with pytest.raises(LockError, match="release.json: nested more than 16 levels deep"):
+            read_lock(deep_lock(depth))
+    folder = tmp_path / "rel"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text(deep_lock(200_000))
+    assert "nested more than 16 levels deep" in one_line_error(CliRunner().invoke(main, ["verify", str(folder)]))
+    manifest = (REPO / "manifests" / "pocus-1.1.0.json").read_bytes()
+    monkeypatch.setattr(lock_module, "MAX_LOCK_BYTES", len(manifest) - 1)
+    with pytest.raises(LockError, match=f"{len(manifest):,} bytes; a lock holds at most {len(manifest) - 1:,}"):
+        read_lock(manifest)
+
+
+def test_a_download_refused_for_its_deep_lock_leaves_nothing_behind(tmp_path):
+    repo = tmp_path / "mirror" / "datasets" / "org" / "deep-phantom"
+    repo.mkdir(parents=True)
+    (repo / LOCK_NAME).write_text(deep_lock(200_000))
+    for args in (["init", "-q", "-b", "main"], ["add", "--all"], ["-c", "user.name=t", "-c", "user.email=t@t",
+                                                                    "commit", "-qm", "deep"], ["tag", "v1.0.0"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    out = tmp_path / "dl" / "x"
+    with serve_mirror(tmp_path / "mirror") as endpoint:
+        result = CliRunner().invoke(main, ["download", "org/deep-phantom", "--revision", "v1.0.0", "--out", str(out),
+                                           "--endpoint", endpoint, "-q"])
+    assert "nested more than 16 levels deep" in one_line_error(result)
+    assert not out.exists() and not staging_dir(out).exists()
