@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from us4.builder import build_release
 from us4.cli import main
 from us4.contract import lock as lock_module
-from us4.contract.lock import LOCK_NAME, LockError, Stage, read_lock
+from us4.contract.lock import LOCK_NAME, LockError, Stage, WarningKind, read_lock
 from us4.errors import RecipeError
 from us4.hub.download import staging_dir
 from us4.hub.mirror import serve_mirror
@@ -282,3 +282,38 @@ def test_a_download_refused_for_its_deep_lock_leaves_nothing_behind(tmp_path):
                                            "--endpoint", endpoint, "-q"])
     assert "nested more than 16 levels deep" in one_line_error(result)
     assert not out.exists() and not staging_dir(out).exists()
+
+
+# --- splits ---------------------------------------------------------------------------------
+
+
+def test_more_folds_than_units_is_an_error_and_folds_are_capped(tmp_path):
+    raw = videos(tmp_path / "raw", ["a_1.mp4", "a_2.mp4", "b_1.mp4"])
+    result = CliRunner().invoke(main, ["build", str(recipe_file(tmp_path, top={"splits": {"kind": "folds", "k": 4}})),
+                                       "--raw", f"clips={raw}", "--out", str(tmp_path / "o"), "--quiet"])
+    assert "splits.k is 4, but this build has 3 clips (3 units once clips of one group are kept together)" \
+        in one_line_error(result)
+    assert not (tmp_path / "o" / LOCK_NAME).exists()
+    with pytest.raises(RecipeError, match="splits.k \\(folds\\) must be a whole number from 2 to 100, got 1000000"):
+        load_recipe(recipe_file(tmp_path, top={"splits": {"kind": "folds", "k": 1_000_000}}))
+    build_release(recipe_file(tmp_path, top={"splits": {"kind": "folds", "k": 3}}), {"clips": raw}, tmp_path / "k3",
+                  workers=1, progress=False)
+    assert sorted(c.fold for c in open_release(tmp_path / "k3").lock.clips) == [0, 1, 2]
+
+
+def test_inheriting_the_splits_of_another_recipe_is_a_warning(tmp_path):
+    raw = videos(tmp_path / "raw", ["a_1.mp4", "a_2.mp4", "b_1.mp4", "b_2.mp4"])
+    first = tmp_path / "first"
+    build_release(recipe_file(tmp_path), {"clips": raw}, first, workers=1, progress=False)
+    (raw / "b_2.mp4").unlink()
+    same = tmp_path / "same"
+    build_release(recipe_file(tmp_path), {"clips": raw}, same, workers=1, progress=False, previous=first)
+    assert not [w for w in open_release(same).lock.warnings if w.kind == WarningKind.PREVIOUS_OTHER_RECIPE]
+    other = tmp_path / "other"
+    build_release(recipe_file(tmp_path, "other.yaml", top={"name": "renamed"}), {"clips": raw}, other, workers=1,
+                  progress=False, previous=first)
+    lock = open_release(other).lock
+    (warning,) = [w for w in lock.warnings if w.kind == WarningKind.PREVIOUS_OTHER_RECIPE]
+    assert warning.message == ("splits inherited from bounds 0.0.1, a release of another recipe (this is renamed); "
+                               "1 clip of it that this build lacks, recorded as removed")
+    assert lock.previous.removed == ["clips/b_2.mp4"]

@@ -57,6 +57,8 @@ _TEXT_KEYS = ("description", "licence")
 #: to 16384 x 16384.
 DEFAULT_MAX_FRAME_PIXELS = 4096 * 4096
 MAX_FRAME_PIXELS = 16384 * 16384
+#: folds are dealt unit by unit over every fold (units x k work); cross-validation uses 5 or 10
+MAX_FOLDS = 100
 
 
 @dataclass(frozen=True)
@@ -505,8 +507,7 @@ def _parse_splits(splits: Any, where: str) -> dict:
         raise RecipeError(f"{where}: splits: unknown keys {sorted(unknown)}; known: {sorted(_SPLIT_KEYS)}")
     kind = splits.get("kind")
     if kind == "folds":
-        if not isinstance(splits.get("k"), int) or splits["k"] < 2:
-            raise RecipeError(f"{where}: splits.k must be a whole number >= 2")
+        _number(splits, "k", None, 2, MAX_FOLDS, "splits.k (folds)", where, whole=True)
     elif kind == "holdout":
         v = splits.get("validation")
         if not isinstance(v, (int, float)) or not 0 <= v < 1:
