@@ -13,6 +13,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 
+import pydicom
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ from us4.contract.lock import LOCK_NAME, LockError, Stage, WarningKind, read_loc
 from us4.errors import RecipeError
 from us4.hub.download import staging_dir
 from us4.hub.mirror import serve_mirror
-from us4.media import MediaError, SamplingPolicy
+from us4.media import Box, MediaError, Region, SamplingPolicy
 from us4.media.clips import ClipRef, probe_clip
 from us4.media.phantom import write_phantom_clip
 from us4.media.phantom_dicom import write_phantom_dicom, write_phantom_sequence
@@ -317,3 +318,80 @@ def test_inheriting_the_splits_of_another_recipe_is_a_warning(tmp_path):
     assert warning.message == ("splits inherited from bounds 0.0.1, a release of another recipe (this is renamed); "
                                "1 clip of it that this build lacks, recorded as removed")
     assert lock.previous.removed == ["clips/b_2.mp4"]
+
+
+# --- DICOM: views, regions, transfer syntax ---------------------------------------------------
+
+
+def dicom_recipe(tmp: Path, **source) -> Path:
+    spec = {"organ": "heart", "probe": "phased", "input": "dicom", "classes": ["a", "b"], "label": {"constant": "a"},
+            "sampling": {"every_n": 2}, "text": "off", "crop": "auto", "ids": "path", **source}
+    path = tmp / "dicom.yaml"
+    path.write_text(yaml.safe_dump({"name": "scans", "version": "0.0.1", "seed": 1, "sources": {"scans": spec},
+                                    "dedup": {"threshold": 0}, "splits": {"kind": "holdout", "validation": 0.5}}))
+    return path
+
+
+def test_a_dual_view_kept_whole_only_on_request_and_said_so_per_clip(tmp_path):
+    raw = tmp_path / "raw"
+    for i in range(2):
+        write_phantom_dicom(raw / f"dual{i}.dcm", seed=i, n_frames=4, size=(256, 160), regions="dual", text=None)
+    write_phantom_dicom(raw / "single.dcm", seed=5, n_frames=4, regions="single", text=None)
+    build_release(dicom_recipe(tmp_path), {"scans": raw}, tmp_path / "largest", workers=1, progress=False)
+    warned = [w for w in open_release(tmp_path / "largest").lock.warnings if w.kind == WarningKind.VIEW_LEFT_OUT]
+    assert sorted(w.video_id for w in warned) == ["scans/dual0.dcm", "scans/dual1.dcm"]
+    assert warned[0].message == ("the file holds 2 views (2D regions); the largest is kept and 1 view left out: "
+                                 "the recipe's regions: each makes each view a clip of its own")
+    build_release(dicom_recipe(tmp_path, regions="each"), {"scans": raw}, tmp_path / "each", workers=1,
+                  progress=False)
+    lock = open_release(tmp_path / "each").lock
+    assert len(lock.clips) == 5 and not [w for w in lock.warnings if w.kind == WarningKind.VIEW_LEFT_OUT]
+
+
+def test_regions_inverted_or_beyond_the_frame_are_warnings_and_never_the_crop(tmp_path):
+    raw = tmp_path / "raw"
+    inside = Region(Box(40, 30, 60, 50), 1, 1, (3, 3), (0.02, 0.02), None)
+    beyond = Region(Box(100, 20, 200, 150), 1, 1, (3, 3), (0.02, 0.02), None)  # wider than the 224 x 192 frame
+    inverted = Region(Box(150, 20, -100, 150), 1, 1, (3, 3), (0.02, 0.02), None)  # MaxX1 49 < MinX0 150
+    write_phantom_dicom(raw / "bad.dcm", seed=1, n_frames=4, regions=[inside, beyond, inverted], text=None)
+    info = probe_clip(ClipRef("dicom", (str(raw / "bad.dcm"),)))
+    assert [r.box for r in info.regions] == [inside.box] and len(info.region_problems) == 2
+    build_release(dicom_recipe(tmp_path), {"scans": raw}, tmp_path / "rel", workers=1, progress=False)
+    rel = open_release(tmp_path / "rel")
+    messages = [w.message for w in rel.lock.warnings if w.kind == WarningKind.REGION_LEFT_OUT]
+    assert messages == [
+        "ultrasound region 2 (x 100..299, y 20..169) reaches beyond the 224x192 frame: left out, not used as the crop",
+        "ultrasound region 3 (x 150..49, y 20..169) is inverted (a Max before its Min): left out, not used as the crop"]
+    (video,) = rel.videos().to_pylist()
+    assert video["crop_box"] == [40, 30, 60, 50]
+
+
+def with_syntax(path: Path, uid: bytes) -> Path:
+    """`path` with its file meta Transfer Syntax UID replaced in place (same padded length)."""
+    data = path.read_bytes()
+    old = str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID).encode()
+    size = len(old) + len(old) % 2
+    at = data.index(old)
+    assert len(uid) <= size
+    path.write_bytes(data[:at] + uid.ljust(size, b"\0") + data[at + size:])
+    return path
+
+
+@pytest.mark.parametrize("syntax", ["raw-explicit-le", "raw-explicit-be", "rle"])
+def test_an_unknown_transfer_syntax_is_named_not_taken_for_missing_pixels(tmp_path, syntax):
+    raw = tmp_path / "raw"
+    garbage = with_syntax(write_phantom_dicom(raw / "garbage.dcm", seed=1, n_frames=4, transfer_syntax=syntax)[0],
+                          b"1.2.3.garbage")
+    private = with_syntax(write_phantom_dicom(raw / "private.dcm", seed=2, n_frames=4, transfer_syntax=syntax)[0],
+                          b"1.2.840.113619.5.2")
+    write_phantom_dicom(raw / "good.dcm", seed=3, n_frames=4, transfer_syntax=syntax)
+    build_release(dicom_recipe(tmp_path), {"scans": raw}, tmp_path / "rel", workers=1, progress=False)
+    lock = open_release(tmp_path / "rel").lock
+    reasons = {f.video_id: (f.stage, f.reason) for f in lock.failures}
+    assert reasons == {
+        "scans/garbage.dcm": (Stage.PROBE, "unknown transfer syntax (a malformed UID, not quoted): not one the DICOM "
+                                           "standard defines, so its pixels cannot be read"),
+        "scans/private.dcm": (Stage.PROBE, "unknown transfer syntax 1.2.840.113619.5.2: not one the DICOM standard "
+                                           "defines, so its pixels cannot be read")}
+    assert not lock.excluded and [c.video_id for c in lock.clips] == ["scans/good.dcm"]
+    assert garbage.exists() and private.exists()

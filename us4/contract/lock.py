@@ -69,6 +69,8 @@ class WarningKind(StrEnum):
     EMPTY_SOURCE = "empty_source"  # a source with no usable clip, allowed by --allow-empty
     TEXT_FOUND = "text_found"  # burned-in text found and the recipe says warn
     SPLIT_MOVED = "split_moved"  # a clip could not keep its previous split (its group spans two)
+    VIEW_LEFT_OUT = "view_left_out"  # a DICOM file of several views kept its largest (regions: largest)
+    REGION_LEFT_OUT = "region_left_out"  # a DICOM ultrasound region inverted or beyond the frame: not used
     PREVIOUS_OTHER_RECIPE = "previous_other_recipe"  # splits inherited from a release of another recipe name
 
 

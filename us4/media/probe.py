@@ -72,8 +72,9 @@ class ClipInfo:
     bits per sample where known (None for video). `timing` says where `fps` came from:
     "container" (video), "frame_time", "frame_time_vector", "cine_rate",
     "recommended_display_frame_rate", "recipe", or "none" (a single frame without a
-    rate: fps 0). `regions` are the scanner regions a DICOM file declares and
-    `spacing_mm` (x, y) the mm per pixel of the largest 2D one, when it is in cm.
+    rate: fps 0). `regions` are the scanner regions a DICOM file declares (those inside the
+    frame) and `spacing_mm` (x, y) the mm per pixel of the largest 2D one, when it is in cm;
+    `region_problems` says which declared regions were left out and why (numbers only).
     `burned_in` is DICOM's Burned In Annotation (None when absent). `attributes` holds
     only allow-listed DICOM values (`us4.media.dicom.DICOM_ALLOWED`), JSON-ready.
 
@@ -102,6 +103,7 @@ class ClipInfo:
     burned_in: bool | None = None
     timing: str = "container"
     attributes: dict = field(default_factory=dict)
+    region_problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
