@@ -316,18 +316,18 @@ def test_dual_view_has_two_regions(tmp_path):
         assert r.box.apply(grey).mean() > 10
 
 
-def test_region_choice_units_and_clipping(tmp_path):
+def test_region_choice_and_units(tmp_path):
     regions = [
         Region(Box(0, 0, 64, 48), 2, 1, (3, 3), (0.01, 0.01), None),           # M-mode: never the crop
         Region(Box(4, 4, 30, 20), 1, 1, (3, 4), (0.05, 0.1), None),            # 2D, y in seconds: no spacing
-        Region(Box(40, 10, 40, 60), 1, 2, (3, 3), (-0.03, 0.03), None),        # 2D colour flow, off the frame edge
+        Region(Box(30, 10, 34, 38), 1, 2, (3, 3), (-0.03, 0.03), None),        # 2D colour flow, to the frame edge
     ]
     path = phantom(tmp_path, "c.dcm", regions=regions)
     info = probe_clip(ref(path))
     mmode, small, big = info.regions
     assert mmode.spatial_format == 2 and mmode.spacing_mm == pytest.approx((0.1, 0.1))
     assert small.spacing_mm is None
-    assert big.box == Box(40, 10, 24, 38)  # clipped to the 64 x 48 frame
+    assert big.box == Box(30, 10, 34, 38) and info.region_problems == ()  # as declared, inside the 64 x 48 frame
     assert big.spacing_mm == pytest.approx((0.3, 0.3))
     assert largest_tissue_region(info.regions) == big and info.spacing_mm == pytest.approx((0.3, 0.3))
     assert probe_clip(ref(phantom(tmp_path, "none.dcm", regions=None))).regions == ()

@@ -9,6 +9,7 @@ so the copy in a release's lock says exactly what was done.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from .paths import UnsafePathError, safe_name, safe_relpath
 from .registry import SOURCES, ClassDef, Source
 
 _TOP_KEYS = {"name", "version", "description", "seed", "sources", "dedup", "splits", "output"}
-_SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions"}
+_SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions",
+                "max_frame_pixels"}
 # keys only a source that the registry does not know declares
 _DECLARED_KEYS = {"organ", "probe", "licence", "description"}
 INPUTS = ("video", "dicom", "image_sequence")
@@ -34,6 +36,29 @@ REGION_MODES = ("largest", "each")
 _SPLIT_KEYS = {"kind", "k", "validation", "group", "group_column", "inherit"}
 #: where a packaged recipe is found by name (`us4 build pocus ...`)
 RECIPES_PACKAGE = "us4.pipelines"
+
+# Bounds on what a recipe may hold. It is published in every lock and card, and a worker
+# allocates by its numbers, so each value has a type and a size. The shipped recipes are
+# under 2 KB; 1 MiB leaves room for some 10,000 per-clip crop overrides. YAML aliases are
+# allowed (one sampling block shared by four sources), but count at their expanded size:
+# the lock writes the recipe out in full, so an alias of an alias of ... (9 x 9 x ... items
+# from 504 bytes) is refused before it is built.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_DEPTH = 12  # the deepest setting, sources.NAME.crop.clips.PATH: [x, y, w, h], is 6 levels down
+MAX_TEXT = 20_000  # characters of a description or a licence: a few paragraphs
+MAX_STRING = 4_096  # characters of any other string: a name, a column, a path (PATH_MAX)
+MAX_ITEMS = 100_000  # entries of one list or mapping
+_TEXT_KEYS = ("description", "licence")
+#: The default limit on a frame's size (max_frame_pixels), checked from the clip's header
+#: before any frame is decoded: 4096 x 4096, twice a 4K screen capture, 14 times the largest
+#: frame of the real clips at hand (1080 x 1080 in the POCUS sample; its DICOM files and the
+#: BLUES clips are smaller). A worker holds a clip's kept frames at once, so this bounds its
+#: memory per kept frame (about 3 bytes a pixel, grey and chroma). The recipe may raise it up
+#: to 16384 x 16384.
+DEFAULT_MAX_FRAME_PIXELS = 4096 * 4096
+MAX_FRAME_PIXELS = 16384 * 16384
+#: folds are dealt unit by unit over every fold (units x k work); cross-validation uses 5 or 10
+MAX_FOLDS = 100
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,7 @@ class SourceRecipe:
     text: str = "warn"  # what a clip with burned-in text gets: mask, exclude, warn; off: no check at all
     label: LabelSpec = field(default_factory=lambda: LabelSpec("registry"))
     regions: str = "largest"  # DICOM with several 2D regions: the largest, or each as its own clip
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # a clip with larger frames fails at its probe
     probes: tuple[str, ...] | None = None  # None: every probe
     classes: tuple[str, ...] | None = None  # registry sources: None = every class
     crop: CropSpec = field(default_factory=CropSpec)
@@ -110,7 +136,8 @@ class SourceRecipe:
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"sampling": self.sampling.to_dict(), "crop": self.crop.to_dict(),
                                "input": self.input, "ids": self.ids, "text": self.text,
-                               "label": self.label.to_dict(), "regions": self.regions}
+                               "label": self.label.to_dict(), "regions": self.regions,
+                               "max_frame_pixels": self.max_frame_pixels}
         if self.fps is not None:
             out["fps"] = self.fps
         if self.probes is not None:
@@ -162,6 +189,7 @@ class Recipe:
             "sampling": src.sampling.to_dict(),
             "crop": src.crop.for_clip(rel_path, sha256),
             "regions": src.regions,
+            "max_frame_pixels": src.max_frame_pixels,
             "text": src.text,
             "dedup": self.dedup_threshold,
             "png_compress_level": self.png_compress_level,
@@ -193,15 +221,97 @@ def packaged_recipes() -> list[Path]:
 def load_recipe(path: str | Path) -> Recipe:
     path = find_recipe(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecipeError(f"{path}: cannot read recipe ({exc})") from None
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: a recipe holds at most {MAX_RECIPE_BYTES:,} bytes, this file has {size:,}")
+        raw = _load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RecipeError(f"{path}: cannot read recipe ({type(exc).__name__}: {str(exc)[:200]})") from None
     return parse_recipe(raw, where=str(path))
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load(text)`, once its event stream (which builds nothing) shows that it nests
+    at most MAX_DEPTH levels deep and, every alias expanded, holds at most MAX_RECIPE_BYTES."""
+    sizes: dict[str, int] = {}  # anchor -> the size of its value, expanded
+    open_: list[list] = [[None, 0]]  # [anchor, size so far] of each collection being read
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_) > MAX_DEPTH:
+                raise RecipeError(f"{where}: nested more than {MAX_DEPTH} levels deep "
+                                  f"(line {event.start_mark.line + 1})")
+            open_.append([event.anchor, 1])
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1 + len(event.value)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:  # inside the value it names: endless
+                raise RecipeError(f"{where}: the YAML alias *{event.anchor:.40} on line {event.start_mark.line + 1} "
+                                  "lies inside the value it names")
+            anchor, size = None, sizes[event.anchor]
+            if size + sum(s for _, s in open_) > MAX_RECIPE_BYTES:
+                raise RecipeError(f"{where}: its YAML aliases expand it past {MAX_RECIPE_BYTES:,} bytes (line "
+                                  f"{event.start_mark.line + 1}); the lock writes a recipe out in full: write "
+                                  "the values out, or repeat less")
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        open_[-1][1] += size
+    return yaml.safe_load(text)
+
+
+def _check_bounds(raw: Any, where: str) -> None:
+    """Every value of a recipe (from a file or from a lock) within the bounds above:
+    depth, entries per list or mapping, characters per string, magnitude of numbers."""
+    stack: list[tuple[Any, str, int]] = [(raw, "", 0)]
+    while stack:
+        value, at, depth = stack.pop()
+        shown = at or "the recipe"
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise RecipeError(f"{where}: {shown}: nested more than {MAX_DEPTH} levels deep")
+            if len(value) > MAX_ITEMS:
+                raise RecipeError(f"{where}: {shown}: more than {MAX_ITEMS:,} entries")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and len(key) > MAX_STRING:
+                    raise RecipeError(f"{where}: {shown}: a key of more than {MAX_STRING:,} characters")
+                stack.append((item, f"{at}.{key}" if at else str(key), depth + 1))
+        elif isinstance(value, str):
+            limit = MAX_TEXT if at.rsplit(".", 1)[-1] in _TEXT_KEYS else MAX_STRING
+            if len(value) > limit:
+                raise RecipeError(f"{where}: {shown}: {len(value):,} characters; at most {limit:,}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{where}: {shown}: {value} is not a finite number")
+        elif isinstance(value, int) and not -2**63 <= value < 2**63:
+            raise RecipeError(f"{where}: {shown}: a whole number of more than 64 bits")
+
+
+def _text(raw: dict, key: str, default: str, where: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str):
+        raise RecipeError(f"{where}: {key} must be text, got {type(value).__name__} (quote it)")
+    return value
+
+
+def _number(raw: dict, key: str, default: float, low: float, high: float, what: str, where: str,
+            whole: bool = False) -> Any:
+    """raw[key] (default `default`): a number in [low, high], a whole one if `whole`."""
+    value = raw.get(key, default)
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise RecipeError(f"{where}: {what} must be a {'whole number' if whole else 'number'} from {low:,} to "
+                          f"{high:,}, got {value!r:.40}")
+    return value
 
 
 def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: a recipe is a mapping with keys {sorted(_TOP_KEYS)}")
+    _check_bounds(raw, where)
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise RecipeError(f"{where}: unknown keys {sorted(unknown)}")
@@ -218,21 +328,18 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     splits = _parse_splits(raw.get("splits", {"kind": "holdout", "validation": 0.2}), where)
     dedup = raw.get("dedup", {}) or {}
     output = raw.get("output", {}) or {}
-    try:
-        threshold = float(dedup.get("threshold", 1.0))
-        level = int(output.get("png_compress_level", 1))
-        shard_mb = float(output.get("shard_max_mb", 256))
-        seed = int(raw.get("seed", 0))
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise RecipeError(f"{where}: {exc}") from None
-    if not 0 <= level <= 9:
-        raise RecipeError(f"{where}: output.png_compress_level must be 0..9, got {level}")
-    if threshold < 0 or shard_mb <= 0:
-        raise RecipeError(f"{where}: dedup.threshold must be >= 0 and output.shard_max_mb > 0")
+    for key, value in (("dedup", dedup), ("output", output)):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: {key} must be a mapping")
+    threshold = float(_number(dedup, "threshold", 1.0, 0, 255, "dedup.threshold (grey levels)", where))
+    level = _number(output, "png_compress_level", 1, 0, 9, "output.png_compress_level", where, whole=True)
+    # 50 GB: the largest file the Hub stores
+    shard_mb = float(_number(output, "shard_max_mb", 256, 0.01, 50_000, "output.shard_max_mb", where))
+    seed = _number(raw, "seed", 0, 0, 2**63 - 1, "seed", where, whole=True)
     return Recipe(
         name=name,
         version=version,
-        description=str(raw.get("description", "")).strip(),
+        description=_text(raw, "description", "", where).strip(),
         seed=seed,
         sources=sources,
         dedup_threshold=threshold,
@@ -271,6 +378,8 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
         raw = {**raw, "text": "off"}
     text = _choice(raw, "text", TEXT_ACTIONS, "warn" if video else "mask", name, where)
     regions = _choice(raw, "regions", REGION_MODES, "largest", name, where)
+    max_pixels = _number(raw, "max_frame_pixels", DEFAULT_MAX_FRAME_PIXELS, 1, MAX_FRAME_PIXELS,
+                         f"source {name!r}: max_frame_pixels", where, whole=True)
     fps = raw.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 10_000):
         raise RecipeError(f"{where}: source {name!r}: fps must be a positive number of frames per second, got {fps!r}")
@@ -295,7 +404,7 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
         raise RecipeError(f"{where}: source {name!r}: its ids are content hashes, so its crop overrides are keyed by the "
                           "clip's sha256, never by a path (the recipe is published in the release's lock)")
     return SourceRecipe(name, definition, declared, sampling, kind, float(fps) if fps is not None else None, ids,
-                        text, label, regions, probes, classes, crop)
+                        text, label, regions, max_pixels, probes, classes, crop)
 
 
 def _declare(name: str, raw: dict, where: str) -> Source:
@@ -309,11 +418,12 @@ def _declare(name: str, raw: dict, where: str) -> Source:
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes) \
             or len(set(classes)) != len(classes):
         raise RecipeError(f"{where}: source {name!r}: classes must be a list of distinct class names")
+    where = f"{where}: source {name!r}"
     return Source(
-        name=name, corpus="declared in the recipe", organ=str(raw["organ"]), probe=str(raw.get("probe", "unknown")),
-        classes=tuple(ClassDef(c, (c,)) for c in classes),
-        licence=str(raw.get("licence", "not stated in the recipe")), citation="",
-        description=str(raw.get("description", f"{name}: declared in the recipe")), public=False,
+        name=name, corpus="declared in the recipe", organ=_text(raw, "organ", "", where),
+        probe=_text(raw, "probe", "unknown", where), classes=tuple(ClassDef(c, (c,)) for c in classes),
+        licence=_text(raw, "licence", "not stated in the recipe", where), citation="",
+        description=_text(raw, "description", f"{name}: declared in the recipe", where), public=False,
         input=str(raw.get("input", "video")),
     )
 
@@ -397,8 +507,7 @@ def _parse_splits(splits: Any, where: str) -> dict:
         raise RecipeError(f"{where}: splits: unknown keys {sorted(unknown)}; known: {sorted(_SPLIT_KEYS)}")
     kind = splits.get("kind")
     if kind == "folds":
-        if not isinstance(splits.get("k"), int) or splits["k"] < 2:
-            raise RecipeError(f"{where}: splits.k must be a whole number >= 2")
+        _number(splits, "k", None, 2, MAX_FOLDS, "splits.k (folds)", where, whole=True)
     elif kind == "holdout":
         v = splits.get("validation")
         if not isinstance(v, (int, float)) or not 0 <= v < 1:

@@ -96,7 +96,7 @@ def _reason(job: ClipJob, exc: MediaError) -> str:
 
 def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
     try:
-        info = probe_clip(job.ref)
+        info = probe_clip(job.ref, job.params["max_frame_pixels"])  # the size from headers, before decoding
     except MediaError as exc:
         return _fail(job, Stage.PROBE, _reason(job, exc))
     wanted = SamplingPolicy.from_dict(job.params["sampling"]).indices(info.n_frames, info.fps)
@@ -110,6 +110,7 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
     height, width = greys[0].shape
     crop = job.params["crop"]
     fallback = False
+    views_left_out = 0  # the other views of a multi-view file, when the recipe keeps the largest
     spacing = info.spacing_mm
     if crop["mode"] == "box":
         box = Box.from_list(crop["box"])
@@ -124,6 +125,7 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
         box, spacing = views[job.params["view"]].box, views[job.params["view"]].spacing_mm or spacing
     elif (region := largest_tissue_region(info.regions)) is not None:
         box, spacing = region.box, region.spacing_mm or spacing
+        views_left_out = len(tissue_regions(info.regions)) - 1
     else:
         box = detect_scan_region(greys)
         fallback = box == Box(0, 0, width, height)
@@ -164,6 +166,8 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
         "spacing_mm": list(spacing) if spacing else None,
         "text": {k: v for k, v in text.items() if k not in ("why", "read")},
         "n_duplicates_dropped": dropped,
+        "views_left_out": views_left_out,
+        "region_problems": list(info.region_problems),
         "png_bytes": sum(len(b) for b in rows["png"]),
         "rows": len(rows["png"]),
     }

@@ -20,12 +20,11 @@ def read_previous(ref: str | Path | None, base: Path | None = None) -> tuple[Pre
     except ReleaseError as exc:
         raise RecipeError(f"previous release: {exc}") from None
     return (Previous(name=lock.name, version=lock.version, lock_sha256=lock.sha256, removed=[]),
-            PreviousSplits(by_id={c.video_id: c.split for c in lock.clips},
+            PreviousSplits(name=lock.name, version=lock.version, by_id={c.video_id: c.split for c in lock.clips},
                            by_sha256={c.sha256: c.split for c in lock.clips},
                            clips=tuple((c.video_id, c.sha256) for c in lock.clips)))
 
 
 def removed_clips(previous: PreviousSplits, jobs) -> list[str]:
     """The earlier release's clips that no planned clip is, by video id or by content."""
-    ids, hashes = {j.video_id for j in jobs}, {j.sha256 for j in jobs}
-    return sorted(v for v, h in previous.clips if v not in ids and h not in hashes)
+    return previous.removed(jobs)

@@ -251,6 +251,14 @@ def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWar
                      + "; left in the pixels")
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.TEXT_FOUND,
                                     message=found))
+        if f["views_left_out"]:
+            n = f["views_left_out"]
+            out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.VIEW_LEFT_OUT,
+                                    message=f"the file holds {n + 1} views (2D regions); the largest is kept and "
+                                            f"{plural(n, 'view')} left out: the recipe's regions: each makes "
+                                            "each view a clip of its own"))
+        out += [BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.REGION_LEFT_OUT,
+                             message=problem) for problem in f["region_problems"]]
     return out
 
 

@@ -7,7 +7,8 @@ share of the class's videos plus what earlier classes left over (so small classe
 fill a 20 % validation split, and folds stay equal in size), and its units, largest
 first, go to the split furthest below its quota, ties broken by the unit's content hash
 and the seed. Assignment covers every planned clip, those that later fail included, so
-one clip failing on one machine moves no other clip.
+one clip failing on one machine moves no other clip. Folds are never left empty: more
+folds than units to deal is an error.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from ..contract.lock import BuildWarning, WarningKind
+from ..errors import RecipeError
 from ..recipe import Recipe
+from ..words import plural
 from .plan import ClipJob
 
 
@@ -31,12 +34,19 @@ class Assignment:
 class PreviousSplits:
     """Splits of the clips of an earlier release, by video id and by clip content hash."""
 
+    name: str  # the earlier release's name and version
+    version: str
     by_id: dict[str, str]
     by_sha256: dict[str, str]
     clips: tuple[tuple[str, str], ...]  # (video id, content sha256) of every clip it held
 
     def of(self, job: ClipJob) -> str | None:
         return self.by_id.get(job.video_id) or self.by_sha256.get(job.sha256)
+
+    def removed(self, jobs: list[ClipJob]) -> list[str]:
+        """The earlier release's clips that no planned clip is, by video id or by content."""
+        ids, hashes = {j.video_id for j in jobs}, {j.sha256 for j in jobs}
+        return sorted(v for v, h in self.clips if v not in ids and h not in hashes)
 
 
 def split_shares(recipe: Recipe) -> dict[str, float]:
@@ -50,14 +60,27 @@ def split_shares(recipe: Recipe) -> dict[str, float]:
 
 def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, str]] = (),
                   previous: PreviousSplits | None = None) -> tuple[dict[str, Assignment], list[BuildWarning]]:
-    """video_id -> Assignment for every job, and the warnings of clips that had to move."""
-    shares = split_shares(recipe)
+    """video_id -> Assignment for every job, and the warnings: clips that had to move, and splits
+    inherited from a release of another recipe name (legitimate: a new recipe may keep an earlier
+    one's folds to stay comparable, but its clips then count as removed, which a reader must
+    know). RecipeError when the recipe asks for more folds than there are units to deal."""
     by_id = {j.video_id: j for j in jobs}
     units = _units(jobs, links)
+    if recipe.splits["kind"] == "folds" and recipe.splits["k"] > len(units):
+        raise RecipeError(f"splits.k is {recipe.splits['k']}, but this build has {plural(len(jobs), 'clip')} "
+                          f"({plural(len(units), 'unit')} once clips of one group are kept together): folds would "
+                          f"stay empty; choose k <= {len(units)} (the clips ingested are kept for the next run)")
+    shares = split_shares(recipe)
     counts: dict[str, Counter] = {s: Counter() for s in shares}
     totals: Counter = Counter()
     chosen: dict[int, str] = {}
     warnings: list[BuildWarning] = []
+    if previous is not None and previous.name != recipe.name:
+        gone = len(previous.removed(jobs))
+        warnings.append(BuildWarning(
+            source=", ".join(sorted(recipe.sources)), video_id=None, kind=WarningKind.PREVIOUS_OTHER_RECIPE,
+            message=f"splits inherited from {previous.name} {previous.version}, a release of another recipe (this "
+                    f"is {recipe.name}); {plural(gone, 'clip')} of it that this build lacks, recorded as removed"))
     for n, members in enumerate(units):
         if previous is None:
             break

@@ -27,6 +27,13 @@ FORMAT_V1 = "us4-release/1"
 READABLE = (FORMAT_V1, FORMAT)
 
 LOCK_NAME = "release.json"
+# Bounds checked before a lock is parsed into the model. A lock states every frame's index and
+# sha256 (78 bytes a frame as written: 1095 frames take 85 KB of POCUS 1.1.0's 137 KB) and each
+# clip's other fields (about 370 bytes): a corpus of 1M frames in 50,000 clips makes some
+# 80 + 19 = 100 MB. 512 MiB is five times that. The deepest value of a lock is a crop box of the
+# recipe it holds, 7 levels down (the recipe parser allows its own values 12 levels).
+MAX_LOCK_BYTES = 512 << 20
+MAX_LOCK_DEPTH = 16
 CARD_NAME = "README.md"
 CROISSANT_NAME = "croissant.json"
 #: Files generated from the lock, recorded in it with a format number and their sha256.
@@ -62,6 +69,9 @@ class WarningKind(StrEnum):
     EMPTY_SOURCE = "empty_source"  # a source with no usable clip, allowed by --allow-empty
     TEXT_FOUND = "text_found"  # burned-in text found and the recipe says warn
     SPLIT_MOVED = "split_moved"  # a clip could not keep its previous split (its group spans two)
+    VIEW_LEFT_OUT = "view_left_out"  # a DICOM file of several views kept its largest (regions: largest)
+    REGION_LEFT_OUT = "region_left_out"  # a DICOM ultrasound region inverted or beyond the frame: not used
+    PREVIOUS_OTHER_RECIPE = "previous_other_recipe"  # splits inherited from a release of another recipe name
 
 
 class _Strict(BaseModel):
@@ -243,11 +253,18 @@ def dump_lock(lock: Lock) -> bytes:
 
 
 def read_lock(data: bytes | str, where: str = LOCK_NAME) -> Lock:
-    """Parse and validate a lock; LockError names the file and every field at fault."""
+    """Parse and validate a lock; LockError names the file and every field at fault, or says
+    that it is larger or deeper than a lock can be (MAX_LOCK_BYTES, MAX_LOCK_DEPTH)."""
+    if len(data) > MAX_LOCK_BYTES:
+        raise LockError(f"{where}: {len(data):,} bytes; a lock holds at most {MAX_LOCK_BYTES:,} "
+                        "(some 5 million frames)")
     try:
         raw = json.loads(data)
+    except RecursionError:  # json gives up past Python's recursion limit, well beyond MAX_LOCK_DEPTH
+        raise LockError(f"{where}: nested more than {MAX_LOCK_DEPTH} levels deep; not a us4 release lock") from None
     except ValueError as exc:
         raise LockError(f"{where}: not JSON ({exc})") from None
+    _check_depth(raw, where)
     if not isinstance(raw, dict):
         raise LockError(f"{where}: not a us4 release lock (a JSON object is expected)")
     fmt = raw.get("format")
@@ -272,6 +289,18 @@ def read_lock(data: bytes | str, where: str = LOCK_NAME) -> Lock:
         raise LockError(f"{where}: invalid {fmt} lock: {type(exc).__name__}: {exc}") from None
     _check_consistent(lock, where)
     return lock
+
+
+def _check_depth(raw: Any, where: str) -> None:
+    """LockError when `raw` nests deeper than MAX_LOCK_DEPTH (checked level by level, without
+    recursion: everything after this, pydantic and json.dumps included, recurses)."""
+    level, depth = [raw], 0
+    while level:
+        depth += 1
+        if depth > MAX_LOCK_DEPTH:
+            raise LockError(f"{where}: nested more than {MAX_LOCK_DEPTH} levels deep; not a us4 release lock")
+        level = [c for v in level if isinstance(v, (dict, list)) for c in (v.values() if isinstance(v, dict) else v)
+                 if isinstance(c, (dict, list))]
 
 
 def _explain(exc: ValidationError, limit: int = 6) -> str:

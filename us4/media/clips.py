@@ -77,13 +77,15 @@ class NotAClip:
     reason: str
 
 
-def probe_clip(ref: ClipRef) -> ClipInfo:
-    """Describe the clip `ref` names (see ClipInfo); MediaError naming the file and the cause."""
+def probe_clip(ref: ClipRef, max_pixels: int | None = None) -> ClipInfo:
+    """Describe the clip `ref` names (see ClipInfo); MediaError naming the file and the cause,
+    or saying that its frames have more than `max_pixels` pixels (read from its headers before
+    any frame is decoded)."""
     if ref.kind == "video":
-        return probe(ref.files[0])
+        return probe(ref.files[0], max_pixels)
     if ref.kind == "dicom":
-        return probe_dicom(ref.files, ref.fps)
-    return probe_sequence(ref.files, ref.fps)
+        return probe_dicom(ref.files, ref.fps, max_pixels)
+    return probe_sequence(ref.files, ref.fps, max_pixels)
 
 
 def decode_clip(ref: ClipRef, indices: Sequence[int]) -> list[DecodedFrame]:

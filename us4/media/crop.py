@@ -47,11 +47,12 @@ class Region:
     """One scanner region of a frame, as a DICOM Sequence of Ultrasound Regions item states it.
 
     `box` is the region inside the frame (RegionLocationMinX0/MinY0/MaxX1/MaxY1 are
-    inclusive; clipped to the frame). `spatial_format` (RegionSpatialFormat): 1 2D, 2 M-mode,
-    3 spectral, 4 waveform, 5 graphics, 0 none; `data_type` (RegionDataType): 1 tissue,
-    2 colour flow, 3 PW Doppler, ... `units` and `delta` are PhysicalUnitsX/YDirection and
-    PhysicalDeltaX/Y as stored; `spacing_mm` is (x, y) millimetres per pixel where both
-    units are cm (3), else None. Nothing here identifies anyone.
+    inclusive; a region that is inverted or reaches beyond the frame is left out).
+    `spatial_format` (RegionSpatialFormat): 1 2D, 2 M-mode, 3 spectral, 4 waveform,
+    5 graphics, 0 none; `data_type` (RegionDataType): 1 tissue, 2 colour flow, 3 PW Doppler,
+    ... `units` and `delta` are PhysicalUnitsX/YDirection and PhysicalDeltaX/Y as stored;
+    `spacing_mm` is (x, y) millimetres per pixel where both units are cm (3), else None.
+    Nothing here identifies anyone.
     """
 
     box: Box

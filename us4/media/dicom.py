@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from pydicom.uid import UID
 from .crop import Box, Region, largest_tissue_region
 from .decode import DecodedFrame
 from .pixels import range_to_8bit, thresholds_to_8bit, to_grey, ycbcr_to_rgb
-from .probe import ClipInfo, MediaError, environment_error
+from .probe import ClipInfo, MediaError, check_frame_size, environment_error
 from .walk import natural_key, rel_posix, walk_files
 
 __all__ = ["DICOM_ALLOWED", "DICOM_SUFFIXES", "SYNTAXES", "AllowedAttribute", "Syntax", "allowed_table",
@@ -85,6 +86,7 @@ SYNTAXES: dict[str, Syntax] = {
     "1.2.840.10008.1.2.4.91": Syntax("jpeg2000", "pylibjpeg", "pylibjpeg-openjpeg"),
 }
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")  # PS3.5 9.1 (and 64 characters at most)
 _JPEG_8BIT_ONLY = {"1.2.840.10008.1.2.4.51"}  # Pillow decodes 8-bit JPEG Extended only
 _RLE = "1.2.840.10008.1.2.5"
 
@@ -272,6 +274,8 @@ def _read_header(path: str | os.PathLike[str]) -> _Header:
                 "1.2.840.10008.1.2.1" if little is not False else "1.2.840.10008.1.2.2")
         if syntax == _DEFLATED:
             return _read_deflated(p)
+        if _standard_name(syntax) is None:  # its encoding is unknown: the pixel data cannot be found
+            return _Header(p, ds, syntax, None)
         pixels = _pixel_element(f, implicit is not False, little is not False, path)
     return _Header(p, ds, syntax, pixels)
 
@@ -332,7 +336,7 @@ def _not_a_clip(h: _Header) -> str | None:
     is_us = sop in US_SOP_CLASSES or modality == "US"
     if sop == _MEDIA_DIRECTORY or "DirectoryRecordSequence" in h.ds:
         return "not an image: a DICOMDIR (media index)"
-    if h.pixels is None:
+    if h.pixels is None and _standard_name(h.syntax) is not None:  # else the syntax is what `_image` reports
         if is_us:
             return "DICOM without pixel data"
         return f"not an image: {_describe_class(h)} without pixel data"
@@ -424,7 +428,10 @@ def _image(h: _Header) -> _Image:
 
 
 def _unsupported_syntax(uid: str) -> str:
-    name = _standard_name(uid) or "an unknown transfer syntax"
+    name = _standard_name(uid)
+    if name is None:  # a UID (digits and dots) cannot spell a name; other text is never quoted
+        shown = uid if len(uid) <= 64 and _UID.match(uid) else "(a malformed UID, not quoted)"
+        return f"unknown transfer syntax {shown}: not one the DICOM standard defines, so its pixels cannot be read"
     try:
         decoder = get_decoder(UID(uid))
     except (NotImplementedError, ValueError):
@@ -545,17 +552,22 @@ def _timing(ds: Dataset, n: int, recipe_fps: float | None, series: bool, path) -
     raise MediaError(path, "no frame timing in the file and none in the recipe")
 
 
-def _regions(ds: Dataset, rows: int, columns: int) -> tuple[Region, ...]:
-    """The Sequence of Ultrasound Regions, boxes clipped to the frame; items without a
-    location, or lying outside the frame, are left out."""
-    out = []
-    for item in ds.get(_REGIONS, None) or []:
+def _regions(ds: Dataset, rows: int, columns: int) -> tuple[tuple[Region, ...], tuple[str, ...]]:
+    """The Sequence of Ultrasound Regions that lie inside the frame, and why each other one was
+    left out: inverted (a Max before its Min) or reaching beyond Columns x Rows, its box is not
+    where the scanner drew (numbers only in the reasons). Items without a location are left out."""
+    out, problems = [], []
+    for n, item in enumerate(ds.get(_REGIONS, None) or [], 1):
         x0, y0 = _int(item.get("RegionLocationMinX0")), _int(item.get("RegionLocationMinY0"))
         x1, y1 = _int(item.get("RegionLocationMaxX1")), _int(item.get("RegionLocationMaxY1"))
         if None in (x0, y0, x1, y1):
             continue
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(columns - 1, x1), min(rows - 1, y1)
+        where = f"ultrasound region {n} (x {x0}..{x1}, y {y0}..{y1})"
         if x1 < x0 or y1 < y0:
+            problems.append(f"{where} is inverted (a Max before its Min): left out, not used as the crop")
+            continue
+        if x0 < 0 or y0 < 0 or x1 >= columns or y1 >= rows:
+            problems.append(f"{where} reaches beyond the {columns}x{rows} frame: left out, not used as the crop")
             continue
         units = (_int(item.get("PhysicalUnitsXDirection")), _int(item.get("PhysicalUnitsYDirection")))
         delta = (_float(item.get("PhysicalDeltaX")), _float(item.get("PhysicalDeltaY")))
@@ -565,7 +577,7 @@ def _regions(ds: Dataset, rows: int, columns: int) -> tuple[Region, ...]:
         out.append(Region(box=Box(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
                           spatial_format=_int(item.get("RegionSpatialFormat")),
                           data_type=_int(item.get("RegionDataType")), units=units, delta=delta, spacing_mm=spacing))
-    return tuple(out)
+    return tuple(out), tuple(problems)
 
 
 def _json_value(keyword: str, elem) -> object | None:
@@ -646,19 +658,22 @@ def _series(files: Sequence[str | os.PathLike[str]]) -> list[_Image]:
     return images
 
 
-def probe_dicom(files: Sequence[str | os.PathLike[str]], fps: float | None = None) -> ClipInfo:
+def probe_dicom(files: Sequence[str | os.PathLike[str]], fps: float | None = None,
+                max_pixels: int | None = None) -> ClipInfo:
     """Describe a DICOM clip: one file (multi- or single-frame), or the single-frame files
     of one series in frame order. Reads headers only. `fps` is the recipe's rate, used only
-    when the file carries no timing (see ClipInfo.timing). MediaError names the file at fault.
+    when the file carries no timing (see ClipInfo.timing). MediaError names the file at fault,
+    or says that its Columns x Rows is more than `max_pixels` pixels.
 
     For a series, `path` is the first file and `attributes` are the first file's.
     """
     images = _series(files)
     first = images[0]
+    check_frame_size(first.header.path, first.columns, first.rows, max_pixels)
     ds = first.header.ds
     n = first.frames if len(images) == 1 else len(images)
     timing, rate, pts = _timing(ds, n, fps, len(images) > 1, first.header.path)
-    regions = _regions(ds, first.rows, first.columns)
+    regions, problems = _regions(ds, first.rows, first.columns)
     tissue = largest_tissue_region(regions)
     return ClipInfo(
         path=str(first.header.path),
@@ -681,6 +696,7 @@ def probe_dicom(files: Sequence[str | os.PathLike[str]], fps: float | None = Non
         burned_in=_burned_in(ds),
         timing=timing,
         attributes=_attributes(first.header),
+        region_problems=problems,
     )
 
 

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .decode import DecodedFrame
 from .pixels import range_to_8bit, to_grey
-from .probe import ClipInfo, MediaError, environment_error
+from .probe import ClipInfo, MediaError, check_frame_size, environment_error
 from .walk import natural_key, rel_posix, walk_files
 
 __all__ = ["IMAGE_SUFFIXES", "decode_sequence", "find_sequences", "probe_sequence", "sort_frames"]
@@ -72,6 +72,8 @@ def _open(path: Path) -> Image.Image:
         raise MediaError(path, "no such file") from None
     except UnidentifiedImageError:
         raise MediaError(path, "unreadable frame: not an image Pillow can identify") from None
+    except Image.DecompressionBombError as exc:  # beyond Pillow's own limit (2 x 89 M pixels)
+        raise MediaError(path, f"frame too large to open ({exc})") from None
     except (OSError, ValueError) as exc:
         if environment_error(exc):
             raise
@@ -92,12 +94,14 @@ def _rate(paths: list[Path], fps: float | None) -> float:
     return float(fps)
 
 
-def probe_sequence(files: Sequence[str | os.PathLike[str]], fps: float | None) -> ClipInfo:
+def probe_sequence(files: Sequence[str | os.PathLike[str]], fps: float | None,
+                   max_pixels: int | None = None) -> ClipInfo:
     """Describe an image sequence given its frame files in frame order (`sort_frames`).
 
     Reads every image header, no pixels. `path` is the folder of the first frame.
     MediaError for a missing rate, a gap or repeat in the numbering, a frame Pillow
-    cannot identify, an unsupported image mode or mixed sizes, naming the file at fault.
+    cannot identify, an unsupported image mode, mixed sizes, or frames of more than
+    `max_pixels` pixels, naming the file at fault.
     """
     paths = _files(files)
     rate = _rate(paths, fps)
@@ -109,6 +113,7 @@ def probe_sequence(files: Sequence[str | os.PathLike[str]], fps: float | None) -
             if img.mode not in _PHOTOMETRIC:
                 raise MediaError(p, f"unsupported image mode {img.mode}")
             if size is None:
+                check_frame_size(p, *img.size, max_pixels)
                 size = img.size
             elif img.size != size:
                 raise MediaError(p, f"mixed sizes: {p.name} is {img.size[0]}x{img.size[1]}, "

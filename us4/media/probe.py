@@ -16,8 +16,8 @@ import av
 
 from .crop import Region
 
-__all__ = ["MediaError", "ClipInfo", "probe", "VIDEO_SUFFIXES", "environment_error", "open_container", "rotation_of",
-           "ffmpeg_message", "present_entries"]
+__all__ = ["MediaError", "ClipInfo", "probe", "VIDEO_SUFFIXES", "check_frame_size", "environment_error",
+           "open_container", "rotation_of", "ffmpeg_message", "present_entries", "stated_size"]
 
 #: File suffixes (lower case) treated as video when a folder is walked.
 VIDEO_SUFFIXES = frozenset({
@@ -72,8 +72,9 @@ class ClipInfo:
     bits per sample where known (None for video). `timing` says where `fps` came from:
     "container" (video), "frame_time", "frame_time_vector", "cine_rate",
     "recommended_display_frame_rate", "recipe", or "none" (a single frame without a
-    rate: fps 0). `regions` are the scanner regions a DICOM file declares and
-    `spacing_mm` (x, y) the mm per pixel of the largest 2D one, when it is in cm.
+    rate: fps 0). `regions` are the scanner regions a DICOM file declares (those inside the
+    frame) and `spacing_mm` (x, y) the mm per pixel of the largest 2D one, when it is in cm;
+    `region_problems` says which declared regions were left out and why (numbers only).
     `burned_in` is DICOM's Burned In Annotation (None when absent). `attributes` holds
     only allow-listed DICOM values (`us4.media.dicom.DICOM_ALLOWED`), JSON-ready.
 
@@ -102,9 +103,29 @@ class ClipInfo:
     burned_in: bool | None = None
     timing: str = "container"
     attributes: dict = field(default_factory=dict)
+    region_problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def stated_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of the first video stream as its header states it ((0, 0) where it does
+    not), without decoding a frame."""
+    container, stream = open_container(path, skip_frames=True)
+    try:
+        return int(stream.codec_context.width), int(stream.codec_context.height)
+    finally:
+        container.close()
+
+
+def check_frame_size(path: str | os.PathLike[str], width: int, height: int, max_pixels: int | None) -> None:
+    """MediaError when a `width` x `height` frame has more than `max_pixels` pixels (the recipe's
+    max_frame_pixels; None: no limit). Callers pass the size a header states, before decoding:
+    a few hundred kilobytes of H.264 can declare frames that take gigabytes to decode."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise MediaError(path, f"frame {width}x{height} is larger than the recipe's limit of {max_pixels:,} "
+                               "pixels (max_frame_pixels)")
 
 
 def ffmpeg_message(exc: BaseException) -> str:
@@ -113,9 +134,11 @@ def ffmpeg_message(exc: BaseException) -> str:
     return str(msg).strip() or type(exc).__name__
 
 
-def open_container(path: str | os.PathLike[str]):
+def open_container(path: str | os.PathLike[str], skip_frames: bool = False):
     """Open `path` for reading and return (container, first video stream).
 
+    Opening decodes a few frames (FFmpeg learns an H.264 stream's decode delay so), unless
+    `skip_frames`: then the stream's parameters are what its header states, pixel format aside.
     Raises MediaError for a missing, empty, unopenable or non-video file.
     """
     p = Path(path)
@@ -126,7 +149,7 @@ def open_container(path: str | os.PathLike[str]):
     if p.stat().st_size == 0:
         raise MediaError(path, "empty file")
     try:
-        container = av.open(str(p), mode="r")
+        container = av.open(str(p), mode="r", options={"skip_frame": "all"} if skip_frames else None)
     except av.error.FFmpegError as exc:
         if environment_error(exc):
             raise
@@ -219,14 +242,18 @@ def present_entries(stream, file_size: int) -> int | None:
     return sum(1 for i in range(n) if entries[i].pos + entries[i].size <= file_size)
 
 
-def probe(path: str | os.PathLike[str]) -> ClipInfo:
-    """Describe the first video stream of `path`; raise MediaError if it cannot be read.
+def probe(path: str | os.PathLike[str], max_pixels: int | None = None) -> ClipInfo:
+    """Describe the first video stream of `path`; raise MediaError if it cannot be read, or if
+    its frames have more than `max_pixels` pixels (checked on the stream's header before the
+    file is opened for decoding, and on the first frame).
 
     >>> info = probe("clip.mp4")                      # doctest: +SKIP
     >>> info.fps, info.n_frames, (info.width, info.height)
     (15.0, 48, (224, 192))
     """
     p = Path(path)
+    if max_pixels is not None:  # before the open below decodes any frame
+        check_frame_size(path, *stated_size(p), max_pixels)
     container, stream = open_container(p)
     try:
         declared = int(stream.frames or 0)
@@ -243,6 +270,7 @@ def probe(path: str | os.PathLike[str]) -> ClipInfo:
             raise MediaError(path, f"cannot decode: {ffmpeg_message(exc)}") from exc
         if first is None:
             raise MediaError(path, "no decodable frames")
+        check_frame_size(path, first.width, first.height, max_pixels)  # a header that stated no size
         n_frames, counted = (declared, False) if declared > 0 else (n_packets, True)
 
         tb = stream.time_base

@@ -1,6 +1,7 @@
 """Which frames of a clip to keep."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -9,6 +10,11 @@ import numpy as np
 __all__ = ["SamplingPolicy"]
 
 _MODES = ("every_n", "rate_hz", "evenly")
+#: The largest count a policy may name (every_n, evenly, max_frames): no clip has a million
+#: frames (an hour at 240 fps is 864,000), so a larger count is a slip, never a need.
+MAX_COUNT = 1_000_000
+#: rate_hz bounds: one frame every 1,000 s at least, and no faster than a frame rate can be.
+MIN_RATE_HZ, MAX_RATE_HZ = 0.001, 10_000.0
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,9 @@ class SamplingPolicy:
     - ``every_n=N``: frames 0, N, 2N, ...
     - ``rate_hz=R``: the POCOVID rule, every ``max(1, int(fps / R))``-th frame.
     - ``evenly=K``: K frames evenly spread over the clip (fewer on short clips).
+
+    Counts are whole numbers from 1 to `MAX_COUNT`, rates lie in [MIN_RATE_HZ, MAX_RATE_HZ];
+    `indices` allocates in proportion to the frames the clip has, whatever the policy says.
 
     >>> SamplingPolicy(rate_hz=3, max_frames=30).indices(100, 30.0)[:4]
     [0, 10, 20, 30]
@@ -37,12 +46,14 @@ class SamplingPolicy:
         for name in ("every_n", "evenly", "max_frames"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value <= 0):
-                raise ValueError(f"SamplingPolicy.{name} must be a positive integer, got {value!r}")
+                                      or not 1 <= value <= MAX_COUNT):
+                raise ValueError(f"SamplingPolicy.{name} must be a whole number from 1 to {MAX_COUNT:,}, "
+                                 f"got {value!r:.40}")
         if self.rate_hz is not None:
             if isinstance(self.rate_hz, bool) or not isinstance(self.rate_hz, (int, float)) \
-                    or not self.rate_hz > 0 or self.rate_hz == float("inf"):
-                raise ValueError(f"SamplingPolicy.rate_hz must be a positive number, got {self.rate_hz!r}")
+                    or not MIN_RATE_HZ <= self.rate_hz <= MAX_RATE_HZ:
+                raise ValueError(f"SamplingPolicy.rate_hz must be a number of frames per second from {MIN_RATE_HZ} "
+                                 f"to {MAX_RATE_HZ:,.0f}, got {self.rate_hz!r:.40}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SamplingPolicy":
@@ -64,14 +75,15 @@ class SamplingPolicy:
         if n_frames == 1:  # a still image (a single-frame DICOM file) has no rate, and one frame to keep
             return [0]
         if self.every_n is not None:
-            out = list(range(0, n_frames, int(self.every_n)))
+            out = range(0, n_frames, int(self.every_n))
         elif self.rate_hz is not None:
-            if not fps > 0:
+            if not (fps > 0 and math.isfinite(fps)):
                 raise ValueError(f"rate_hz sampling needs a positive fps, got {fps!r}")
-            out = list(range(0, n_frames, max(1, int(fps / self.rate_hz))))
+            out = range(0, n_frames, max(1, min(n_frames, int(fps / self.rate_hz))))
+        elif self.evenly >= n_frames:  # as many spots as frames or more: every frame, without K spots
+            out = range(n_frames)
         else:
-            spots = np.round(np.linspace(0, n_frames - 1, int(self.evenly)))
-            out = sorted({int(i) for i in spots})
+            out = sorted({int(i) for i in np.round(np.linspace(0, n_frames - 1, int(self.evenly)))})
         if self.max_frames is not None:
             out = out[: int(self.max_frames)]
-        return out
+        return list(out)
