@@ -167,6 +167,7 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
     release.json), 1 error, 130 interrupted (run the same command again to resume).
     """
     from .builder import build_release
+    from .escape import one_line
     from .words import plural
 
     try:
@@ -199,14 +200,14 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
         if summary.previous_removed:
             gone = summary.previous_removed
             click.echo(f"note: {plural(len(gone), 'clip')} of the previous release {'is' if len(gone) == 1 else 'are'} "
-                       f"gone: {', '.join(gone[:5])}"
+                       f"gone: {one_line(', '.join(gone[:5]))}"
                        + (f", and {len(gone) - 5} more (release.json: previous.removed)" if len(gone) > 5 else ""),
                        err=True)
         if summary.phantom:
             click.echo(f"note: built from phantom clips (synthetic): the release is named {summary.name} "
                        f"{summary.version} and says so everywhere", err=True)
     for failure in summary.failures:
-        click.echo(f"failed: {failure.line()}", err=True)
+        click.echo(f"failed: {one_line(failure.line())}", err=True)
     per_source = ", ".join(f"{s} {n}" for s, n in summary.per_source.items())
     click.echo(
         f"built {summary.out}: {plural(summary.videos, 'video')} ({per_source}), {plural(summary.frames, 'frame')} "
@@ -223,6 +224,7 @@ def _warnings(warnings: list, each: int = 3) -> None:
     """One line per warning, or per kind when a kind has more than `each` (the lock lists them all)."""
     from collections import defaultdict
 
+    from .escape import one_line
     from .words import plural
 
     by_kind = defaultdict(list)
@@ -231,10 +233,11 @@ def _warnings(warnings: list, each: int = 3) -> None:
     for kind, group in by_kind.items():
         if len(group) <= each:
             for w in group:
-                click.echo(f"warning: {w.line()}", err=True)
+                click.echo(f"warning: {one_line(w.line())}", err=True)
         else:
-            click.echo(f"warning: {plural(len(group), 'clip')}: {kind}: {group[0].message} (e.g. "
-                       f"{group[0].video_id or group[0].source}; all are listed in release.json: warnings)", err=True)
+            click.echo(f"warning: {plural(len(group), 'clip')}: {kind}: {one_line(group[0].message)} (e.g. "
+                       f"{one_line(group[0].video_id or group[0].source)}; all are listed in release.json: warnings)",
+                       err=True)
 
 
 @main.command()
