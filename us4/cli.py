@@ -215,7 +215,8 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
         f"split); {plural(len(summary.failures), 'clip')} failed, {plural(summary.excluded, 'file')} excluded by the "
         f"recipe, {plural(len(summary.warnings), 'warning')}; {summary.ingested} ingested, "
         f"{summary.reused} reused from an earlier run"
-        + (f"; files for this machine only (ids, text read) in {summary.local}" if summary.local else ""))
+        + (f"; files for this machine only (ids, text read, values the ledger withholds) in {summary.local}"
+           if summary.local else ""))
     if summary.failures:
         sys.exit(3)
 
