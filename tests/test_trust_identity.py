@@ -1,7 +1,8 @@
 """Trust, parts 2 and 5 of issue 14: no value of a de-identified source (a sheet cell, a DICOM
 tag, a file or folder name, text burned into the pixels) reaches the release, the console or
-an error; every value from outside is escaped where we write it (Markdown, HTML, CSV, a
-console line); a sheet naming one clip twice with two labels is refused."""
+an error; burned-in text left in on defaults is said loudly; every value from outside is
+escaped where we write it (Markdown, HTML, CSV, a console line); a sheet naming one clip twice
+with two labels is refused; the card says why no text check ran."""
 from __future__ import annotations
 
 import csv
@@ -181,6 +182,33 @@ def video_recipe(tmp: Path, description: str = "public lung clips", **source) ->
     return path
 
 
+def test_burned_in_text_left_in_on_defaults_is_warned_and_heads_the_card(lungs, tmp_path):
+    pytest.importorskip("rapidocr", reason="text: warn finds text with the detector (us4[text])")
+    out = tmp_path / "rel"
+    result = build(video_recipe(tmp_path), "lungs", lungs, out)  # ids: path and text: warn, the defaults
+    assert result.exit_code == 0, result.output
+    assert [c.text for c in open_release(out).lock.clips] == ["warned", "none"]
+    warning = ("warning: source lungs: text burned into the frames of 1 of its 2 clips is published as it is "
+               "(recipe: `text: warn`); such text often names a patient, a place or a date. To paint it out, set "
+               "`text: mask` for lungs in the recipe (`text: exclude` leaves those clips out). Its file names are "
+               "published too (`ids: path`); `ids: hash` names clips by their content instead.")
+    assert warning in result.output.splitlines()  # printed even with --quiet
+    card = (out / "README.md").read_text()
+    body = card.split("\n---\n", 1)[1]
+    first_screen = body[:body.index("\n|")]  # before the first table
+    assert "**Burned-in text.** source lungs: text burned into the frames of 1 of its 2 clips" in first_screen
+
+
+def test_the_card_says_the_recipe_turned_the_text_check_off(lungs, tmp_path):
+    pytest.importorskip("rapidocr", reason="the case is a detector that is installed and not asked for")
+    out = tmp_path / "rel"
+    result = build(video_recipe(tmp_path, text="off"), "lungs", lungs, out)
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    assert "not installed" not in card
+    assert "No text check ran: the recipe turns it off (`text: off`) for every source" in card
+
+
 INJECTED = "pneu_x\n\n## Licence\n\nCC0 <img src=x onerror=alert(1)>.mp4"
 FORMULAS = ["reg=cmd|' -C calc'!A0.mp4", "=1+2.mp4", "-2+3.mp4", "@SUM(A1).mp4", "+1.mp4"]
 
@@ -281,3 +309,4 @@ def test_a_caption_drawn_on_the_contact_sheet_is_one_line_within_its_width():
     assert "\n" not in caption and "\x1b" not in caption and caption.endswith("...")
     assert caption.startswith("pneu\\n\\n## Licence\\x1b") and draw.textlength(caption, font=font) <= 152
     assert _fit(draw, font, "reg", 152) == "reg"
+

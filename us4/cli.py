@@ -156,7 +156,8 @@ def _parse_raw(values: tuple[str, ...]) -> dict[str, Path]:
               help="Build even if SOURCE has no usable clip (repeat per source); it is recorded as a warning.")
 @click.option("--previous", type=click.Path(path_type=Path), default=None, metavar="RELEASE_OR_MANIFEST",
               help="Keep the split of every clip this earlier release (folder or lock file) holds; assign only new clips.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; failures and errors only.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or notes; failures, errors and burned-in text left in the frames only.")
 def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, scheduler: str | None,
           retry_failed: bool, allow_empty: tuple[str, ...], previous: Path | None, quiet: bool) -> None:
     """Build a release from raw clips as RECIPE says (resumes an interrupted build).
@@ -167,7 +168,9 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
     release.json), 1 error, 130 interrupted (run the same command again to resume).
     """
     from .builder import build_release
+    from .contract.card import burned_in_text
     from .escape import one_line
+    from .release.read import open_release
     from .words import plural
 
     try:
@@ -208,6 +211,8 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
                        f"{summary.version} and says so everywhere", err=True)
     for failure in summary.failures:
         click.echo(f"failed: {one_line(failure.line())}", err=True)
+    for note in burned_in_text(open_release(summary.out).lock):  # may identify someone: said even with --quiet
+        click.echo(f"warning: {note}", err=True)
     per_source = ", ".join(f"{s} {n}" for s, n in summary.per_source.items())
     click.echo(
         f"built {summary.out}: {plural(summary.videos, 'video')} ({per_source}), {plural(summary.frames, 'frame')} "

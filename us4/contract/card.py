@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -163,10 +163,12 @@ def _intro(lock: Lock, sources: list[str]) -> str:
     phantom = ([f"**This release is a phantom.** Its {counts.videos} videos are synthetic clips that us4 "
                 "generates for its demo and tests; no patient and no scanner is behind them. Use it to try "
                 "the tools, never as data.", ""] if lock.phantom else [])
+    burned_in = [line for note in burned_in_text(lock) for line in (f"**Burned-in text.** {note}", "")]
     return "\n".join([
         f"# {md(title(lock))}",
         "",
         *phantom,
+        *burned_in,
         *(line for paragraph in re.split(r"\n\s*\n", lock.description.strip()) if paragraph
           for line in (md(" ".join(paragraph.split("\n"))), "")),  # the recipe's paragraphs, each text only
         f"Frames sampled from ultrasound clips ({', '.join(map(md, corpora))}; "
@@ -192,6 +194,25 @@ def _intro(lock: Lock, sources: list[str]) -> str:
         "",
         "`ORG/NAME` is the repository holding this card.",
     ])
+
+
+def burned_in_text(lock: Lock) -> list[str]:
+    """A sentence per source whose released frames keep burned-in text (found by the text
+    check, or declared by the file), saying how to paint it out: the build prints these
+    and the card opens with them."""
+    specs = _parsed_recipe(lock).sources
+    left = Counter(c.source for c in lock.clips if c.text == "warned")
+    total = Counter(c.source for c in lock.clips)
+    notes = []
+    for source in sorted(left):
+        spec = specs[source]
+        names = (" Its file names are published too (`ids: path`); `ids: hash` names clips by their content instead."
+                 if spec.ids == "path" else "")
+        notes.append(f"source {source}: text burned into the frames of {left[source]} of its {total[source]} clips is "
+                     f"published as it is (recipe: `text: {spec.text}`); such text often names a patient, a place or "
+                     f"a date. To paint it out, set `text: mask` for {source} in the recipe (`text: exclude` leaves "
+                     f"those clips out).{names}")
+    return notes
 
 
 def _per_source_label(lock: Lock) -> dict[str, dict[str, dict[str, tuple[int, int]]]]:
@@ -360,15 +381,22 @@ def _identity_section(lock: Lock, sources: list[str]) -> str:
     excluded = sum(f.stage == "text" for f in lock.failures)
     engine = lock.environment.bytes.get("rapidocr")
     checked = sum(c.text is not None and specs[c.source].text != "off" for c in lock.clips)  # off: the file's word only
+    off = [s for s in sources if specs[s].text == "off"]
     if engine:
         check = (f"The text check ran rapidocr {engine} (its bundled detector, recorded with its model hashes in "
                  "`release.json`) on the first, middle and last kept frames of each clip, inside its crop: "
                  f"{checked} of {plural(len(lock.clips), 'clip')} checked; {tally['masked']} masked, "
                  f"{tally['warned']} with text left in (warn), {tally['declared']} declared burned-in text by their "
                  f"file but showed none inside the crop, {plural(excluded, 'clip')} excluded (failure ledger).")
+    elif len(off) == len(sources):  # the detector is then no byte-shaping library: whether it was installed is unknown
+        check = ("No text check ran: the recipe turns it off (`text: off`) for every source; only the file's own "
+                 "word (DICOM Burned In Annotation) is recorded.")
     else:
-        check = ("No text check ran: the text detector (us4[text]) was not installed where this release was built"
-                 + (", so no source may say mask or exclude." if checked == 0 else "."))
+        check = ("No text check ran where the recipe asks for one (`text: warn`): the text detector (us4[text]) was "
+                 "not installed where this release was built.")
+    if off and len(off) < len(sources):
+        check += (f" The recipe turns the check off (`text: off`) for {', '.join(off)}: there only the file's own word "
+                  "(DICOM Burned In Annotation) is recorded.")
     lines = ["## Identity: names, headers and burned-in text", "", *rows, "", check]
     if any(specs[s].input == "dicom" for s in sources):
         from ..media.dicom import allowed_table
