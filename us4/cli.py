@@ -156,7 +156,8 @@ def _parse_raw(values: tuple[str, ...]) -> dict[str, Path]:
               help="Build even if SOURCE has no usable clip (repeat per source); it is recorded as a warning.")
 @click.option("--previous", type=click.Path(path_type=Path), default=None, metavar="RELEASE_OR_MANIFEST",
               help="Keep the split of every clip this earlier release (folder or lock file) holds; assign only new clips.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes; failures and errors only.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars or notes; failures, errors and burned-in text left in the frames only.")
 def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, scheduler: str | None,
           retry_failed: bool, allow_empty: tuple[str, ...], previous: Path | None, quiet: bool) -> None:
     """Build a release from raw clips as RECIPE says (resumes an interrupted build).
@@ -167,6 +168,9 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
     release.json), 1 error, 130 interrupted (run the same command again to resume).
     """
     from .builder import build_release
+    from .contract.card import burned_in_text
+    from .escape import one_line
+    from .release.read import open_release
     from .words import plural
 
     try:
@@ -199,14 +203,16 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
         if summary.previous_removed:
             gone = summary.previous_removed
             click.echo(f"note: {plural(len(gone), 'clip')} of the previous release {'is' if len(gone) == 1 else 'are'} "
-                       f"gone: {', '.join(gone[:5])}"
+                       f"gone: {one_line(', '.join(gone[:5]))}"
                        + (f", and {len(gone) - 5} more (release.json: previous.removed)" if len(gone) > 5 else ""),
                        err=True)
         if summary.phantom:
             click.echo(f"note: built from phantom clips (synthetic): the release is named {summary.name} "
                        f"{summary.version} and says so everywhere", err=True)
     for failure in summary.failures:
-        click.echo(f"failed: {failure.line()}", err=True)
+        click.echo(f"failed: {one_line(failure.line())}", err=True)
+    for note in burned_in_text(open_release(summary.out).lock):  # may identify someone: said even with --quiet
+        click.echo(f"warning: {note}", err=True)
     per_source = ", ".join(f"{s} {n}" for s, n in summary.per_source.items())
     click.echo(
         f"built {summary.out}: {plural(summary.videos, 'video')} ({per_source}), {plural(summary.frames, 'frame')} "
@@ -214,7 +220,8 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
         f"split); {plural(len(summary.failures), 'clip')} failed, {plural(summary.excluded, 'file')} excluded by the "
         f"recipe, {plural(len(summary.warnings), 'warning')}; {summary.ingested} ingested, "
         f"{summary.reused} reused from an earlier run"
-        + (f"; files for this machine only (ids, text read) in {summary.local}" if summary.local else ""))
+        + (f"; files for this machine only (ids, text read, values the ledger withholds) in {summary.local}"
+           if summary.local else ""))
     if summary.failures:
         sys.exit(3)
 
@@ -223,6 +230,7 @@ def _warnings(warnings: list, each: int = 3) -> None:
     """One line per warning, or per kind when a kind has more than `each` (the lock lists them all)."""
     from collections import defaultdict
 
+    from .escape import one_line
     from .words import plural
 
     by_kind = defaultdict(list)
@@ -231,10 +239,11 @@ def _warnings(warnings: list, each: int = 3) -> None:
     for kind, group in by_kind.items():
         if len(group) <= each:
             for w in group:
-                click.echo(f"warning: {w.line()}", err=True)
+                click.echo(f"warning: {one_line(w.line())}", err=True)
         else:
-            click.echo(f"warning: {plural(len(group), 'clip')}: {kind}: {group[0].message} (e.g. "
-                       f"{group[0].video_id or group[0].source}; all are listed in release.json: warnings)", err=True)
+            click.echo(f"warning: {plural(len(group), 'clip')}: {kind}: {one_line(group[0].message)} (e.g. "
+                       f"{one_line(group[0].video_id or group[0].source)}; all are listed in release.json: warnings)",
+                       err=True)
 
 
 @main.command()

@@ -10,7 +10,6 @@ run retries that clip.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from ..media import text as text_check
 from ..media.clips import decode_clip, probe_clip
 from ..files import atomic_write, private_dir
 from .cache import CLIP_SCHEMA, ClipCache
-from .plan import ClipJob
+from .plan import ClipJob, hide_names
 
 #: folder of the local files that holds the text read per clip (named by cache key)
 TEXT_READ = "text-read"
@@ -85,12 +84,8 @@ def _reason(job: ClipJob, exc: MediaError) -> str:
     if len(files) > 1 and exc.path in files:
         reason = f"{Path(exc.path).name}: {reason}"
     if job.rel_path is None:
-        position = {}
-        for k, f in enumerate(files):
-            position[str(f)] = position[Path(f).name] = f"file {k + 1} of {len(files)}"
-        names = sorted(position, key=len, reverse=True)  # a whole path before the name inside it
-        pattern = "|".join(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])" for n in names)
-        reason = re.sub(pattern, lambda m: position[m.group(0)], reason)
+        reason = hide_names(reason, {name: f"file {k + 1} of {len(files)}" for k, f in enumerate(files)
+                                     for name in (str(f), Path(f).name)})
     return reason
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class Plan:
     label_overrides: list[LabelOverride] = field(default_factory=list)
     phantom: bool = False  # some raw folder was written by us4's phantom generator
     local_ids: list[dict] = field(default_factory=list)  # video_id -> where it came from, kept on this machine
+    # ledger entries whose published reason leaves out a value (a sheet cell, a name): the whole reason, kept here
+    withheld: list[dict] = field(default_factory=list)
     sources_found: dict[str, int] = field(default_factory=dict)  # clips listed per source
 
 
@@ -105,10 +108,15 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
         digests = _hash_all([f.files for f in found] + [(str(clip_root / o.rel),) for o in hashed_other], threads)
         candidates = [_Candidate(spec, f, *d) for f, d in zip(found, digests)]
         plan.sources_found[name] = len(candidates)
-        plan.excluded.extend(
-            Excluded(source=name, video_id=_hash_id(name, d[0]) if spec.ids == "hash" else f"{name}/{o.rel}",
-                     reason=o.reason)
-            for o, d in zip(other, digests[len(found):] if hashed_other else [None] * len(other)))
+        for o, d in zip(other, digests[len(found):] if hashed_other else [None] * len(other)):
+            if spec.ids == "path":
+                plan.excluded.append(Excluded(source=name, video_id=f"{name}/{o.rel}", reason=o.reason))
+                continue
+            video_id = _hash_id(name, d[0])
+            reason = hide_names(o.reason, _names_in(o.rel))
+            plan.excluded.append(Excluded(source=name, video_id=video_id, reason=reason))
+            if reason != o.reason:
+                plan.withheld.append({"video_id": video_id, "source": name, "path": o.rel, "reason": o.reason})
         _plan_source(plan, recipe, spec, candidates, registry_sheet, label_sheet, libraries)
         if registry_sheet is None and spec.label.kind == "registry" and spec.definition.sheet:
             plan.warnings.append(BuildWarning(
@@ -130,10 +138,14 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
 def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: list[_Candidate],
                  registry_sheet: Path | None, label_sheet: Path | None, libraries: dict) -> None:
     source = spec.definition
-    rows = _read_sheet(registry_sheet, source.sheet_key) if registry_sheet else {}
-    label_rows = _read_sheet(label_sheet, spec.label.key_column) if label_sheet else {}
+    public = spec.ids == "path"
+    rows = _read_sheet(registry_sheet, source.sheet_key, public) if registry_sheet else None
+    label_rows = _read_sheet(label_sheet, spec.label.key_column, public) if label_sheet else None
     group_column = recipe.splits.get("group_column")
     group_columns = [group_column] if isinstance(group_column, str) else list(group_column or [])
+    # the cells that decide something: rows naming one clip twice must agree on them
+    deciding = [source.sheet_label, source.sheet_licence] if rows is not None else [spec.label.column]
+    deciding = [c for c in deciding if c] + group_columns
     seen: dict[str, str] = {}  # content hash -> video id, for hashed-id sources
     copies: Counter = Counter()
     found_stems: set[str] = set()
@@ -153,16 +165,19 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
                                           reason=f"same content as {seen[cand.sha256]}"))
             continue
         seen[cand.sha256] = video_id
-        row = rows.get(stem)
-        if spec.label.kind == "sheet":
-            key = rel if spec.label.key == "path" else cand.sha256
-            cls, reason = _label_from_sheet(source, label_rows.get(key), spec)
-            row = label_rows.get(key)
+        if label_rows is not None:
+            row = label_rows.row(rel if spec.label.key == "path" else cand.sha256, deciding, public)
+            cls, reason, value = _label_from_sheet(source, row, spec)
         else:
-            cls, reason = _label(spec, base, row, plan, video_id)
+            row = rows.row(stem, deciding, public) if rows is not None else None
+            cls, reason = _label(spec, base, row.cells if row else None, plan, video_id)
+            value = None
         if cls is None:
             plan.failures.append(Failure(source=spec.name, video_id=video_id, sha256=cand.sha256,
                                          stage=Stage.PLAN, reason=reason))
+            if value is not None:
+                plan.withheld.append({"video_id": video_id, "source": spec.name, "path": rel,
+                                      "reason": f"{reason}: it is {value!r}"})
             continue
         probe = _probe_of(source, rel)
         if spec.probes is not None and probe not in spec.probes:
@@ -174,9 +189,9 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
                                           reason=f"class {cls.name} not in recipe {list(spec.classes)}"))
             continue
         licence = source.licence
-        if row is not None and source.sheet_licence and source.sheet_licence in row:
-            licence = row[source.sheet_licence]
-        values = [row.get(c) for c in group_columns] if row is not None else []
+        if row is not None and source.sheet_licence and source.sheet_licence in row.cells:
+            licence = row.cells[source.sheet_licence]
+        values = [row.cells.get(c) for c in group_columns] if row is not None else []
         group_key = " | ".join(f"{c}={v}" for c, v in zip(group_columns, values)) if values and all(values) else None
         for view in _views(spec, cand.found):
             params = {**recipe.clip_params(spec.name, rel, cand.sha256), "view": view}
@@ -188,7 +203,7 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
                 key=sha256_json({"sha256": cand.sha256, "params": params, "ingest": INGEST_VERSION,
                                  "libraries": libraries}),
             ))
-    if rows:
+    if rows is not None:
         missing = _sheet_rows_without_files(source, spec, rows, found_stems)
         plan.sheet_missing.extend(m for m, _ in missing)
         plan.sheet_missing_unshipped += sum(not shipped for _, shipped in missing)
@@ -209,6 +224,27 @@ def _views(spec: SourceRecipe, found: FoundClip) -> list[int | None]:
     except MediaError:
         return [None]  # ingest records the clip's failure at its probe stage
     return list(range(n)) if n > 1 else [None]
+
+
+def hide_names(text: str, names: dict[str, str]) -> str:
+    """`text` with every whole occurrence of a name (a path, a file name, a suffix)
+    replaced by what stands for it, in one pass (so a replacement is never read as a name),
+    longest first (a whole path before the name inside it)."""
+    if not names:
+        return text
+    ordered = sorted(names, key=len, reverse=True)
+    pattern = "|".join(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])" for n in ordered)
+    return re.sub(pattern, lambda m: names[m.group(0)], text)
+
+
+def _names_in(rel: str) -> dict[str, str]:
+    """What of a file's path relative to its raw folder may identify, and what stands for each
+    in a published reason: the path, the file name, and its suffix (as written, and in lower
+    case as media reasons quote it: "DOE.JOHN" has the suffix ".john")."""
+    name = os.path.basename(rel)
+    suffix = os.path.splitext(name)[1]
+    names = {suffix: "(withheld)", suffix.lower(): "(withheld)"} if len(suffix) > 1 else {}
+    return {**names, name: "the file", rel: "the file"}
 
 
 def _hash_id(source: str, sha256: str) -> str:
@@ -270,44 +306,81 @@ def _label(spec: SourceRecipe, file_name: str, row: dict | None, plan: Plan,
         " and the metadata sheet has no usable label for it" if source.sheet and spec.label.kind == "registry" else "")
 
 
-def _label_from_sheet(source: Source, row: dict | None, spec: SourceRecipe) -> tuple[ClassDef | None, str]:
+def _label_from_sheet(source: Source, row: _Row | None, spec: SourceRecipe) -> tuple[ClassDef | None, str, str | None]:
+    """The class a label sheet gives a clip, or why none: the reason (published) names the row
+    and the column, never the cell, which may hold anything (a patient's name); the cell's
+    value is returned apart, for the local files."""
+    sheet = spec.label.sheet  # the recipe's name for it: published with the recipe
     if row is None:
-        return None, f"unreadable label: the label sheet has no row for this clip's {spec.label.key}"
-    value = str(row.get(spec.label.column, "")).strip()
+        return None, f"unreadable label: {sheet} has no row for this clip's {spec.label.key}", None
+    value = row.cells.get(spec.label.column, "")
     cls = next((c for c in source.classes if value.lower() in (c.name.lower(), *(v.lower() for v in c.sheet_labels))),
                None)
     if cls is None:
-        return None, (f"unreadable label: the label sheet's {spec.label.column!r} is {value!r}, "
-                      f"not one of {', '.join(c.name for c in source.classes)}")
-    return cls, ""
+        what = "is empty" if not value else f"is not one of {', '.join(c.name for c in source.classes)}"
+        return None, f"unreadable label: row {row.number} of {sheet}: {spec.label.column!r} {what}", value or None
+    return cls, "", None
 
 
-def _read_sheet(path: Path, key_column: str | None) -> dict[str, dict]:
-    """Rows of a CSV sheet by their key column; empty cells are absent keys."""
+@dataclass(frozen=True)
+class _Row:
+    number: int  # the line of the sheet where the row starts (the header is row 1), as an editor shows it
+    cells: dict[str, str]  # stripped; empty cells are absent
+
+
+@dataclass(frozen=True)
+class _Sheet:
+    path: Path
+    rows: dict[str, list[_Row]]  # by key, in sheet order: a key may be named by more than one row
+
+    def row(self, key: str, deciding: list[str], public: bool) -> _Row | None:
+        """The row naming `key`. Rows naming it more than once must agree on the `deciding`
+        cells (label, licence, grouping): else which one holds is a guess, and that is an error
+        naming the rows (and the key, unless names may identify: `public` is False)."""
+        rows = self.rows.get(key, [])
+        for other in rows[1:]:
+            differ = next((c for c in deciding if rows[0].cells.get(c) != other.cells.get(c)), None)
+            if differ is not None:
+                named = f"both name {key!r}" if public else "name one clip"
+                raise RawFolderError(f"{self.path}: rows {rows[0].number} and {other.number} {named} with different "
+                                     f"{differ!r} values; keep one row per clip")
+        return rows[0] if rows else None
+
+
+def _read_sheet(path: Path, key_column: str | None, public: bool) -> _Sheet:
+    """Rows of a CSV sheet by their key column. Where names may identify (`public` False), an
+    error names columns by position and never quotes a cell: a sheet without its header row
+    would otherwise show its first row."""
+    rows: dict[str, list[_Row]] = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows_in = [{k: v.strip() for k, v in row.items() if k and isinstance(v, str) and v.strip()}
-                       for row in reader]
-            columns = reader.fieldnames or []
+            reader = csv.reader(f)
+            columns = [c.strip() for c in next(reader, [])]
+            if key_column not in columns:
+                listed = (f"it has: {', '.join(c for c in columns if c)}" if public else
+                          f"its first row has {len(columns)} cells; is the header row missing?")
+                raise RawFolderError(f"{path}: sheet has no {key_column!r} column ({listed})")
+            key_at = columns.index(key_column)
+            start = reader.line_num + 1
+            for cells in reader:
+                number, start = start, reader.line_num + 1
+                key = cells[key_at].strip() if key_at < len(cells) else ""
+                if key:
+                    rows.setdefault(key, []).append(_Row(number, {c: v.strip() for c, v in zip(columns, cells)
+                                                                  if c and v.strip()}))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise RawFolderError(f"{path}: cannot read the sheet ({exc})") from None
-    if key_column not in columns:
-        raise RawFolderError(f"{path}: sheet has no {key_column!r} column (it has: {', '.join(c for c in columns if c)})")
-    rows: dict[str, dict] = {}
-    for row in rows_in:
-        key = row.get(key_column)
-        if key and key not in rows:
-            rows[key] = row
-    return rows
+    return _Sheet(path, rows)
 
 
-def _sheet_rows_without_files(source: Source, spec: SourceRecipe, rows: dict[str, dict],
+def _sheet_rows_without_files(source: Source, spec: SourceRecipe, sheet: _Sheet,
                               found: set[str]) -> list[tuple[str, bool]]:
     """Sheet rows of videos this recipe would build whose file is not in the folder, and
-    whether the public repository ships each (False where its sheet says it does not)."""
+    whether the public repository ships each (False where its sheet says it does not); by
+    the row's number, not its file name, where names may identify."""
     out = []
-    for stem, row in rows.items():
+    for stem, (first, *_) in sheet.rows.items():
+        row = first.cells
         if stem in found or str(row.get("Type", "video")).strip().lower() != "video":
             continue
         cls = source.class_of_sheet(str(row.get(source.sheet_label, "")))
@@ -317,7 +390,11 @@ def _sheet_rows_without_files(source: Source, spec: SourceRecipe, rows: dict[str
         if spec.probes is not None and probe not in spec.probes:
             continue
         shipped = str(row.get(source.sheet_shipped, "yes")).strip().lower() != "no" if source.sheet_shipped else True
-        out.append((f"{stem} ({cls.name}, {probe})", shipped))
+        if spec.ids == "path":
+            out.append((f"{stem} ({cls.name}, {probe})", shipped))
+        else:  # names and free cells may identify: the row's number, and the probe only where it is a known one
+            shown = probe if probe in source.probe_folders else "probe withheld"
+            out.append((f"row {first.number} ({cls.name}, {shown})", shipped))
     return sorted(out)
 
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..contract.lock import LOCK_NAME, BuildWarning, Failure, WarningKind
 from ..errors import BuildError, RawFolderError, ReleaseError
+from ..escape import csv_cell
 from ..files import atomic_write, private_dir
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
@@ -33,6 +34,9 @@ from .previous import read_previous, removed_clips
 from .splits import assign_splits
 from .writer import ShardResult, plan_shards, write_shard
 from ..words import plural
+
+#: in the local files: the whole reason of each ledger entry whose published reason leaves a value out
+LOCAL_WITHHELD = "withheld.csv"
 
 # A monitor thread in this process while the pool forks could leave a lock held in the workers.
 tqdm.monitor_interval = 0
@@ -263,24 +267,31 @@ def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWar
 
 
 def _write_local(folder: Path, plan: Plan, good: list[ClipJob]) -> Path:
-    """Where each video id came from, and the text read in each clip: for the holder of the
-    raw data only, beside the release and never in it."""
+    """Where each video id came from, the text read in each clip, and the values the ledger's
+    reasons leave out: for the holder of the raw data only, beside the release and never in it."""
     from .ingest import TEXT_READ
 
     private_dir(folder)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["video_id", "source", "path", "sha256"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(plan.local_ids)
-    atomic_write(folder / LOCAL_IDS, buf.getvalue().encode(), private=True)
+    atomic_write(folder / LOCAL_IDS, _csv(["video_id", "source", "path", "sha256"], plan.local_ids), private=True)
+    atomic_write(folder / LOCAL_WITHHELD, _csv(["video_id", "source", "path", "reason"], plan.withheld), private=True)
     read = {j.video_id: folder / TEXT_READ / f"{j.key}.json" for j in good}
     text = {v: json.loads(p.read_text()) for v, p in read.items() if p.is_file()}
     atomic_write(folder / LOCAL_TEXT, json.dumps(text, indent=1, sort_keys=True).encode(), private=True)
     (folder / "README.txt").write_text(
-        "Files of the machine that built the release beside this folder, never part of it: ids.csv maps each\n"
-        "video id to the raw file or folder it came from; text.json lists the burned-in text read in each clip.\n"
-        "Keep them with the raw data: they may identify patients.\n")
+        f"Files of the machine that built the release beside this folder, never part of it: {LOCAL_IDS} maps each\n"
+        f"video id to the raw file or folder it came from; {LOCAL_TEXT} lists the burned-in text read in each clip;\n"
+        f"{LOCAL_WITHHELD} gives the whole reason of each ledger entry whose published reason leaves out a value\n"
+        "(a sheet cell, a file name). In the CSV files a cell that would start with = + - or @ starts with ' instead\n"
+        "(so that no spreadsheet runs it). Keep them with the raw data: they may identify patients.\n")
     return folder
+
+
+def _csv(columns: list[str], rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([csv_cell(row[c]) for c in columns] for row in rows)
+    return buf.getvalue().encode()
 
 
 def _check_out(out: Path) -> None:

@@ -10,7 +10,8 @@ hash (the lock holds the card's: no cycle).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ReleaseError
+from ..escape import markdown as md
 from ..registry import CITATIONS, SOURCES
 from ..words import plural
 from .benchmark_card import benchmark_markdown
@@ -25,7 +27,7 @@ from .lock import CROISSANT_NAME, Lock
 from .schema import SCHEMAS
 
 #: Bump when the card's text or layout changes; recorded in the lock beside its sha256.
-CARD_FORMAT = 2
+CARD_FORMAT = 3
 CONFIGS = ("frames", "videos")
 CONTACT_SHEET = "assets/contact_sheet.png"
 BENCHMARK = "benchmark.json"
@@ -161,13 +163,16 @@ def _intro(lock: Lock, sources: list[str]) -> str:
     phantom = ([f"**This release is a phantom.** Its {counts.videos} videos are synthetic clips that us4 "
                 "generates for its demo and tests; no patient and no scanner is behind them. Use it to try "
                 "the tools, never as data.", ""] if lock.phantom else [])
+    burned_in = [line for note in burned_in_text(lock) for line in (f"**Burned-in text.** {note}", "")]
     return "\n".join([
-        f"# {title(lock)}",
+        f"# {md(title(lock))}",
         "",
         *phantom,
-        lock.description.strip(),
-        "",
-        f"Frames sampled from ultrasound clips ({', '.join(corpora)}; sources: {', '.join(sources)}), "
+        *burned_in,
+        *(line for paragraph in re.split(r"\n\s*\n", lock.description.strip()) if paragraph
+          for line in (md(" ".join(paragraph.split("\n"))), "")),  # the recipe's paragraphs, each text only
+        f"Frames sampled from ultrasound clips ({', '.join(map(md, corpora))}; "
+        f"sources: {', '.join(map(md, sources))}), "
         f"built by us4 from raw clips with a recipe recorded in `release.json`, "
         f"which also holds the sha256 of every input clip and every shard. "
         f"{plural(counts.videos, 'video')}, {plural(counts.frames, 'frame')}; "
@@ -191,6 +196,25 @@ def _intro(lock: Lock, sources: list[str]) -> str:
     ])
 
 
+def burned_in_text(lock: Lock) -> list[str]:
+    """A sentence per source whose released frames keep burned-in text (found by the text
+    check, or declared by the file), saying how to paint it out: the build prints these
+    and the card opens with them."""
+    specs = _parsed_recipe(lock).sources
+    left = Counter(c.source for c in lock.clips if c.text == "warned")
+    total = Counter(c.source for c in lock.clips)
+    notes = []
+    for source in sorted(left):
+        spec = specs[source]
+        names = (" Its file names are published too (`ids: path`); `ids: hash` names clips by their content instead."
+                 if spec.ids == "path" else "")
+        notes.append(f"source {source}: text burned into the frames of {left[source]} of its {total[source]} clips is "
+                     f"published as it is (recipe: `text: {spec.text}`); such text often names a patient, a place or "
+                     f"a date. To paint it out, set `text: mask` for {source} in the recipe (`text: exclude` leaves "
+                     f"those clips out).{names}")
+    return notes
+
+
 def _per_source_label(lock: Lock) -> dict[str, dict[str, dict[str, tuple[int, int]]]]:
     """{source: {label: {split: (videos, frames)}}} from the lock's `by_split_label`."""
     out: dict[str, dict[str, dict[str, tuple[int, int]]]] = defaultdict(lambda: defaultdict(dict))
@@ -212,8 +236,9 @@ def _sources_table(lock: Lock, sources: list[str]) -> str:
         probes = spec.get("probes") or [src.probe]
         videos = sum(n[0] for by_split in tally[name].values() for n in by_split.values())
         frames = sum(n[1] for by_split in tally[name].values() for n in by_split.values())
-        rows.append(f"| {name} | {src.corpus} | {src.organ} | {', '.join(probes)} | {spec.get('input', 'video')} "
-                    f"| {', '.join(classes)} | {videos} | {frames} | {_cell(src.licence)} |")
+        rows.append(f"| {md(name)} | {md(src.corpus)} | {md(src.organ)} | {md(', '.join(probes))} "
+                    f"| {md(spec.get('input', 'video'))} | {md(', '.join(classes))} | {videos} | {frames} "
+                    f"| {md(src.licence)} |")
     return "## Sources\n\n" + "\n".join(rows)
 
 
@@ -233,7 +258,7 @@ def _counts_table(lock: Lock) -> str:
                 cells.append(f"{f} ({v})")
             v = sum(n[0] for n in by_split.values())
             f = sum(n[1] for n in by_split.values())
-            rows.append(f"| {source} | {label} | " + " | ".join(cells) + f" | {f} ({v}) |")
+            rows.append(f"| {md(source)} | {md(label)} | " + " | ".join(cells) + f" | {f} ({v}) |")
     all_v = sum(t[0] for t in totals.values())
     all_f = sum(t[1] for t in totals.values())
     rows.append("| **all** | | " + " | ".join(f"{t[1]} ({t[0]})" for t in totals.values())
@@ -262,20 +287,21 @@ def _sampling_text(sampling: dict[str, Any]) -> str:
         parts.append(f"at most {sampling['max_frames']} a clip")
     known = {"every_n", "rate_hz", "evenly", "max_frames"}
     parts.extend(f"{k}={v}" for k, v in sorted(sampling.items()) if k not in known)
-    return ", ".join(parts)
+    return md(", ".join(parts))
 
 
 def _crop_text(crop: dict[str, Any]) -> str:
     text = {"auto": "the scanner's 2D tissue region where the file declares one, else the scan region "
                     "detected per clip", "none": "full frame"}.get(
-        crop["mode"], f"fixed box {crop.get('box')} (x, y, w, h)")
+        crop["mode"], f"fixed box {md(crop.get('box'))} (x, y, w, h)")
     if crop.get("clips"):
         text += f"; {plural(len(crop['clips']), 'clip')} with a box of its own"
     return text
 
 
 def split_rule_text(splits: dict[str, Any]) -> str:
-    """The recipe's split rule in words (the card and the benchmark record say the same)."""
+    """The recipe's split rule in words (the card and the benchmark record say the same), as
+    plain text: whoever writes it into Markdown escapes it."""
     text = (f"{splits['k']} folds, by video, stratified by class" if splits["kind"] == "folds"
             else f"hold-out by video, {splits['validation']:.0%} of each class's videos for validation")
     grouping = [("clips sharing near-duplicate frames" if splits.get("group") == "near_duplicates" else None),
@@ -302,7 +328,7 @@ def _recipe_section(lock: Lock, sources: list[str]) -> str:
     threshold = recipe["dedup"]["threshold"]
     dedup = (f"a kept frame whose mean absolute grey-level difference to the previous kept frame is "
              f"below {threshold} is dropped as a near-duplicate" if threshold > 0 else "no near-duplicate dropping")
-    previous = (f" Clips present in {lock.previous.name} {lock.previous.version} (lock sha256 "
+    previous = (f" Clips present in {md(lock.previous.name)} {md(lock.previous.version)} (lock sha256 "
                 f"`{lock.previous.lock_sha256[:16]}…`) kept their split; only new clips were assigned; "
                 f"{plural(len(lock.previous.removed), 'clip')} of it {'is' if len(lock.previous.removed) == 1 else 'are'} "
                 "gone (listed in `release.json`)."
@@ -312,7 +338,7 @@ def _recipe_section(lock: Lock, sources: list[str]) -> str:
         "",
         *rows,
         "",
-        f"- Splits: {split_rule_text(recipe['splits'])}; seed {recipe['seed']}.{previous}",
+        f"- Splits: {md(split_rule_text(recipe['splits']))}; seed {recipe['seed']}.{previous}",
         f"- Near-duplicates: {dedup} ({lock.counts.duplicates_dropped} dropped).",
         f"- Storage: PNG (compression level {recipe['output']['png_compress_level']}), grey (mode L) unless "
         f"the clip carries colour; Parquet shards of at most {recipe['output']['shard_max_mb']:g} MB.",
@@ -325,7 +351,7 @@ def _groups_section(lock: Lock) -> str:
     members: dict[str, list[str]] = defaultdict(list)
     for clip in lock.clips:
         if clip.group is not None:
-            members[clip.group].append(f"{clip.video_id} ({clip.split})")
+            members[clip.group].append(f"{md(clip.video_id)} ({clip.split})")
     groups = {g: m for g, m in members.items() if len(m) > 1}
     if not groups:
         return ""
@@ -348,22 +374,29 @@ def _identity_section(lock: Lock, sources: list[str]) -> str:
         spec = specs[name]
         ids = ("content hash (no path, folder or file name is published)" if spec.ids == "hash"
                else "path relative to the source's folder")
-        rows.append(f"| {name} | {spec.input} | {ids} | {spec.text}: {_TEXT_WORDS.get(spec.text, spec.text)} |")
+        rows.append(f"| {md(name)} | {spec.input} | {ids} | {spec.text}: {_TEXT_WORDS[spec.text]} |")
     tally: dict[str | None, int] = defaultdict(int)
     for clip in lock.clips:
         tally[clip.text] += 1
     excluded = sum(f.stage == "text" for f in lock.failures)
     engine = lock.environment.bytes.get("rapidocr")
     checked = sum(c.text is not None and specs[c.source].text != "off" for c in lock.clips)  # off: the file's word only
+    off = [s for s in sources if specs[s].text == "off"]
     if engine:
         check = (f"The text check ran rapidocr {engine} (its bundled detector, recorded with its model hashes in "
                  "`release.json`) on the first, middle and last kept frames of each clip, inside its crop: "
                  f"{checked} of {plural(len(lock.clips), 'clip')} checked; {tally['masked']} masked, "
                  f"{tally['warned']} with text left in (warn), {tally['declared']} declared burned-in text by their "
                  f"file but showed none inside the crop, {plural(excluded, 'clip')} excluded (failure ledger).")
+    elif len(off) == len(sources):  # the detector is then no byte-shaping library: whether it was installed is unknown
+        check = ("No text check ran: the recipe turns it off (`text: off`) for every source; only the file's own "
+                 "word (DICOM Burned In Annotation) is recorded.")
     else:
-        check = ("No text check ran: the text detector (us4[text]) was not installed where this release was built"
-                 + (", so no source may say mask or exclude." if checked == 0 else "."))
+        check = ("No text check ran where the recipe asks for one (`text: warn`): the text detector (us4[text]) was "
+                 "not installed where this release was built.")
+    if off and len(off) < len(sources):
+        check += (f" The recipe turns the check off (`text: off`) for {', '.join(off)}: there only the file's own word "
+                  "(DICOM Burned In Annotation) is recorded.")
     lines = ["## Identity: names, headers and burned-in text", "", *rows, "", check]
     if any(specs[s].input == "dicom" for s in sources):
         from ..media.dicom import allowed_table
@@ -392,7 +425,7 @@ def _ledger_section(lock: Lock) -> str:
             groups[(source, what)].append(example)
         lines += ["", f"{heading}:", "", f"| source | {key} | clips | example |", "|---|---|---:|---|"]
         for (source, what), examples in sorted(groups.items()):
-            lines.append(f"| {source} | {_cell(what)} | {len(examples)} | {_cell(examples[0])} |")
+            lines.append(f"| {md(source)} | {md(what)} | {len(examples)} | {md(examples[0])} |")
     return "\n".join(lines)
 
 
@@ -418,7 +451,7 @@ def _licence_section(lock: Lock, sources: list[str]) -> str:
     for name in sources:
         src = source_definition(lock, name)
         note = "" if src.public else " Not public: publish such a release only where its terms allow."
-        lines.append(f"- **{name}**: {src.licence}.{note}")
+        lines.append(f"- **{md(name)}**: {md(src.licence)}.{note}")
     return "\n".join(lines)
 
 
@@ -444,11 +477,7 @@ def _provenance_section(lock: Lock) -> str:
              "checks every file against that lock, this card and the Croissant file included (by the sha256 "
              "the lock records); rebuilding with the same clips, recipe and library versions gives the same bytes.",
              "", "| library (shapes the bytes) | version |", "|---|---|"]
-    lines += [f"| {k} | {_cell(str(v))} |" for k, v in sorted(env.bytes.items())]
-    lines += ["", "Built on: " + ", ".join(f"{k} {v}" for k, v in sorted(env.host.items())) + " (information only)."]
+    lines += [f"| {md(k)} | {md(v)} |" for k, v in sorted(env.bytes.items())]
+    lines += ["", "Built on: " + ", ".join(f"{md(k)} {md(v)}" for k, v in sorted(env.host.items()))
+              + " (information only)."]
     return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")

@@ -12,13 +12,14 @@ import json
 
 import pyarrow as pa
 
+from ..escape import json_in_html
 from ..registry import CITATIONS
 from .card import CONFIGS, citation_keys, source_definition, title
 from .lock import Lock
 from .schema import IMAGE, SCHEMAS
 
 #: Bump when the description's layout changes; recorded in the lock beside its sha256.
-CROISSANT_FORMAT = 1
+CROISSANT_FORMAT = 2
 
 _CONTEXT = {
     "@language": "en",
@@ -62,7 +63,8 @@ _KEYS = {"frames": "frame_id", "videos": "video_id"}
 
 
 def render_croissant(lock: Lock) -> bytes:
-    """croissant.json of a release with this lock (deterministic bytes)."""
+    """croissant.json of a release with this lock (deterministic bytes). Pages embed Croissant as
+    JSON-LD in a `<script>` block: no string of it (a description, a licence) can close that block."""
     sources = sorted(lock.recipe["sources"])
     definitions = [source_definition(lock, s) for s in sources]
     doc = {
@@ -80,7 +82,7 @@ def render_croissant(lock: Lock) -> bytes:
         "distribution": _distribution(lock),
         "recordSet": [_splits(lock), *(_record_set(config) for config in CONFIGS)],
     }
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
+    return (json_in_html(json.dumps(doc, indent=1, ensure_ascii=False)) + "\n").encode()
 
 
 def _distribution(lock: Lock) -> list[dict]:

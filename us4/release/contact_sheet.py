@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..contract.card import CONTACT_SHEET
+from ..escape import one_line
 from ..files import atomic_write
 from .read import Release
 
@@ -37,19 +38,29 @@ def write_contact_sheet(release: Release) -> Path:
     draw = ImageDraw.Draw(sheet)
     for row, (source, picks) in enumerate(chosen.items()):
         y = row * (_THUMB + _LABEL_H)
-        draw.text((6, y + _THUMB // 2), source, fill=0, font=font)
+        draw.text((6, y + _THUMB // 2), _fit(draw, font, source, name_w - 8), fill=0, font=font)
         for col, (fid, label) in enumerate(picks):
             with Image.open(io.BytesIO(images[fid])) as im:
                 thumb = ImageOps.contain(im.convert("L"), (_THUMB - 4, _THUMB - 4), Image.Resampling.LANCZOS)
             x = name_w + col * _THUMB
             sheet.paste(thumb, (x + (_THUMB - thumb.width) // 2, y + (_THUMB - thumb.height) // 2))
-            draw.text((x + 4, y + _THUMB + 2), label, fill=0, font=font)
+            draw.text((x + 4, y + _THUMB + 2), _fit(draw, font, label, _THUMB - 8), fill=0, font=font)
     path = release.root / CONTACT_SHEET
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=False, compress_level=9)
     atomic_write(path, buf.getvalue())
     return path
+
+
+def _fit(draw, font, text: str, width: int) -> str:
+    """A caption drawn as one line within `width` pixels (a label is data: never a second line)."""
+    text = one_line(text)
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def _spread(videos: list[dict]) -> list[dict]:
