@@ -1,0 +1,217 @@
+"""Nothing of the user's is lost and nothing hangs (issue 14, section 3, the file cases):
+a build deletes only files us4 wrote, and resumes an install interrupted at any instant;
+special files and links leading out of a raw folder are never opened, only recorded; a
+full disk or a read-only --out is one line naming the path, leaves no temporary file, and
+the rerun ends with the same bytes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import us4.builder.run as run
+from us4.builder import build_release
+from us4.builder.plan import make_plan
+from us4.cli import main
+from us4.contract.lock import Stage
+from us4.errors import ReleaseError
+from us4.media.phantom import write_broken_files, write_phantom_clip
+from us4.media.phantom_dicom import write_phantom_dicom, write_phantom_sequence
+from us4.recipe import load_recipe
+from us4.release.attach import add_attachment
+from us4.release.read import open_release
+from us4.release.verify import verify_release
+
+PAGE = 4096
+
+
+def recipe(tmp: Path, name: str = "r.yaml", version: str = "0.0.1", **source) -> Path:
+    """A recipe of one source `src`: prefixed videos by default."""
+    spec = {"organ": "lung", "probe": "convex", "input": "video", "classes": ["cov", "reg"],
+            "label": {"prefix": True}, "sampling": {"every_n": 4, "max_frames": 6}, "crop": "auto", "text": "off",
+            **source}
+    path = tmp / name
+    path.write_text(yaml.safe_dump({"name": "trust", "version": version, "seed": 1, "sources": {"src": spec},
+                                    "dedup": {"threshold": 0}, "splits": {"kind": "holdout", "validation": 0.5},
+                                    "output": {"png_compress_level": 1}}))
+    return path
+
+
+def clips(folder: Path, names: list[str], n_frames: int = 12, size: tuple[int, int] = (224, 192)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        write_phantom_clip(folder / name, seed=i, n_frames=n_frames, size=size)
+    return folder
+
+
+def digest(root: Path) -> dict[str, str]:
+    """sha256 of every file of a release folder (its hidden work folder aside)."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+
+
+# --- raw folders: special files and links leading out are never opened -----------------------
+
+
+@contextmanager
+def never_opened(fifo: Path):
+    """Fail if anything opens `fifo` to read it; a reader found waiting is released (it reads
+    an empty file), so a failing test ends instead of hanging for good."""
+    opened, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            try:  # opening the write end without blocking succeeds only while a reader waits
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            opened.set()
+            os.close(fd)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+    assert not opened.is_set(), f"{fifo} was opened: a build blocks there for good"
+
+
+def _socket(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    return s
+
+
+def _plan(tmp: Path, raw: Path, **source):
+    return make_plan(load_recipe(recipe(tmp, **source)), {"src": raw})
+
+
+def test_special_files_in_a_video_folder_are_failures_and_never_opened(tmp_path):
+    raw = clips(tmp_path / "raw", ["Reg_0.mp4"])
+    os.mkfifo(raw / "Reg_fifo.mp4")
+    sock = _socket(raw / "Cov_sock.mp4")
+    try:
+        os.mknod(raw / "Cov_null.mp4", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null: reads as empty
+        device = True
+    except PermissionError:
+        device = False  # not root: the device case is left out
+    with never_opened(raw / "Reg_fifo.mp4"):
+        plan = _plan(tmp_path, raw)
+    sock.close()
+    assert [j.video_id for j in plan.jobs] == ["src/Reg_0.mp4"]
+    got = {f.video_id: (f.stage, f.sha256, f.reason) for f in plan.failures}
+    want = {"src/Reg_fifo.mp4": (Stage.PLAN, None, "a FIFO, not a regular file"),
+            "src/Cov_sock.mp4": (Stage.PLAN, None, "a socket, not a regular file")}
+    if device:
+        want["src/Cov_null.mp4"] = (Stage.PLAN, None, "a character device, not a regular file")
+    assert got == want
+
+
+@pytest.mark.parametrize("kind", ["hashed video ids", "image_sequence", "dicom"])
+def test_special_files_are_never_opened_whatever_the_input(tmp_path, kind):
+    """Hashed ids hash the files that are no clips too; DICOM sniffs every file for its
+    marker; an image sequence hashes every frame file. Each names its clips by hash."""
+    raw = tmp_path / "raw"
+    if kind == "hashed video ids":
+        clips(raw, ["Reg_0.mp4"])
+        fifo, source = raw / "notes", {"ids": "hash"}
+    elif kind == "image_sequence":
+        write_phantom_sequence(raw / "scan", seed=1, n_frames=4)
+        fifo = raw / "scan" / "frame_9999.png"
+        source = {"input": "image_sequence", "fps": 10, "label": {"constant": "reg"}}
+    else:
+        write_phantom_dicom(raw / "a.dcm", seed=1, n_frames=4)
+        fifo, source = raw / "b.dcm", {"input": "dicom", "fps": 10, "label": {"constant": "reg"}}
+    os.mkfifo(fifo)
+    with never_opened(fifo):
+        plan = _plan(tmp_path, raw, **source)
+    assert len(plan.jobs) == 1
+    [failure] = plan.failures
+    assert (failure.stage, failure.sha256, failure.reason) == (Stage.PLAN, None, "a FIFO, not a regular file")
+    # ids are hashes (the default for DICOM and image sequences): no name reaches the ledger, the local map keeps it
+    assert failure.video_id == "src/unread-1"
+    assert {"video_id": "src/unread-1", "source": "src", "path": fifo.relative_to(raw).as_posix(),
+            "sha256": ""} in plan.local_ids
+
+
+def test_a_fifo_in_the_raw_folder_ends_the_build_with_a_ledger_entry(tmp_path):
+    """The whole command, as a user runs it: it ends (rc 3: some clip failed), the rest is built."""
+    raw = clips(tmp_path / "raw", ["Reg_0.mp4", "Cov_1.mp4"])
+    os.mkfifo(raw / "Reg_fifo.mp4")
+    out = tmp_path / "F"
+    try:
+        done = subprocess.run([sys.executable, "-m", "us4.cli", "build", str(recipe(tmp_path)), "--raw", f"src={raw}",
+                               "--out", str(out), "--workers", "2", "-q"], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:  # (the build is killed)
+        pytest.fail("the build hangs on a FIFO in the raw folder")
+    assert done.returncode == 3, done.stderr
+    assert "src/Reg_fifo.mp4: plan: a FIFO, not a regular file" in done.stderr
+    lock = open_release(out).lock
+    assert [c.video_id for c in lock.clips] == ["src/Cov_1.mp4", "src/Reg_0.mp4"]
+
+
+@pytest.fixture
+def links(tmp_path) -> tuple[Path, Path]:
+    """A raw folder with links of every kind, and the real clip outside it that one names."""
+    raw = clips(tmp_path / "raw", ["Reg_0.mp4"])
+    outside = clips(tmp_path / "elsewhere", ["Cov_real.mp4", "Reg_far.mp4"], n_frames=8)
+    clips(raw / "sub", ["Cov_1.mp4"])
+    (raw / "Reg_inside.mp4").symlink_to("Reg_0.mp4")  # stays inside: fine
+    (raw / "Cov_outside.mp4").symlink_to(outside / "Cov_real.mp4")
+    (raw / "Cov_passwd.mp4").symlink_to("/etc/passwd")
+    (raw / "far").symlink_to(outside)  # a folder outside
+    (raw / "alias").symlink_to("sub")  # a folder inside: its clips are listed where they lie
+    (raw / "sub" / "Reg_up.mp4").symlink_to("../../elsewhere/Reg_far.mp4")  # relative, and out
+    return raw, outside / "Cov_real.mp4"
+
+
+def test_links_leading_out_of_the_raw_folder_are_refused_in_the_ledger(links, tmp_path):
+    raw, real = links
+    plan = _plan(tmp_path, raw)
+    assert [j.video_id for j in plan.jobs] == ["src/Reg_0.mp4", "src/Reg_inside.mp4", "src/sub/Cov_1.mp4"]
+    out = "a link leading outside the raw folder, not followed (copy what it names into the folder)"
+    assert {f.video_id: (f.stage, f.sha256, f.reason) for f in plan.failures} == {
+        "src/Cov_outside.mp4": (Stage.PLAN, None, out),
+        "src/Cov_passwd.mp4": (Stage.PLAN, None, out),
+        "src/far": (Stage.PLAN, None, out),
+        "src/sub/Reg_up.mp4": (Stage.PLAN, None, out),
+    }
+
+
+def test_a_broken_link_is_a_ledger_entry_not_a_traceback(tmp_path):
+    raw = clips(tmp_path / "raw", ["Reg_0.mp4"])
+    (raw / "Cov_gone.mp4").symlink_to("nowhere.mp4")
+    (raw / "Cov_loop.mp4").symlink_to("Cov_loop.mp4")
+    plan = _plan(tmp_path, raw)
+    assert [j.video_id for j in plan.jobs] == ["src/Reg_0.mp4"]
+    assert {f.video_id: f.reason for f in plan.failures} == {
+        "src/Cov_gone.mp4": "a link that cannot be followed (No such file or directory)",
+        "src/Cov_loop.mp4": "a link that cannot be followed (Too many levels of symbolic links)"}
+
+
+def test_no_hash_of_a_file_outside_the_raw_folder_is_published(links, tmp_path):
+    raw, real = links
+    out = tmp_path / "rel"
+    summary = build_release(recipe(tmp_path), {"src": raw}, out, workers=1, progress=False)
+    published = "".join(p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file())
+    for outside in (real, Path("/etc/passwd"), real.parent / "Reg_far.mp4"):
+        assert hashlib.sha256(outside.read_bytes()).hexdigest() not in published, outside
+    assert str(real.parent) not in published and "/etc" not in published
+    assert sorted(f.video_id for f in summary.failures) == [
+        "src/Cov_outside.mp4", "src/Cov_passwd.mp4", "src/far", "src/sub/Reg_up.mp4"]
