@@ -215,3 +215,148 @@ def test_no_hash_of_a_file_outside_the_raw_folder_is_published(links, tmp_path):
     assert str(real.parent) not in published and "/etc" not in published
     assert sorted(f.video_id for f in summary.failures) == [
         "src/Cov_outside.mp4", "src/Cov_passwd.mp4", "src/far", "src/sub/Reg_up.mp4"]
+
+
+# --- --out: only what us4 wrote is ever deleted -----------------------------------------------
+
+
+def test_the_users_files_beside_an_empty_work_folder_stop_the_build_before_any_work(tmp_path):
+    """What an interrupted first build leaves (an empty .us4-work) is no licence to delete."""
+    raw = clips(tmp_path / "raw", ["Reg_0.mp4", "Cov_1.mp4"])
+    out = tmp_path / "K"
+    (out / "notes").mkdir(parents=True)
+    (out / ".us4-work").mkdir()
+    (out / "notes" / "thesis.txt").write_text("precious")
+    (out / "paper.tex").write_text("mine")
+    r = CliRunner().invoke(main, ["build", str(recipe(tmp_path)), "--raw", f"src={raw}", "--out", str(out), "-q"])
+    assert r.exit_code == 1, r.output
+    assert r.output.splitlines() == [f"us4: error: --out {out}: folder is not empty and holds no us4 release "
+                                     "(first: notes/thesis.txt); choose an empty or new folder"]
+    assert (out / "notes" / "thesis.txt").read_text() == "precious" and (out / "paper.tex").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == [".us4-work", "notes", "paper.tex"]
+    assert not any((out / ".us4-work").iterdir())  # refused before any work: nothing cached, no lock file
+
+
+@pytest.fixture(scope="module")
+def two_releases(tmp_path_factory) -> tuple[Path, Path]:
+    """An old release with an attachment the new one lacks, and the new release (another
+    version, other frames): what an install replaces, and what it installs."""
+    tmp = tmp_path_factory.mktemp("releases")
+    raw = clips(tmp / "raw", ["Reg_0.mp4", "Cov_1.mp4", "Reg_2.mp4"])
+    old = tmp / "old"
+    build_release(recipe(tmp), {"src": raw}, old, workers=1, progress=False)
+    (tmp / "benchmark.json").write_text('{"accuracy": 0.5}')
+    add_attachment(open_release(old), tmp / "benchmark.json", "bench/benchmark.json")
+    new = tmp / "new"
+    build_release(recipe(tmp, "r2.yaml", version="0.0.2", sampling={"every_n": 3, "max_frames": 4}), {"src": raw},
+                  new, workers=1, progress=False)
+    return old, new
+
+
+def _staged(new: Path, out: Path) -> tuple[Path, list[str]]:
+    """The new release staged in out's work folder, as a build leaves it for `_install`."""
+    staging = out / ".us4-work" / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(new, staging)
+    return staging, open_release(new).lock.files()
+
+
+@contextmanager
+def interrupted_at(step: int):
+    """Interrupt (as Ctrl-C or a kill would) the `step`-th change to the file system (a rename,
+    a deletion); yields a list that holds True once it fired."""
+    fired: list[bool] = []
+    real = {name: getattr(os, name) for name in ("replace", "unlink", "rmdir")}
+    count = [0]
+
+    def wrap(name):
+        def changed(*args, **kwargs):
+            count[0] += 1
+            if count[0] == step + 1 and not fired:
+                fired.append(True)
+                raise KeyboardInterrupt
+            return real[name](*args, **kwargs)
+        return changed
+
+    for name in real:
+        setattr(os, name, wrap(name))
+    try:
+        yield fired
+    finally:
+        for name, fn in real.items():
+            setattr(os, name, fn)
+
+
+def test_an_install_interrupted_at_any_instant_is_completed_by_the_next_run(two_releases, tmp_path):
+    old, new = two_releases
+    want = digest(new)
+    steps = 0
+    while True:
+        out = tmp_path / f"out{steps}"
+        shutil.copytree(old, out)
+        staging, files = _staged(new, out)
+        with interrupted_at(steps) as fired:
+            try:
+                run._install(staging, out, files)
+            except KeyboardInterrupt:
+                pass
+        if not fired:
+            break
+        if (out / "release.json").exists():  # a folder with a lock is a complete release (old or new)
+            assert verify_release(open_release(out)).ok and digest(out) in (digest(old), want)
+        run._check_out(out)  # the next run: every file there is known as us4's
+        staging, files = _staged(new, out)  # rebuilt from the cache
+        run._install(staging, out, files)
+        assert digest(out) == want, f"interrupted at step {steps}"
+        assert not (out / ".us4-work" / run.INSTALL_RECORD).exists() and not staging.exists()
+        steps += 1
+    assert steps >= len(files) + 2  # every rename and deletion of an install was tried
+    assert digest(out) == want
+
+
+def test_install_deletes_only_files_us4_wrote(two_releases, tmp_path):
+    """A file of the user's that lands in --out while the build runs (after the check) survives."""
+    old, new = two_releases
+    out = tmp_path / "out"
+    shutil.copytree(old, out)
+    (out / "paper.tex").write_text("mine")
+    (out / "bench" / "notes.txt").write_text("mine too")  # beside the old release's attachment
+    staging, files = _staged(new, out)
+    run._install(staging, out, files)
+    assert (out / "paper.tex").read_text() == "mine" and (out / "bench" / "notes.txt").read_text() == "mine too"
+    assert not (out / "bench" / "benchmark.json").exists()  # the old release's own file goes
+    assert {k: v for k, v in digest(out).items() if k not in ("paper.tex", "bench/notes.txt")} == digest(new)
+
+
+def test_a_users_file_beside_an_interrupted_install_stops_the_next_run(two_releases, tmp_path):
+    old, new = two_releases
+    out = tmp_path / "out"
+    shutil.copytree(old, out)
+    staging, files = _staged(new, out)
+    with interrupted_at(4), pytest.raises(KeyboardInterrupt):
+        run._install(staging, out, files)
+    assert not (out / "release.json").exists()
+    (out / "data" / "mine.csv").write_text("mine")
+    with pytest.raises(ReleaseError, match=r"also holds 1 file that neither a release nor an interrupted build of "
+                                           r"us4 wrote \(first: data/mine.csv\)"):
+        run._check_out(out)
+
+
+def test_a_first_build_interrupted_while_installing_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    raw = clips(tmp_path / "raw", ["Reg_0.mp4", "Cov_1.mp4"])
+    r = recipe(tmp_path)
+    build_release(r, {"src": raw}, tmp_path / "ref", workers=1, progress=False)
+    out = tmp_path / "out"
+    install = run._install
+
+    def killed(staging: Path, target: Path, files: list[str]) -> None:
+        with interrupted_at(3):  # the record written, the first files moved in
+            install(staging, target, files)
+
+    monkeypatch.setattr(run, "_install", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_release(r, {"src": raw}, out, workers=1, progress=False)
+    assert not (out / "release.json").exists() and (out / "README.md").exists()
+    monkeypatch.setattr(run, "_install", install)
+    again = build_release(r, {"src": raw}, out, workers=1, progress=False)
+    assert again.ingested == 0 and digest(out) == digest(tmp_path / "ref")
