@@ -360,3 +360,105 @@ def test_a_first_build_interrupted_while_installing_resumes_to_the_same_bytes(tm
     monkeypatch.setattr(run, "_install", install)
     again = build_release(r, {"src": raw}, out, workers=1, progress=False)
     assert again.ingested == 0 and digest(out) == digest(tmp_path / "ref")
+
+
+# --- a full disk, a read-only --out -----------------------------------------------------------
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """mount(name, kib): a tmpfs of that size; resize(folder, kib) / read_only(folder, bool)."""
+    mounted: list[Path] = []
+
+    def sh(*args: str) -> None:
+        done = subprocess.run(args, capture_output=True, text=True)
+        if done.returncode:
+            if not mounted:
+                pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}): a full disk and "
+                            "a read-only folder are tested as root (or with CAP_SYS_ADMIN) only")
+            raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+
+    class Mounts:
+        def mount(self, name: str, kib: int) -> Path:
+            folder = tmp_path / name
+            folder.mkdir()
+            sh("mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder))
+            mounted.append(folder)
+            return folder
+
+        def resize(self, folder: Path, kib: int) -> None:
+            sh("mount", "-o", f"remount,size={kib}k", str(folder))
+
+        def read_only(self, folder: Path, ro: bool) -> None:
+            sh("mount", "-o", f"remount,{'ro' if ro else 'rw'}", str(folder))
+
+    if shutil.which("mount") is None or sys.platform != "linux":
+        pytest.skip("a full disk and a read-only folder are tested with Linux tmpfs mounts")
+    yield Mounts()
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _build(r: Path, raw: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "us4.cli", "build", str(r), "--raw", f"src={raw}", "--out", str(out),
+                           "--workers", "2", "-q"], capture_output=True, text=True, timeout=300)
+
+
+def _kib(files) -> int:
+    """Space the files take on a tmpfs: whole pages."""
+    return sum(-(-p.stat().st_size // PAGE) for p in files if p.is_file()) * PAGE // 1024
+
+
+@pytest.fixture(scope="module")
+def sized(tmp_path_factory) -> dict:
+    """A raw folder (one clip broken, so a finished build keeps its cache to measure), its
+    recipe, the release built on a roomy disk, and what its cache and frames shards take."""
+    tmp = tmp_path_factory.mktemp("sized")
+    raw = clips(tmp / "raw", ["Reg_0.mp4", "Cov_1.mp4", "Reg_2.mp4", "Cov_3.mp4"], n_frames=16, size=(320, 256))
+    shutil.copy(write_broken_files(tmp / "broken")["not_video"], raw / "Cov_bad.mp4")
+    r = recipe(tmp, sampling={"every_n": 1})
+    ref = tmp / "ref"
+    assert _build(r, raw, ref).returncode == 3
+    return {"raw": raw, "recipe": r, "ref": ref,
+            "cache_kib": _kib((ref / ".us4-work" / "clips").iterdir()),
+            "frames_kib": _kib((ref / "data" / "frames").rglob("*.parquet"))}
+
+
+ONE_LINE = re.compile(r"us4: error: (/\S+): no space left on device \(ENOSPC\): free space and run the same command "
+                      r"again to resume")
+
+
+@pytest.mark.parametrize("phase", ["ingest", "shards"])
+def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_the_rerun_resumes(sized, mounts, phase):
+    """Raised in a worker process (2 workers), it reaches the user as the one line."""
+    assert sized["cache_kib"] > 400 and sized["frames_kib"] > 200  # room to fail in the middle of either phase
+    kib = sized["cache_kib"] // 2 if phase == "ingest" else sized["cache_kib"] + 16 + sized["frames_kib"] // 2
+    disk = mounts.mount("disk", kib)
+    out = disk / "rel"
+    done = _build(sized["recipe"], sized["raw"], out)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    [line] = done.stderr.splitlines()
+    where = ONE_LINE.fullmatch(line)
+    assert where, line
+    assert where.group(1).startswith(str(out / ".us4-work" / ("clips" if phase == "ingest" else "staging")))
+    assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]
+    mounts.resize(disk, 64 * 1024)
+    again = _build(sized["recipe"], sized["raw"], out)
+    assert again.returncode == 3, again.stderr
+    ingested, reused = map(int, re.search(r"(\d+) ingested, (\d+) reused", again.stdout).groups())
+    assert reused >= 1 and (ingested == 0 if phase == "shards" else ingested >= 1)  # resumed from the cache
+    assert digest(out) == digest(sized["ref"])
+
+
+def test_a_read_only_out_is_one_line_and_builds_once_writable(sized, mounts):
+    disk = mounts.mount("ro", 64 * 1024)
+    out = disk / "rel"
+    out.mkdir()
+    mounts.read_only(disk, True)
+    done = _build(sized["recipe"], sized["raw"], out)
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"us4: error: {out / '.us4-work'}: read-only file system (EROFS): use a writable folder, or make this one "
+        "writable and run the same command again to resume"]
+    mounts.read_only(disk, False)
+    assert _build(sized["recipe"], sized["raw"], out).returncode == 3
+    assert digest(out) == digest(sized["ref"])

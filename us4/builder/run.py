@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..contract.lock import LOCK_NAME, BuildWarning, Failure, WarningKind
 from ..errors import BuildError, CacheError, RawFolderError, ReleaseError
-from ..files import atomic_write, private_dir
+from ..files import atomic_write, private_dir, storage_errors
 from ..paths import inside, safe_relpath
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
@@ -23,7 +23,7 @@ from ..release.contact_sheet import write_contact_sheet
 from ..release.read import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir, open_release
 from ..release.verify import files_here
 from ..system import available_cores
-from .cache import ClipCache
+from .cache import STAGING, ClipCache, remove_partial_writes
 from .executor import DaskExecutor, Executor, LocalExecutor
 from .groups import column_links, content_links, near_duplicate_links
 from .ingest import ingest_in_worker
@@ -65,6 +65,7 @@ class BuildSummary:
     previous_removed: list[str] = field(default_factory=list)  # clips of the --previous release that are gone
 
 
+@storage_errors()  # a full disk, a read-only --out: one line naming the path; the cache keeps the work
 def build_release(
     recipe: Recipe | str | Path,
     raw: dict[str, str | Path],
@@ -104,6 +105,9 @@ def build_release(
                     seen.append(str(private_dir(local_dir(out))))
                 executor.check_workers(seen, out / WORK_DIR, text=checks_text(recipe))
             return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
+        except OSError:  # the workers are stopped: what they were writing is of no use, and holds space
+            remove_partial_writes(out / WORK_DIR)
+            raise
         finally:
             executor.close()
 
@@ -111,7 +115,7 @@ def build_release(
 def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_failed: bool,
            allow_empty: tuple[str, ...], prev, progress: bool) -> BuildSummary:
     cache = ClipCache(out / WORK_DIR)
-    cache.remove_partial_writes()
+    remove_partial_writes(cache.root)
     todo: list[ClipJob] = []
     for job in plan.jobs:
         if cache.has_result(job.key):
@@ -160,7 +164,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
     splits, moved = assign_splits(plan.jobs, recipe, links, prev_splits)
     warnings += moved
 
-    staging = cache.root / "staging"
+    staging = cache.root / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     tasks = plan_shards(good, splits, facts, recipe.shard_max_bytes)
@@ -272,10 +276,10 @@ def _write_local(folder: Path, plan: Plan, good: list[ClipJob]) -> Path:
     read = {j.video_id: folder / TEXT_READ / f"{j.key}.json" for j in good}
     text = {v: json.loads(p.read_text()) for v, p in read.items() if p.is_file()}
     atomic_write(folder / LOCAL_TEXT, json.dumps(text, indent=1, sort_keys=True).encode(), private=True)
-    (folder / "README.txt").write_text(
+    atomic_write(folder / "README.txt", (
         "Files of the machine that built the release beside this folder, never part of it: ids.csv maps each\n"
         "video id to the raw file or folder it came from; text.json lists the burned-in text read in each clip.\n"
-        "Keep them with the raw data: they may identify patients.\n")
+        "Keep them with the raw data: they may identify patients.\n").encode())
     return folder
 
 
