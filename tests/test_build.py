@@ -375,10 +375,19 @@ def test_interrupted_install_leaves_no_lock_and_is_redone(phantom_pocus_release,
     shutil.copytree(phantom_pocus_release, out)  # a finished release, rebuilt in place
     install = run._install
 
-    def killed_midway(staging: Path, target: Path) -> None:
-        (target / "release.json").unlink()
-        shutil.rmtree(target / "data")
-        raise KeyboardInterrupt  # after the old release is gone, before the new one is in
+    def killed_midway(staging: Path, target: Path, files: list[str]) -> None:
+        replace = os.replace
+
+        def interrupted(src, dst):  # after the old lock is gone, before the new release is in
+            if not (target / "release.json").exists():
+                raise KeyboardInterrupt
+            replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", interrupted)
+        try:
+            install(staging, target, files)
+        finally:
+            monkeypatch.setattr(os, "replace", replace)
 
     monkeypatch.setattr(run, "_install", killed_midway)
     with pytest.raises(KeyboardInterrupt):

@@ -19,6 +19,11 @@ class BuildError(Us4Error):
     """A build cannot go on (a worker process died); what it finished is kept."""
 
 
+class StorageError(Us4Error, OSError):
+    """The storage failed (full, read-only, not permitted): one line naming the path and the
+    cause. An OSError still, for whoever catches those."""
+
+
 class CacheError(Us4Error):
     """A file of the build's resume cache is damaged (never written by us4 as it is)."""
 

@@ -35,6 +35,16 @@ PIXELS_SCHEMA = pa.schema([
 ])
 #: every per-frame column a clip's ingest produces
 CLIP_SCHEMA = pa.schema([*INDEX_SCHEMA, *PIXELS_SCHEMA])
+#: in the work folder, beside the cache: the release being written, swapped into place when complete
+STAGING = "staging"
+
+
+def remove_partial_writes(work: Path) -> None:
+    """Drop the temporary files (`.NAME.*.tmp`) a killed or failed run left in the cache and
+    the staged release; only while no worker is writing."""
+    for folder in (work / "clips", work / STAGING):
+        for stale in folder.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 class ClipCache:
@@ -42,11 +52,6 @@ class ClipCache:
         self.root = root
         self.clips = root / "clips"
         self.clips.mkdir(parents=True, exist_ok=True)
-
-    def remove_partial_writes(self) -> None:
-        """Drop temporary files a killed run left; only while no worker is writing."""
-        for stale in self.clips.glob(".*.tmp"):
-            stale.unlink()
 
     def _index(self, key: str) -> Path:
         return self.clips / f"{key}.arrow"

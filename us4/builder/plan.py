@@ -22,7 +22,7 @@ from ..errors import RawFolderError, RecipeError
 from ..hashing import sha256_file, sha256_json
 from ..paths import inside
 from ..media import MediaError, tissue_regions
-from ..media.clips import ClipRef, FoundClip, find_clips, probe_clip
+from ..media.clips import ClipRef, FoundClip, NotAClip, find_clips, probe_clip
 from ..recipe import Recipe, SourceRecipe
 from ..registry import ClassDef, Source
 from .environment import byte_libraries
@@ -102,6 +102,8 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
         clip_root, registry_sheet = _resolve_folder(spec, folder)
         label_sheet = _label_sheet(spec, folder)
         found, other = find_clips(spec.input, clip_root, spec.fps)
+        _refuse(plan, spec, [o for o in other if o.refused])
+        other = [o for o in other if not o.refused]
         if label_sheet is not None and label_sheet.is_relative_to(clip_root):
             other = [o for o in other if o.rel != label_sheet.relative_to(clip_root).as_posix()]
         hashed_other = other if spec.ids == "hash" else []  # their names may not be published either
@@ -245,6 +247,17 @@ def _names_in(rel: str) -> dict[str, str]:
     suffix = os.path.splitext(name)[1]
     names = {suffix: "(withheld)", suffix.lower(): "(withheld)"} if len(suffix) > 1 else {}
     return {**names, name: "the file", rel: "the file"}
+
+
+def _refuse(plan: Plan, spec: SourceRecipe, refused: list[NotAClip]) -> None:
+    """Entries of a raw folder never opened (special files, links leading out): failures in the
+    ledger. Where names may identify (`ids: hash`) and no content was read to hash, each is
+    named by its place among them; the local id map says which file it was."""
+    for k, entry in enumerate(refused):
+        video_id = f"{spec.name}/{entry.rel}" if spec.ids == "path" else f"{spec.name}/unread-{k + 1}"
+        plan.failures.append(Failure(source=spec.name, video_id=video_id, sha256=None, stage=Stage.PLAN,
+                                     reason=entry.reason))
+        plan.local_ids.append({"video_id": video_id, "source": spec.name, "path": entry.rel, "sha256": ""})
 
 
 def _hash_id(source: str, sha256: str) -> str:

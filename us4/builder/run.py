@@ -14,16 +14,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..contract.lock import LOCK_NAME, BuildWarning, Failure, WarningKind
-from ..errors import BuildError, RawFolderError, ReleaseError
+from ..errors import BuildError, CacheError, RawFolderError, ReleaseError
 from ..escape import csv_cell
-from ..files import atomic_write, private_dir
+from ..files import atomic_write, private_dir, storage_errors
+from ..paths import inside, safe_relpath
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
 from ..release.contact_sheet import write_contact_sheet
 from ..release.read import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir, open_release
 from ..release.verify import files_here
 from ..system import available_cores
-from .cache import ClipCache
+from .cache import STAGING, ClipCache, remove_partial_writes
 from .executor import DaskExecutor, Executor, LocalExecutor
 from .groups import column_links, content_links, near_duplicate_links
 from .ingest import ingest_in_worker
@@ -40,6 +41,9 @@ LOCAL_WITHHELD = "withheld.csv"
 
 # A monitor thread in this process while the pool forks could leave a lock held in the workers.
 tqdm.monitor_interval = 0
+
+#: in the work folder: every file an install in progress may touch (the next run's proof they are ours)
+INSTALL_RECORD = "install.json"
 
 
 @dataclass
@@ -65,6 +69,7 @@ class BuildSummary:
     previous_removed: list[str] = field(default_factory=list)  # clips of the --previous release that are gone
 
 
+@storage_errors()  # a full disk, a read-only --out: one line naming the path; the cache keeps the work
 def build_release(
     recipe: Recipe | str | Path,
     raw: dict[str, str | Path],
@@ -91,10 +96,10 @@ def build_release(
     for name in allow_empty:
         if name not in recipe.sources:
             raise RawFolderError(f"--allow-empty {name}: recipe {recipe.name!r} has no such source")
+    _check_out(out)
     plan = make_plan(recipe, {k: Path(v) for k, v in raw.items()})
     _check_inputs(recipe, plan, raw, allow_empty)
     prev = read_previous(previous or recipe.splits.get("inherit"), recipe_path.parent if recipe_path else None)
-    _check_out(out)
     with BuildMutex(out / WORK_DIR, out):
         executor = LocalExecutor(workers or available_cores()) if scheduler is None else DaskExecutor(scheduler, workers)
         try:
@@ -104,6 +109,9 @@ def build_release(
                     seen.append(str(private_dir(local_dir(out))))
                 executor.check_workers(seen, out / WORK_DIR, text=checks_text(recipe))
             return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
+        except OSError:  # the workers are stopped: what they were writing is of no use, and holds space
+            remove_partial_writes(out / WORK_DIR)
+            raise
         finally:
             executor.close()
 
@@ -111,7 +119,7 @@ def build_release(
 def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_failed: bool,
            allow_empty: tuple[str, ...], prev, progress: bool) -> BuildSummary:
     cache = ClipCache(out / WORK_DIR)
-    cache.remove_partial_writes()
+    remove_partial_writes(cache.root)
     todo: list[ClipJob] = []
     for job in plan.jobs:
         if cache.has_result(job.key):
@@ -160,7 +168,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
     splits, moved = assign_splits(plan.jobs, recipe, links, prev_splits)
     warnings += moved
 
-    staging = cache.root / "staging"
+    staging = cache.root / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     tasks = plan_shards(good, splits, facts, recipe.shard_max_bytes)
@@ -177,7 +185,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
     executor.run(_contact_sheet, [str(staging)], (), lambda _, path: sheets.append(Path(path)))
     staged = add_attachment(staged, sheets[0])
     local = _write_local(local_dir(out), plan, good)
-    _install(staging, out)
+    _install(staging, out, staged.lock.files())
     if not failures:
         shutil.rmtree(cache.root, ignore_errors=True)
     return BuildSummary(
@@ -277,12 +285,12 @@ def _write_local(folder: Path, plan: Plan, good: list[ClipJob]) -> Path:
     read = {j.video_id: folder / TEXT_READ / f"{j.key}.json" for j in good}
     text = {v: json.loads(p.read_text()) for v, p in read.items() if p.is_file()}
     atomic_write(folder / LOCAL_TEXT, json.dumps(text, indent=1, sort_keys=True).encode(), private=True)
-    (folder / "README.txt").write_text(
+    atomic_write(folder / "README.txt", (
         f"Files of the machine that built the release beside this folder, never part of it: {LOCAL_IDS} maps each\n"
         f"video id to the raw file or folder it came from; {LOCAL_TEXT} lists the burned-in text read in each clip;\n"
         f"{LOCAL_WITHHELD} gives the whole reason of each ledger entry whose published reason leaves out a value\n"
         "(a sheet cell, a file name). In the CSV files a cell that would start with = + - or @ starts with ' instead\n"
-        "(so that no spreadsheet runs it). Keep them with the raw data: they may identify patients.\n")
+        "(so that no spreadsheet runs it). Keep them with the raw data: they may identify patients.\n").encode())
     return folder
 
 
@@ -294,39 +302,76 @@ def _csv(columns: list[str], rows: list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
+def _owned(out: Path) -> set[str] | None:
+    """The files of `out` that us4 wrote: those its lock names, and those an install recorded
+    before it began (one interrupted leaves no lock, or an older one); None where neither is
+    there."""
+    lock, record = out / LOCK_NAME, out / WORK_DIR / INSTALL_RECORD
+    if not lock.is_file() and not record.is_file():
+        return None
+    owned = set(open_release(out).lock.files()) if lock.is_file() else set()
+    if record.is_file():
+        try:
+            owned |= {safe_relpath(name, "file") for name in json.loads(record.read_bytes())}
+        except (ValueError, TypeError):
+            raise CacheError(f"{record}: damaged install record; check that --out holds nothing of yours, "
+                             "delete the record and build again") from None
+    return owned
+
+
 def _check_out(out: Path) -> None:
-    """Refuse to write into a folder that holds something other than a us4 release."""
+    """Before any work: `out` is new, empty, or holds only what us4 wrote there (a release,
+    the files of an interrupted install, the build's work folder); anything else is the
+    user's, and a build never goes on beside it."""
     if out.exists() and not out.is_dir():
         raise ReleaseError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not ((out / LOCK_NAME).is_file() or (out / WORK_DIR).is_dir()):
-            raise ReleaseError(f"--out {out}: folder is not empty and holds no us4 release; "
+    if not out.is_dir():
+        return
+    owned = _owned(out)
+    here = files_here(out)
+    if owned is None:
+        others = here or sorted(name for name in os.listdir(out) if name != WORK_DIR)
+        if others:
+            raise ReleaseError(f"--out {out}: folder is not empty and holds no us4 release (first: {others[0]}); "
                                "choose an empty or new folder")
-        if (out / LOCK_NAME).is_file():  # the release is replaced whole: nothing else of yours may be lost with it
-            listed = set(open_release(out).lock.files())
-            others = [name for name in files_here(out) if name not in listed]
-            if others:
-                raise ReleaseError(f"--out {out}: the release there also holds {plural(len(others), 'file')} its lock "
-                                   f"does not name (first: {others[0]}), which rebuilding would delete; move them "
-                                   "out first")
-    out.mkdir(parents=True, exist_ok=True)
+        return
+    others = [name for name in here if name not in owned]
+    if others:
+        whose = ("its lock does not name" if (out / LOCK_NAME).is_file()
+                 else "that neither a release nor an interrupted build of us4 wrote")
+        raise ReleaseError(f"--out {out}: the folder also holds {plural(len(others), 'file')} {whose} (first: "
+                           f"{others[0]}); a release folder holds nothing else: move them out first")
 
 
-def _install(staging: Path, out: Path) -> None:
-    """Swap the staged release into place. The lock goes first out and last in, so a
-    folder with a lock is always a complete release; an interruption in between
-    leaves no lock, and the next run installs again from the cache. Files of an earlier
-    release there that this one does not have (an attached benchmark) go."""
+def _install(staging: Path, out: Path, files: list[str]) -> None:
+    """Move the staged release's `files` into place, file by file, deleting only files us4
+    wrote (see `_owned`). Every file this install may touch is recorded in the work folder
+    before the first change, and the lock goes first out and last in: a folder with a lock is
+    always a complete release, and after an interruption at any instant the next run knows
+    which files there are its own, and installs again from the cache."""
+    record = out / WORK_DIR / INSTALL_RECORD
+    old = _owned(out) or set()
+    atomic_write(record, json.dumps(sorted(old | set(files))).encode())
     (out / LOCK_NAME).unlink(missing_ok=True)
-    for entry in sorted(out.iterdir()):
-        if entry.name != WORK_DIR and not (staging / entry.name).exists():
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    for entry in sorted(staging.iterdir()):
-        if entry.name == LOCK_NAME:
-            continue
-        old = out / entry.name
-        if old.is_dir():
-            shutil.rmtree(old)
-        os.replace(entry, old)
+    for name in sorted(old - set(files)):  # an earlier release's files this one lacks (an attached benchmark)
+        gone = inside(out, name, "file")  # never through a link to elsewhere
+        gone.unlink(missing_ok=True)
+        _prune(out, gone.parent)
+    for name in files:
+        if name != LOCK_NAME:
+            target = inside(out, name, "file")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, target)
     os.replace(staging / LOCK_NAME, out / LOCK_NAME)
+    record.unlink()
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prune(out: Path, folder: Path) -> None:
+    """Remove `folder` and its parents below `out` while they are empty."""
+    while folder != out and folder.is_relative_to(out):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: someone's files are in it
+            return
+        folder = folder.parent

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from ..contract.lock import Shard
 from ..contract.schema import FRAMES_SCHEMA, VIDEOS_SCHEMA
+from ..files import writing
 from ..hashing import sha256_file
 from .cache import ClipCache
 from .plan import ClipJob
@@ -106,25 +107,26 @@ def write_shard(task: ShardTask, cache_root: str, out: str) -> ShardResult:
     # still writing never interleaves with it in one file
     path = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     frames: dict[str, tuple[list[int], list[str]]] = {}
-    if task.config == "frames":
-        with pq.ParquetWriter(path, FRAMES_SCHEMA, **_parquet_options(FRAMES_SCHEMA)) as writer:
+    with writing(final, path):  # a full disk leaves no half shard, and one line naming it
+        if task.config == "frames":
+            with pq.ParquetWriter(path, FRAMES_SCHEMA, **_parquet_options(FRAMES_SCHEMA)) as writer:
+                for slot in task.slots:
+                    table, facts = cache.read_result(slot.job.key)
+                    writer.write_table(_frame_table(slot, table, facts), row_group_size=ROW_GROUP_ROWS)
+                    frames[slot.job.video_id] = (table.column("frame_index").to_pylist(),
+                                                 table.column("frame_sha256").to_pylist())
+            rows = sum(s.rows for s in task.slots)
+        else:
+            video_rows = []
             for slot in task.slots:
-                table, facts = cache.read_result(slot.job.key)
-                writer.write_table(_frame_table(slot, table, facts), row_group_size=ROW_GROUP_ROWS)
-                frames[slot.job.video_id] = (table.column("frame_index").to_pylist(),
-                                             table.column("frame_sha256").to_pylist())
-        rows = sum(s.rows for s in task.slots)
-    else:
-        video_rows = []
-        for slot in task.slots:
-            table, facts = cache.read_index(slot.job.key)
-            video_rows.append(_video_row(slot, facts, table.column("frame_index").to_pylist()))
-        pq.write_table(pa.Table.from_pylist(video_rows, schema=VIDEOS_SCHEMA), path, row_group_size=ROW_GROUP_ROWS,
-                       **_parquet_options(VIDEOS_SCHEMA))
-        rows = len(video_rows)
-    shard = Shard(path=task.path, config=task.config, source=task.source, split=task.split, rows=rows,
-                  bytes=path.stat().st_size, sha256=sha256_file(path))
-    os.replace(path, final)
+                table, facts = cache.read_index(slot.job.key)
+                video_rows.append(_video_row(slot, facts, table.column("frame_index").to_pylist()))
+            pq.write_table(pa.Table.from_pylist(video_rows, schema=VIDEOS_SCHEMA), path, row_group_size=ROW_GROUP_ROWS,
+                           **_parquet_options(VIDEOS_SCHEMA))
+            rows = len(video_rows)
+        shard = Shard(path=task.path, config=task.config, source=task.source, split=task.split, rows=rows,
+                      bytes=path.stat().st_size, sha256=sha256_file(path))
+        os.replace(path, final)
     return ShardResult(task.index, shard, frames)
 
 

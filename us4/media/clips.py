@@ -20,7 +20,7 @@ from .decode import DecodedFrame, decode
 from .dicom import decode_dicom, find_dicom, probe_dicom
 from .imageseq import decode_sequence, find_sequences, probe_sequence
 from .probe import VIDEO_SUFFIXES, ClipInfo, probe
-from .walk import rel_posix, walk_files
+from .walk import list_files, rel_posix
 
 __all__ = ["INPUT_KINDS", "ClipRef", "FoundClip", "NotAClip", "decode_clip", "find_clips", "probe_clip"]
 
@@ -71,10 +71,13 @@ class FoundClip:
 
 @dataclass(frozen=True)
 class NotAClip:
-    """A file under a root that is no clip of the kind looked for, and why (no header values)."""
+    """A file under a root that is no clip of the kind looked for, and why (no header values).
+    `refused`: never opened (a FIFO, a socket, a device, a link leading outside the root): a
+    failure of whatever it was meant to be, not a file to leave out."""
 
     rel: str
     reason: str
+    refused: bool = False
 
 
 def probe_clip(ref: ClipRef, max_pixels: int | None = None) -> ClipInfo:
@@ -98,9 +101,9 @@ def decode_clip(ref: ClipRef, indices: Sequence[int]) -> list[DecodedFrame]:
     return decode_sequence(ref.files, indices, ref.fps)
 
 
-def _find_videos(root: Path) -> tuple[list[tuple[str, tuple[str, ...]]], list[tuple[str, str]]]:
+def _find_videos(root: Path, files: list[Path]) -> tuple[list[tuple[str, tuple[str, ...]]], list[tuple[str, str]]]:
     clips, others = [], []
-    for path in walk_files(root):
+    for path in files:
         rel = rel_posix(path, root)
         suffix = path.suffix.lower()
         if suffix in VIDEO_SUFFIXES:
@@ -114,7 +117,9 @@ def find_clips(kind: str, root: str | os.PathLike[str],
                fps: float | None = None) -> tuple[list[FoundClip], list[NotAClip]]:
     """The clips of `kind` under `root`, and the files that are not such clips, both sorted by rel.
 
-    The tree is walked in sorted order, hidden files and folders skipped. video: each
+    The tree is listed once (`walk.list_files`), hidden files and folders skipped; special
+    files and links leading outside `root` are never opened: they come back as refused
+    `NotAClip`s. video: each
     file with a video suffix. dicom: see `dicom.find_dicom` (headers only, never pixels).
     image_sequence: each folder holding png/jpg/jpeg/tif/tiff files, in natural order.
     `fps` goes into every ref. Raises NotADirectoryError when `root` is not a folder.
@@ -123,6 +128,8 @@ def find_clips(kind: str, root: str | os.PathLike[str],
         raise ValueError(f"unknown input kind {kind!r}; expected one of {INPUT_KINDS}")
     root = Path(root).absolute()
     finder = {"video": _find_videos, "dicom": find_dicom, "image_sequence": find_sequences}[kind]
-    clips, others = finder(root)
+    listing = list_files(root)
+    clips, others = finder(root, listing.files)
     found = [FoundClip(rel, files, ClipRef(kind, files, fps)) for rel, files in clips]
-    return found, [NotAClip(rel, reason) for rel, reason in others]
+    refused = [NotAClip(rel_posix(path, root), reason, refused=True) for path, reason in listing.refused]
+    return found, sorted([NotAClip(rel, reason) for rel, reason in others] + refused, key=lambda o: o.rel)

@@ -862,7 +862,8 @@ def _palette(image: _Image) -> tuple[np.ndarray, np.ndarray]:
 
 # --- finding clips in a folder ------------------------------------------------
 
-def find_dicom(root: str | os.PathLike[str]) -> tuple[list[tuple[str, tuple[str, ...]]], list[tuple[str, str]]]:
+def find_dicom(root: str | os.PathLike[str],
+               files: list[Path] | None = None) -> tuple[list[tuple[str, tuple[str, ...]]], list[tuple[str, str]]]:
     """The DICOM clips under `root`, from headers alone (pixels are never read).
 
     Returns (clips, others), both sorted by `rel`: clips as (rel, files in frame order),
@@ -872,13 +873,13 @@ def find_dicom(root: str | os.PathLike[str]) -> tuple[list[tuple[str, tuple[str,
     natural order of file name. A single-frame file alone in its series (or without a
     Series Instance UID) is a clip by itself. A series' rel is its folder ("." for
     `root`), or its first file's rel when the folder holds several series. `rel` and
-    reasons never carry header values.
+    reasons never carry header values. `files`: the listing of `root`, where the caller has it.
     """
     root = Path(root)
     clips: list[tuple[str, tuple[str, ...]]] = []
     others: list[tuple[str, str]] = []
     series: dict[tuple[Path, str], list[tuple[int | None, Path]]] = {}
-    for path in walk_files(root):
+    for path in walk_files(root) if files is None else files:
         rel = rel_posix(path, root)
         try:
             header = _read_header(path)

@@ -196,16 +196,18 @@ def _frame(img: Image.Image, path: Path, index: int, pts: float) -> DecodedFrame
     return DecodedFrame(index=index, pts=pts, grey=to_grey(rgb), rgb=rgb)
 
 
-def find_sequences(root: str | os.PathLike[str]) -> tuple[list[tuple[str, tuple[str, ...]]], list[tuple[str, str]]]:
+def find_sequences(root: str | os.PathLike[str],
+                   files: list[Path] | None = None) -> tuple[list[tuple[str, tuple[str, ...]]], list[tuple[str, str]]]:
     """The image sequences under `root`: (clips, others), both sorted by rel.
 
     Each folder holding image files is one clip (rel: the folder, "." for `root`), its
-    files in natural order; every other file is (rel, reason).
+    files in natural order; every other file is (rel, reason). `files`: the listing of
+    `root`, where the caller has it.
     """
     root = Path(root)
     folders: dict[Path, list[Path]] = {}
     others = []
-    for path in walk_files(root):
+    for path in walk_files(root) if files is None else files:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             folders.setdefault(path.parent, []).append(path)
         else:
