@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
+from ..recipe import parse_recipe
 from .diff import ReleaseDiff, diff_locks
 from .read import LOCAL_STATE, Release
 from .rows import check_rows
@@ -207,8 +208,9 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
     lock's pixel hashes as given (`reproduce` gives it the hashes of decoded pixels)."""
     out = Reproduction(diff_locks(manifest, lock), manifest_clips=len(manifest.clips),
                        manifest_frames=manifest.counts.frames)
-    if lock.recipe_sha256 != manifest.recipe_sha256:
-        keys = sorted(k for k in set(lock.recipe) | set(manifest.recipe) if lock.recipe.get(k) != manifest.recipe.get(k))
+    here, there = _stated(lock.recipe), _stated(manifest.recipe)
+    if here != there:
+        keys = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
         out.recipe = (f"differs in {', '.join(keys)} (sha256 {lock.recipe_sha256[:12]}… here, "
                       f"{manifest.recipe_sha256[:12]}… there)")
     failed = {f.video_id for f in lock.failures}
@@ -227,6 +229,12 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
                        for k in sorted(set(env_a) | set(env_b)) if env_a.get(k) != env_b.get(k)]
     out.verdict = _verdict(out)
     return out
+
+
+def _stated(recipe: dict) -> dict:
+    """A lock's recipe with every default this us4 knows stated: a key added since the manifest
+    was published (its default then implied) is not a difference in what was done."""
+    return parse_recipe(recipe, where="recipe").to_dict()
 
 
 def _verdict(r: Reproduction) -> str:
