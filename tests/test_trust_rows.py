@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -398,54 +397,3 @@ def test_release_versions_order_as_semantic_versions():
     ordered = ["0.9.0", "1.0.0-rc1", "1.0.0", "1.2.0-phantom", "1.2.0", "1.10.0", "2.0.0"]
     assert sorted(reversed(ordered), key=version_key) == ordered
 
-
-def test_hub_publish_puts_evidence_for_an_older_version_beside_main(versions, tmp_path, monkeypatch):
-    """The Hub path, against olah: what main and the tags hold is read from the server; olah takes
-    no uploads, so the writes are recorded. Evidence for 1.0.0 while main serves 1.2.0: a branch
-    made at v1.0.0's commit takes the commit, the tag names it, the branch goes; main is never
-    written. Evidence for 1.2.0: a commit on main."""
-    from huggingface_hub import HfApi
-
-    from us4.hub.publish import publish_hub
-
-    root, repo_id = tmp_path / "mirror", "org/rows"
-    old = publish_git(open_release(versions["1.0.0"]), root, repo_id, quiet=True)
-    publish_git(open_release(versions["1.2.0"]), root, repo_id, quiet=True)
-    elsewhere = root / "datasets" / "org" / "made-elsewhere"
-    elsewhere.mkdir(parents=True)
-    (elsewhere / "README.md").write_text("made elsewhere\n")
-    for args in (["init", "-q", "-b", "main"], ["add", "README.md"], ["commit", "-qm", "readme"]):
-        git(elsewhere, "-c", "user.name=t", "-c", "user.email=t@t", *args)
-    calls: list[tuple[str, dict]] = []
-    commit = "e" * 40
-
-    def record(name: str, result=None):
-        def call(self, *args, **kwargs):
-            calls.append((name, kwargs))
-            return result
-        return call
-
-    for name, result in (("create_repo", None), ("create_branch", None), ("list_repo_files", []),
-                         ("create_commit", SimpleNamespace(oid=commit)), ("create_tag", None), ("delete_branch", None)):
-        monkeypatch.setattr(HfApi, name, record(name, result))
-    with serve_mirror(root) as endpoint:
-        done = publish_hub(open_release(with_evidence(versions["1.0.0"], tmp_path, monkeypatch)), repo_id,
-                           endpoint=endpoint, quiet=True)
-        assert (done.tag, done.commit, done.evidence, done.main) == ("v1.0.0+evidence.1", commit, True, "1.2.0")
-        assert [n for n, _ in calls] == ["create_branch", "create_repo", "list_repo_files", "create_commit",
-                                         "create_tag", "delete_branch"]
-        branch = calls[0][1]["branch"]
-        assert calls[0][1]["revision"] == old.commit and branch != "main"
-        assert calls[2][1]["revision"] == calls[3][1]["revision"] == branch
-        assert (calls[4][1]["tag"], calls[4][1]["revision"]) == ("v1.0.0+evidence.1", commit)
-        assert calls[5][1]["branch"] == branch
-        calls.clear()
-        done = publish_hub(open_release(with_evidence(versions["1.2.0"], tmp_path, monkeypatch)), repo_id,
-                           endpoint=endpoint, quiet=True)
-        assert (done.tag, done.main) == ("v1.2.0+evidence.1", None)
-        assert [n for n, _ in calls] == ["create_repo", "list_repo_files", "create_commit", "create_tag"]
-        assert calls[2][1]["revision"] == "main"
-        # a repository whose main holds no release (made elsewhere): main may move
-        calls.clear()
-        done = publish_hub(open_release(versions["1.0.0"]), "org/made-elsewhere", endpoint=endpoint, quiet=True)
-    assert (done.tag, done.main) == ("v1.0.0", None) and calls[2][1]["revision"] == "main"
