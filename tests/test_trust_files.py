@@ -6,7 +6,6 @@ the rerun ends with the same bytes."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil

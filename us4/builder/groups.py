@@ -68,16 +68,3 @@ def _links_by(jobs: list[ClipJob], key) -> list[tuple[str, str]]:
         if head != job.video_id:
             links.append((head, job.video_id))
     return links
-
-
-def column_links(jobs: list[ClipJob]) -> list[tuple[str, str]]:
-    """Pairs that share a value of the grouping column (chained: each to the first of its value)."""
-    first: dict[str, str] = {}
-    links = []
-    for job in jobs:
-        if job.group_key is None:
-            continue
-        head = first.setdefault(job.group_key, job.video_id)
-        if head != job.video_id:
-            links.append((head, job.video_id))
-    return links
