@@ -4,7 +4,9 @@ each result to `on_result` as it arrives; the first unexpected exception ends th
 
 Ctrl-C stops everything within about a second: local workers ignore SIGINT (so an
 interrupt never kills one halfway through a cache write) and are terminated by this
-process; finished clips are already in the cache, so the next run resumes.
+process; finished clips are already in the cache, so the next run resumes. If this process dies without that (kill -9), its workers die
+with it: each asks the kernel for SIGKILL when its parent dies (the fork server, with the
+forkserver start method, which ends when this process does).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 
 
 from ..errors import BuildError
+from ..system import available_cores, die_with_parent
 
 OnResult = Callable[[Any, Any], None]
 
@@ -50,7 +53,7 @@ class LocalExecutor:
                 on_result(item, fn(item, *args))
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(), initializer=_ignore_sigint)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(), initializer=_worker_start)
         try:
             pending: dict[Future, Any] = {self._pool.submit(fn, item, *args): item for item in items}
             while pending:
@@ -86,14 +89,19 @@ class LocalExecutor:
                 child.kill()
 
 
-def _ignore_sigint() -> None:
-    # A Ctrl-C reaches the whole process group; only the driver acts on it (it terminates us).
+def _worker_start() -> None:
+    """A worker dies with its parent, however that dies. A Ctrl-C reaches the whole process
+    group; only the driver acts on it (it terminates us). SIGTERM ends a worker at once, as
+    by default (a forked worker inherits the driver's handler, which would raise instead)."""
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # What a worker needs, imported once in the fork server and inherited by every worker it
-# forks (pandas: pyarrow imports it on its first array).
-_PRELOAD = ["us4.builder.ingest", "us4.builder.writer", "pandas"]
+# forks (pandas: pyarrow imports it on its first array), after fork_server, which makes the
+# fork server die with this process.
+_PRELOAD = ["us4.builder.fork_server", "us4.builder.ingest", "us4.builder.writer", "pandas"]
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -142,8 +150,6 @@ class DaskExecutor:
         self._count, self._counted = 0, 0.0
         try:
             if address == "local":
-                from ..system import available_cores
-
                 before = set(multiprocessing.active_children())
                 self._cluster = LocalCluster(n_workers=workers or available_cores(), threads_per_worker=1,
                                              processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL)
