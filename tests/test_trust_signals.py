@@ -106,6 +106,27 @@ def test_kill_9_of_the_driver_ends_its_workers_and_the_rerun_takes_over(slow, tm
     assert f"{done} reused" in resumed.stdout
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver", "local-cluster"])
+def test_sigterm_stops_a_build_as_ctrl_c_does(slow, tmp_path, method):
+    if method == "forkserver":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / "rel"
+    extra = ["--scheduler", "local"] if method == "local-cluster" else []
+    proc = start(build_args(slow, out, "-q", *extra), tmp_path / "err.txt",
+                 FORKSERVER if method == "forkserver" else None)
+    wait_for_cached_clips(out, 1)
+    gone = stop(proc, signal.SIGTERM)
+    assert proc.returncode == 143
+    assert gone < GONE_S, f"processes of the stopped build lived {gone:.2f} s after it"
+    err = (tmp_path / "err.txt").read_text()
+    assert err.splitlines()[-1] == (f"us4: interrupted; finished clips are kept in {out / '.us4-work'}: run the same "
+                                    "command again to resume"), err
+    done = wait_for_cached_clips(out, 0)
+    assert 1 <= done < 10 and not list((out / ".us4-work" / "clips").glob(".*.tmp"))
+    resumed = rerun(slow, out)
+    assert f"{done} reused" in resumed.stdout and "note:" not in resumed.stderr  # a clean stop: nothing to take over
+
+
 def test_workers_never_hold_the_build_lock(tmp_path):
     """The lock belongs to the build's own process: a process it forked keeps no part of it, so
     the lock is free once the build's process is killed, whatever it forked."""

@@ -2,7 +2,8 @@
 
 A command's child processes end with it however it ends: on Linux the kernel signals each
 child when the process that forked it dies (kill -9 included), so that no worker lives on
-holding the build's files or the terminal.
+holding the build's files or the terminal; SIGTERM (what `timeout`, SLURM and `docker stop`
+send) stops a command exactly as Ctrl-C does.
 """
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # loaded here, in the parent: a child just forked only calls it
@@ -44,3 +49,34 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if _forked_by is not None and os.getppid() != _forked_by:
         os._exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: every clean-up that Ctrl-C runs
+    runs for it too."""
+
+    exit_status = 143  # 128 + SIGTERM: what a shell reports for a command SIGTERM ended
+
+
+def interrupt_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of a command stopped by `exc`: 130 for Ctrl-C, 143 for SIGTERM."""
+    return exc.exit_status if isinstance(exc, Terminated) else 130
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated in the block (the main thread's; elsewhere nothing changes).
+    A second SIGTERM, while the first one's clean-up runs, ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

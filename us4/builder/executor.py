@@ -2,9 +2,10 @@
 or a Dask cluster (`--scheduler`). Each runs `fn(item, *args)` for every item and hands
 each result to `on_result` as it arrives; the first unexpected exception ends the run.
 
-Ctrl-C stops everything within about a second: local workers ignore SIGINT (so an
-interrupt never kills one halfway through a cache write) and are terminated by this
-process; finished clips are already in the cache, so the next run resumes. If this process dies without that (kill -9), its workers die
+Ctrl-C (and SIGTERM, which the commands turn into the same interrupt) stops everything
+within about a second: local workers ignore SIGINT (so an interrupt never kills one halfway
+through a cache write) and are terminated by this process; finished clips are already in the
+cache, so the next run resumes. If this process dies without that (kill -9), its workers die
 with it: each asks the kernel for SIGKILL when its parent dies (the fork server, with the
 forkserver start method, which ends when this process does).
 """
