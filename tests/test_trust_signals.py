@@ -172,3 +172,18 @@ def test_a_lock_kept_by_leftovers_of_a_dead_build_is_named_so(slow, tmp_path):
     assert refused.stderr.strip() == (f"us4: error: --out {out}: the build of process {dead.pid} into this folder "
                                       f"ended, yet processes it started still hold its lock {out / '.us4-work'}"
                                       "/build.lock: end them, then run again")
+
+
+def test_workers_never_import_a_us4_folder_of_the_working_directory(tmp_path):
+    """A folder named us4 where the user works (not the package). The driver ran the text
+    detector on the only clip itself, so the shards are written by workers of a fork server."""
+    pytest.importorskip("onnxruntime")
+    here = tmp_path / "work"
+    (here / "us4").mkdir(parents=True)
+    (here / "us4" / "__init__.py").write_text('"""not us4"""\n')
+    raw = clips(tmp_path / "raw", ["Regphantom_00.mp4"], n_frames=8)
+    recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 2}, "text": "warn"}})
+    done = subprocess.run([US4, "build", str(recipe), "--raw", f"butterfly={raw}", "--out", str(tmp_path / "rel"),
+                           "--workers", "2", "-q"], capture_output=True, text=True, cwd=here)
+    assert done.returncode == 0, done.stderr
+    assert verify_release(open_release(tmp_path / "rel")).ok

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -118,7 +120,24 @@ def _context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
+    _start_fork_server()
     return ctx
+
+
+def _start_fork_server() -> None:
+    """Start the fork server (once a process) in an empty folder. It runs `python -c`, which
+    puts its working directory first on sys.path: a folder named `us4` where the user works
+    would be imported in place of us4. Its workers then return to this process's folder and
+    sys.path. It dies with this process (see fork_server)."""
+    from multiprocessing import forkserver
+
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="us4-forkserver-") as empty:
+        os.chdir(empty)
+        try:
+            forkserver.ensure_running()
+        finally:
+            os.chdir(here)
 
 
 class DaskExecutor:
