@@ -187,3 +187,24 @@ def test_workers_never_import_a_us4_folder_of_the_working_directory(tmp_path):
                            "--workers", "2", "-q"], capture_output=True, text=True, cwd=here)
     assert done.returncode == 0, done.stderr
     assert verify_release(open_release(tmp_path / "rel")).ok
+
+
+def test_a_slow_local_cluster_shutdown_does_not_fail_a_built_release(tmp_path, monkeypatch):
+    """On a loaded machine a LocalCluster may not stop within its timeout: the release is built
+    all the same, and the cluster's processes are killed."""
+    import multiprocessing
+
+    from distributed import LocalCluster
+
+    real_close = LocalCluster.close
+
+    def slow_close(self, timeout=None):  # what a loaded machine does: the shutdown outlasts its timeout
+        return real_close(self, timeout=0.001)
+
+    raw = clips(tmp_path / "raw", [f"Regphantom_{i:02d}.mp4" for i in range(2)], n_frames=8)
+    recipe = tiny_recipe(tmp_path)
+    monkeypatch.setattr(LocalCluster, "close", slow_close)
+    before = set(multiprocessing.active_children())
+    built = build_release(recipe, {"butterfly": raw}, tmp_path / "rel", scheduler="local", workers=2, progress=False)
+    assert built.videos == 2 and verify_release(open_release(tmp_path / "rel")).ok
+    assert not [p for p in multiprocessing.active_children() if p not in before]

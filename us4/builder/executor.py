@@ -158,6 +158,7 @@ class DaskExecutor:
 
     CONNECT_TIMEOUT_S = 5
     WORKERS_TIMEOUT_S = 60  # for a cluster still starting its workers (dask-jobqueue's jobs queue)
+    CLOSE_TIMEOUT_S = 5
 
     def __init__(self, address: str, workers: int | None = None):
         from distributed import Client, LocalCluster
@@ -236,19 +237,26 @@ class DaskExecutor:
     def close(self) -> None:
         """Stop the client, and a LocalCluster started here. After Ctrl-C, at once: its
         worker processes are killed (what they finished is in the cache), and the connection
-        errors that follows are noise. A remote cluster's workers finish the task they run."""
+        errors that follow are noise. A shutdown slower than CLOSE_TIMEOUT_S (a loaded
+        machine) changes nothing built: the LocalCluster's processes are killed then. A remote
+        cluster's workers finish the task they run."""
         for name in ("distributed", "tornado", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         if self._interrupted:
-            for process in self._ours:
-                process.kill()
+            self._kill_ours()
         try:
-            self.client.close(timeout=2)
+            self.client.close(timeout=self.CLOSE_TIMEOUT_S)
             if self._cluster is not None:
-                self._cluster.close(timeout=2)
+                self._cluster.close(timeout=self.CLOSE_TIMEOUT_S)
         except (TimeoutError, OSError, RuntimeError):
-            if not self._interrupted:
-                raise
+            pass
+        self._kill_ours()
+
+    def _kill_ours(self) -> None:
+        for process in self._ours:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
 
 
 TOKEN_FILE = "shared-storage-token"
