@@ -45,24 +45,27 @@ def session(sid: int) -> list[int]:
     return found
 
 
-def stop(proc: subprocess.Popen, sig: signal.Signals, limit: float = GONE_S) -> float:
-    """Send `sig` to the driver alone; the seconds from its exit until the last process of its
-    session is gone (what outlives `limit` is killed, so that no test leaves one behind)."""
+def stop(proc: subprocess.Popen, sig: signal.Signals, limit: float = GONE_S) -> tuple[float, float]:
+    """Send `sig` to the driver alone: the seconds until it exits, and from then until the last
+    process of its session is gone (what outlives `limit` is killed: no test leaves one behind)."""
+    sent = time.monotonic()
     os.kill(proc.pid, sig)
-    proc.wait(timeout=60)
-    died = time.monotonic()
-    while session(proc.pid) and time.monotonic() - died < limit + 3:
-        time.sleep(0.01)
-    gone = time.monotonic() - died
-    for pid in session(proc.pid):
-        os.kill(pid, signal.SIGKILL)
-    return gone
+    try:
+        proc.wait(timeout=60)
+    finally:
+        died = time.monotonic()
+        while session(proc.pid) and time.monotonic() - died < limit + 3:
+            time.sleep(0.01)
+        gone = time.monotonic() - died
+        for pid in session(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    return died - sent, gone
 
 
-def start(args: list[str], err: Path, head: list[str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def start(args: list[str], err: Path, head: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
     # stderr to a file: a process left behind would hold a pipe open forever
     return subprocess.Popen([*(head or [US4]), *args], stdout=subprocess.DEVNULL, stderr=err.open("w"),
-                            start_new_session=True, preexec_fn=as_in_a_terminal, cwd=cwd)
+                            start_new_session=True, preexec_fn=as_in_a_terminal, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +100,7 @@ def test_kill_9_of_the_driver_ends_its_workers_and_the_rerun_takes_over(slow, tm
     proc = start(build_args(slow, out, "-q"), tmp_path / "err.txt", FORKSERVER if method == "forkserver" else None)
     wait_for_cached_clips(out, 1)
     assert len(session(proc.pid)) >= 3  # the driver and its 2 workers (and a fork server)
-    gone = stop(proc, signal.SIGKILL)
+    _, gone = stop(proc, signal.SIGKILL)
     assert gone < GONE_S, f"processes of the killed build lived {gone:.2f} s after it"
     done = wait_for_cached_clips(out, 0)
     resumed = rerun(slow, out)
@@ -115,7 +118,7 @@ def test_sigterm_stops_a_build_as_ctrl_c_does(slow, tmp_path, method):
     proc = start(build_args(slow, out, "-q", *extra), tmp_path / "err.txt",
                  FORKSERVER if method == "forkserver" else None)
     wait_for_cached_clips(out, 1)
-    gone = stop(proc, signal.SIGTERM)
+    _, gone = stop(proc, signal.SIGTERM)
     assert proc.returncode == 143
     assert gone < GONE_S, f"processes of the stopped build lived {gone:.2f} s after it"
     err = (tmp_path / "err.txt").read_text()
@@ -208,3 +211,89 @@ def test_a_slow_local_cluster_shutdown_does_not_fail_a_built_release(tmp_path, m
     built = build_release(recipe, {"butterfly": raw}, tmp_path / "rel", scheduler="local", workers=2, progress=False)
     assert built.videos == 2 and verify_release(open_release(tmp_path / "rel")).ok
     assert not [p for p in multiprocessing.active_children() if p not in before]
+
+
+# --- download and publish ---------------------------------------------------------------
+
+REPO = "test/slow-phantom"
+
+
+def throttled(upstream: str) -> str:
+    """A proxy in front of `upstream` that sends file bodies at about 300 KB/s, as a slow network
+    does, so that a download can be stopped midway; its endpoint. It serves until the tests end."""
+    import http.client
+    import http.server
+    import threading
+    from urllib.parse import urlsplit
+
+    up = urlsplit(upstream)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.forward(body=False)
+
+        def do_GET(self) -> None:
+            self.forward(body=True)
+
+        def forward(self, body: bool) -> None:
+            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+            conn.request(self.command, self.path, headers={k: v for k, v in self.headers.items()
+                                                           if k.lower() not in ("host", "connection")})
+            resp = conn.getresponse()
+            self.send_response(resp.status)
+            for key, value in resp.getheaders():
+                if key.lower() not in ("connection", "transfer-encoding", "keep-alive"):
+                    self.send_header(key, value.replace(up.netloc, f"127.0.0.1:{self.server.server_port}"))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            while body and (chunk := resp.read(16384)):
+                self.wfile.write(chunk)
+                time.sleep(0.05 if "/resolve/" in self.path else 0)
+            conn.close()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture(scope="module")
+def hub(slow, tmp_path_factory):
+    """The slow release published to a mirror: (its endpoint, a throttled endpoint to it)."""
+    from us4.hub.mirror import serve_mirror
+    from us4.hub.publish import publish_git
+
+    root = tmp_path_factory.mktemp("hub") / "mirror"
+    publish_git(open_release(slow[2]), root, REPO, quiet=True)
+    with serve_mirror(root) as endpoint:
+        yield endpoint, throttled(endpoint)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_download_installs_nothing_leaves_no_process_and_resumes(slow, hub, tmp_path, sig):
+    endpoint, slow_endpoint = hub
+    out = tmp_path / "dl"
+    proc = start(["download", REPO, "--revision", "v0.0.1", "--out", str(out), "--endpoint", slow_endpoint, "-q"],
+                 tmp_path / "err.txt")
+    lock = tmp_path / ".dl.us4-partial" / "release.json"
+    deadline = time.monotonic() + 60
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the shards are on their way
+    assert proc.poll() is None, "the download ended before it could be stopped"
+    exited, gone = stop(proc, sig)
+    assert exited < GONE_S, f"the download took {exited:.2f} s to stop"  # not after the transfers in flight
+    assert gone < GONE_S
+    assert not out.exists()  # nothing unverified where the release goes
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143
+        assert (tmp_path / "err.txt").read_text().splitlines() == [
+            f"us4: interrupted; what was fetched is kept in {tmp_path / '.dl.us4-partial'}: run the same command "
+            "again to resume"]
+    resumed = subprocess.run([US4, "download", REPO, "--revision", "v0.0.1", "--out", str(out), "--endpoint",
+                              endpoint, "-q"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert digest(out) == digest(slow[2])

@@ -218,10 +218,14 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
 
 
 @contextmanager
-def _stops_cleanly(resume: str) -> Iterator[None]:
+def _stops_cleanly(resume: str, transfers: bool = False) -> Iterator[None]:
     """Ctrl-C and SIGTERM (what `timeout`, SLURM and `docker stop` send) stop the block alike:
     its clean-up runs, one line says what is kept and how to resume (`resume`), and the exit
-    status is 130, or 143 for SIGTERM."""
+    status is 130, or 143 for SIGTERM. With `transfers` (a download), the process
+    then ends without waiting for the network transfers still in flight in their threads
+    (system.in_background): the next run resumes from what they wrote."""
+    import os
+
     from .system import interrupt_status, sigterm_as_interrupt
 
     try:
@@ -229,6 +233,10 @@ def _stops_cleanly(resume: str) -> Iterator[None]:
             yield
     except KeyboardInterrupt as exc:
         click.echo(f"us4: interrupted; {resume}", err=True)
+        if transfers:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(interrupt_status(exc))
         sys.exit(interrupt_status(exc))
 
 
@@ -519,7 +527,8 @@ def download(repo_id: str, revision: str, out: Path | None, sources: tuple[str, 
     from .words import plural
 
     out = out or default_out(repo_id, revision)
-    with _stops_cleanly(f"what was fetched is kept in {staging_dir(out)}: run the same command again to resume"):
+    with _stops_cleanly(f"what was fetched is kept in {staging_dir(out)}: run the same command again to resume",
+                        transfers=True):
         done = download_release(repo_id, revision, out, endpoint=endpoint, quiet=quiet, sources=sources or None,
                                 splits=splits or None)
     for name in done.left_out:

@@ -12,9 +12,12 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # loaded here, in the parent: a child just forked only calls it
@@ -80,3 +83,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def in_background(fn: Callable[[], T]) -> T:
+    """fn() in a thread of its own that this thread waits for, so that Ctrl-C or SIGTERM reaches
+    the caller at once. Raised in the thread that runs a thread pool (huggingface_hub's
+    transfers), an interrupt would first wait for every transfer in flight to end. The caller
+    then ends the process without waiting for fn's threads (os._exit): what they had written
+    is where the next run resumes, as after kill -9."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # handed to the caller, raised there
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="us4-transfer", daemon=True)
+    thread.start()
+    thread.join()
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value
