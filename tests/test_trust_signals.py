@@ -297,3 +297,62 @@ def test_a_stopped_download_installs_nothing_leaves_no_process_and_resumes(slow,
                               endpoint, "-q"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert digest(out) == digest(slow[2])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_git_publish_leaves_no_git_behind_and_the_rerun_publishes(slow, tmp_path, sig):
+    """`git add` slowed down (a slow disk): the publish is stopped while git runs."""
+    slow_git = tmp_path / "bin" / "git"
+    slow_git.parent.mkdir()
+    real_git = subprocess.run(["which", "git"], capture_output=True, text=True, check=True).stdout.strip()
+    slow_git.write_text(f"#!{sys.executable}\nimport os, sys, time\nif 'add' in sys.argv:\n"
+                        f"    open({str(tmp_path / 'adding')!r}, 'w').close()\n    time.sleep(60)\n"
+                        f"os.execv({real_git!r}, ['git', *sys.argv[1:]])\n")
+    slow_git.chmod(0o755)
+    root = tmp_path / "mirror"
+    args = ["publish", str(slow[2]), "--repo", REPO, "--git", str(root), "-q"]
+    proc = start(args, tmp_path / "err.txt", env={**os.environ, "PATH": f"{slow_git.parent}:{os.environ['PATH']}"})
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "adding").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    exited, gone = stop(proc, sig)
+    assert exited < GONE_S and gone < GONE_S, f"stopped in {exited:.2f} s, its git gone {gone:.2f} s later"
+    repo = root / "datasets" / REPO
+    assert not subprocess.run(["git", "tag"], cwd=repo, capture_output=True, text=True).stdout  # nothing published
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143
+        assert (tmp_path / "err.txt").read_text().splitlines() == [
+            f"us4: interrupted; publishing {REPO} did not finish: run the same command again to finish it"]
+    again = subprocess.run([US4, *args], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert subprocess.run(["git", "tag"], cwd=repo, capture_output=True, text=True).stdout.split() == ["v0.0.1"]
+    assert not subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert digest(repo) == digest(slow[2])
+
+
+def test_an_interrupted_hub_upload_stops_at_once(slow, monkeypatch):
+    """huggingface_hub uploads in a thread pool: an interrupt raised in the thread running it
+    would wait for every upload in flight. No Hub is reachable here: the upload is a pool of
+    threads that take 5 s."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from huggingface_hub import HfApi
+
+    from us4.hub.publish import _Hub, publish_plan
+    from us4.system import Terminated, sigterm_as_interrupt
+
+    def uploading(*args, **kwargs):
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(time.sleep, [5, 5]))
+
+    api = HfApi(endpoint="http://127.0.0.1:9")
+    monkeypatch.setattr(api, "create_repo", lambda *args, **kwargs: None)
+    monkeypatch.setattr(api, "list_repo_files", lambda *args, **kwargs: [])
+    monkeypatch.setattr(api, "create_commit", uploading)
+    plan = publish_plan(open_release(slow[2]), REPO)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    begun = time.monotonic()
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        _Hub(api, REPO, None).commit(plan)
+    assert time.monotonic() - begun < GONE_S

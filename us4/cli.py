@@ -221,7 +221,7 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
 def _stops_cleanly(resume: str, transfers: bool = False) -> Iterator[None]:
     """Ctrl-C and SIGTERM (what `timeout`, SLURM and `docker stop` send) stop the block alike:
     its clean-up runs, one line says what is kept and how to resume (`resume`), and the exit
-    status is 130, or 143 for SIGTERM. With `transfers` (a download), the process
+    status is 130, or 143 for SIGTERM. With `transfers` (a download, a publish), the process
     then ends without waiting for the network transfers still in flight in their threads
     (system.in_background): the next run resumes from what they wrote."""
     import os
@@ -497,10 +497,12 @@ def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | 
             click.echo(f"{path}\t{local.stat().st_size}")
         click.echo(f"commit: {plan.title}\ntag: {plan.tag}")
         return
-    if git_root is not None:
-        done = publish_git(rel, git_root, repo_id, quiet=quiet, force=force)
-    else:
-        done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force)
+    with _stops_cleanly(f"publishing {repo_id} did not finish: run the same command again to finish it",
+                        transfers=True):
+        if git_root is not None:
+            done = publish_git(rel, git_root, repo_id, quiet=quiet, force=force)
+        else:
+            done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force)
     state = ("published" if done.created else "already published (same content)") + (
         " (evidence: data unchanged)" if done.evidence else "")
     click.echo(f"{state}: {repo_id} {done.tag} = commit {done.commit[:12]} at {done.where}")

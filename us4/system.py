@@ -8,8 +8,10 @@ send) stops a command exactly as Ctrl-C does.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -83,6 +85,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_child(args: list[str], *, capture_output: bool = False, **popen) -> subprocess.CompletedProcess:
+    """subprocess.run for a child that ends with this process: the kernel sends it SIGTERM if
+    this process dies (kill -9 included), and an interrupt here (Ctrl-C, SIGTERM) sends it
+    SIGTERM and waits for it. subprocess.run would SIGKILL it, and a git killed so leaves its
+    index.lock behind; on SIGTERM git removes its lock files first."""
+    if capture_output:
+        popen.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with subprocess.Popen(args, preexec_fn=functools.partial(die_with_parent, signal.SIGTERM), **popen) as proc:
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def in_background(fn: Callable[[], T]) -> T:
