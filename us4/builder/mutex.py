@@ -4,8 +4,8 @@ The kernel drops the lock when its holder dies (even by kill -9), so a crashed b
 never blocks the next one, while two builds started into one `--out` can never
 interleave: the second is refused with one line. Only the build's own process holds the
 lock: a process it forks (a worker) closes its copy at once, so that none can keep the lock
-of a dead build. The file names the holder (`PID HOST`) until its build ends: a build that finds
-a name there takes over from one that was killed, and says so.
+of a dead build. The file names the holder (`PID HOST`) until its build ends: a build that
+finds a name there takes over from one that was killed, and says so.
 """
 from __future__ import annotations
 
