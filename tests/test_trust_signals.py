@@ -92,12 +92,14 @@ def rerun(slow, out: Path) -> subprocess.CompletedProcess:
     return resumed
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
+@pytest.mark.parametrize("method", ["fork", "forkserver", "local-cluster"])
 def test_kill_9_of_the_driver_ends_its_workers_and_the_rerun_takes_over(slow, tmp_path, method):
     if method == "forkserver":
         pytest.importorskip("onnxruntime")
     out = tmp_path / "rel"
-    proc = start(build_args(slow, out, "-q"), tmp_path / "err.txt", FORKSERVER if method == "forkserver" else None)
+    extra = ["--scheduler", "local"] if method == "local-cluster" else []
+    proc = start(build_args(slow, out, "-q", *extra), tmp_path / "err.txt",
+                 FORKSERVER if method == "forkserver" else None)
     wait_for_cached_clips(out, 1)
     assert len(session(proc.pid)) >= 3  # the driver and its 2 workers (and a fork server)
     _, gone = stop(proc, signal.SIGKILL)
