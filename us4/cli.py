@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -165,24 +167,19 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
     RECIPE is a recipe file, or the name of one us4 ships (pocus, us4).
 
     Exit status: 0 built, 3 built but some clips failed (see the failure ledger in
-    release.json), 1 error, 130 interrupted (run the same command again to resume).
+    release.json), 1 error, 130 interrupted (Ctrl-C) or 143 stopped (SIGTERM): run the same
+    command again to resume.
     """
     from .builder import build_release
     from .contract.card import burned_in_text
     from .escape import one_line
-    from .release.read import open_release
+    from .release.read import WORK_DIR, open_release
     from .words import plural
 
-    try:
+    with _stops_cleanly(f"finished clips are kept in {out / WORK_DIR}: run the same command again to resume"):
         summary = build_release(recipe, _parse_raw(raw), out, workers=workers, scheduler=scheduler,
                                 retry_failed=retry_failed, allow_empty=allow_empty, previous=previous,
                                 progress=not quiet)
-    except KeyboardInterrupt:
-        from .release.read import WORK_DIR
-
-        click.echo(f"us4: interrupted; finished clips are kept in {out / WORK_DIR}: run the same command "
-                   "again to resume", err=True)
-        sys.exit(130)
     if not quiet:
         n, unshipped = len(summary.sheet_missing), summary.sheet_missing_unshipped
         if n:
@@ -224,6 +221,29 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
            if summary.local else ""))
     if summary.failures:
         sys.exit(3)
+
+
+@contextmanager
+def _stops_cleanly(resume: str, transfers: bool = False) -> Iterator[None]:
+    """Ctrl-C and SIGTERM (what `timeout`, SLURM and `docker stop` send) stop the block alike:
+    its clean-up runs, one line says what is kept and how to resume (`resume`), and the exit
+    status is 130, or 143 for SIGTERM. With `transfers` (a download, a publish), the process
+    then ends without waiting for the network transfers still in flight in their threads
+    (system.in_background): the next run resumes from what they wrote."""
+    import os
+
+    from .system import interrupt_status, sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
+        click.echo(f"us4: interrupted; {resume}", err=True)
+        if transfers:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(interrupt_status(exc))
+        sys.exit(interrupt_status(exc))
 
 
 def _warnings(warnings: list, each: int = 3) -> None:
@@ -496,10 +516,12 @@ def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | 
             click.echo(f"{path}\t{local.stat().st_size}")
         click.echo(f"commit: {plan.title}\ntag: {plan.tag}")
         return
-    if git_root is not None:
-        done = publish_git(rel, git_root, repo_id, quiet=quiet, force=force)
-    else:
-        done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force)
+    with _stops_cleanly(f"publishing {repo_id} did not finish: run the same command again to finish it",
+                        transfers=True):
+        if git_root is not None:
+            done = publish_git(rel, git_root, repo_id, quiet=quiet, force=force)
+        else:
+            done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force)
     state = ("published" if done.created else "already published (same content)") + (
         " (evidence: data unchanged)" if done.evidence else "")
     click.echo(f"{state}: {repo_id} {done.tag} = commit {done.commit[:12]} at {done.where}"
@@ -528,13 +550,10 @@ def download(repo_id: str, revision: str, out: Path | None, sources: tuple[str, 
     from .words import plural
 
     out = out or default_out(repo_id, revision)
-    try:
+    with _stops_cleanly(f"what was fetched is kept in {staging_dir(out)}: run the same command again to resume",
+                        transfers=True):
         done = download_release(repo_id, revision, out, endpoint=endpoint, quiet=quiet, sources=sources or None,
                                 splits=splits or None)
-    except KeyboardInterrupt:
-        click.echo(f"us4: interrupted; what was fetched is kept in {staging_dir(out)}: run the same "
-                   "command again to resume", err=True)
-        sys.exit(130)
     for name in done.left_out:
         click.echo(f"left out: {name} (in the repository, not named by release.json)", err=True)
     part = f" ({', '.join([*sources, *splits])} only)" if done.partial else ""

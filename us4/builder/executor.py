@@ -2,16 +2,21 @@
 or a Dask cluster (`--scheduler`). Each runs `fn(item, *args)` for every item and hands
 each result to `on_result` as it arrives; the first unexpected exception ends the run.
 
-Ctrl-C stops everything within about a second: local workers ignore SIGINT (so an
-interrupt never kills one halfway through a cache write) and are terminated by this
-process; finished clips are already in the cache, so the next run resumes.
+Ctrl-C (and SIGTERM, which the commands turn into the same interrupt) stops everything
+within about a second: local workers ignore SIGINT (so an interrupt never kills one halfway
+through a cache write) and are terminated by this process; finished clips are already in the
+cache, so the next run resumes. If this process dies without that (kill -9), its workers die
+with it: each asks the kernel for SIGKILL when its parent dies (the fork server, with the
+forkserver start method, which ends when this process does).
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +25,7 @@ from typing import Any, Protocol
 
 
 from ..errors import BuildError
+from ..system import available_cores, die_with_parent
 
 OnResult = Callable[[Any, Any], None]
 
@@ -50,7 +56,7 @@ class LocalExecutor:
                 on_result(item, fn(item, *args))
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(), initializer=_ignore_sigint)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(), initializer=_worker_start)
         try:
             pending: dict[Future, Any] = {self._pool.submit(fn, item, *args): item for item in items}
             while pending:
@@ -86,14 +92,19 @@ class LocalExecutor:
                 child.kill()
 
 
-def _ignore_sigint() -> None:
-    # A Ctrl-C reaches the whole process group; only the driver acts on it (it terminates us).
+def _worker_start() -> None:
+    """A worker dies with its parent, however that dies. A Ctrl-C reaches the whole process
+    group; only the driver acts on it (it terminates us). SIGTERM ends a worker at once, as
+    by default (a forked worker inherits the driver's handler, which would raise instead)."""
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # What a worker needs, imported once in the fork server and inherited by every worker it
-# forks (pandas: pyarrow imports it on its first array).
-_PRELOAD = ["us4.builder.ingest", "us4.builder.writer", "pandas"]
+# forks (pandas: pyarrow imports it on its first array), after fork_server, which makes the
+# fork server die with this process.
+_PRELOAD = ["us4.builder.fork_server", "us4.builder.ingest", "us4.builder.writer", "pandas"]
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -109,7 +120,24 @@ def _context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
+    _start_fork_server()
     return ctx
+
+
+def _start_fork_server() -> None:
+    """Start the fork server (once a process) in an empty folder. It runs `python -c`, which
+    puts its working directory first on sys.path: a folder named `us4` where the user works
+    would be imported in place of us4. Its workers then return to this process's folder and
+    sys.path. It dies with this process (see fork_server)."""
+    from multiprocessing import forkserver
+
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="us4-forkserver-") as empty:
+        os.chdir(empty)
+        try:
+            forkserver.ensure_running()
+        finally:
+            os.chdir(here)
 
 
 class DaskExecutor:
@@ -130,6 +158,7 @@ class DaskExecutor:
 
     CONNECT_TIMEOUT_S = 5
     WORKERS_TIMEOUT_S = 60  # for a cluster still starting its workers (dask-jobqueue's jobs queue)
+    CLOSE_TIMEOUT_S = 5
 
     def __init__(self, address: str, workers: int | None = None):
         from distributed import Client, LocalCluster
@@ -142,8 +171,6 @@ class DaskExecutor:
         self._count, self._counted = 0, 0.0
         try:
             if address == "local":
-                from ..system import available_cores
-
                 before = set(multiprocessing.active_children())
                 self._cluster = LocalCluster(n_workers=workers or available_cores(), threads_per_worker=1,
                                              processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL)
@@ -210,19 +237,26 @@ class DaskExecutor:
     def close(self) -> None:
         """Stop the client, and a LocalCluster started here. After Ctrl-C, at once: its
         worker processes are killed (what they finished is in the cache), and the connection
-        errors that follows are noise. A remote cluster's workers finish the task they run."""
+        errors that follow are noise. A shutdown slower than CLOSE_TIMEOUT_S (a loaded
+        machine) changes nothing built: the LocalCluster's processes are killed then. A remote
+        cluster's workers finish the task they run."""
         for name in ("distributed", "tornado", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         if self._interrupted:
-            for process in self._ours:
-                process.kill()
+            self._kill_ours()
         try:
-            self.client.close(timeout=2)
+            self.client.close(timeout=self.CLOSE_TIMEOUT_S)
             if self._cluster is not None:
-                self._cluster.close(timeout=2)
+                self._cluster.close(timeout=self.CLOSE_TIMEOUT_S)
         except (TimeoutError, OSError, RuntimeError):
-            if not self._interrupted:
-                raise
+            pass
+        self._kill_ours()
+
+    def _kill_ours(self) -> None:
+        for process in self._ours:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
 
 
 TOKEN_FILE = "shared-storage-token"

@@ -100,7 +100,7 @@ def build_release(
     plan = make_plan(recipe, {k: Path(v) for k, v in raw.items()})
     _check_inputs(recipe, plan, raw, allow_empty)
     prev = read_previous(previous or recipe.splits.get("inherit"), recipe_path.parent if recipe_path else None)
-    with BuildMutex(out / WORK_DIR, out):
+    with BuildMutex(out / WORK_DIR, out, notes=progress):
         executor = LocalExecutor(workers or available_cores()) if scheduler is None else DaskExecutor(scheduler, workers)
         try:
             if scheduler is not None:

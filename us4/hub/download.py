@@ -9,7 +9,8 @@ Files land in a staging folder beside the destination (`.NAME.us4-partial`); onl
 every file matches the lock is the folder renamed into place. A failed verification
 deletes the staging copy, so nothing unverified is ever found at the destination; an
 interrupted transfer leaves it, and the next run resumes from it (`huggingface_hub`
-keeps per-file metadata and partial files there).
+keeps per-file metadata and partial files there). An interrupt (Ctrl-C, SIGTERM) reaches
+the caller at once; `us4 download` then ends without waiting for the transfers in flight.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ..errors import HubError, ReleaseError, VerificationError
 from ..paths import UnsafePathError, safe_commit, safe_name
 from ..release.read import DOWNLOAD_STATE, open_release
 from ..release.verify import verify_release
+from ..system import in_background
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
 
 if TYPE_CHECKING:
@@ -92,8 +94,9 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
             shutil.rmtree(staging, ignore_errors=True)  # nothing of a refused download stays behind
             raise
         _drop_unlisted(staging, set(wanted))
-        snapshot_download(repo_id, repo_type=REPO_TYPE, revision=info.sha, local_dir=staging,
-                          allow_patterns=wanted, endpoint=endpoint, token=token)  # exact paths: no other file
+        # in_background: an interrupt stops us at once, not after every transfer in flight
+        in_background(lambda: snapshot_download(repo_id, repo_type=REPO_TYPE, revision=info.sha, local_dir=staging,
+                                                allow_patterns=wanted, endpoint=endpoint, token=token))  # exact paths
     _verify_or_discard(staging, where, out, wanted)
     shutil.rmtree(staging / _HF_LOCAL_META.parts[0], ignore_errors=True)
     if out.exists():

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..errors import HubError
+from ..system import die_with_parent
 from ..words import plural
 
 DEFAULT_HOST = "127.0.0.1"
@@ -213,11 +214,7 @@ def _own_group_dying_with_parent() -> None:
     os.setsid()
     # the server's clean shutdown is its SIGINT handler: never inherit SIGINT ignored
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -21,7 +21,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from ..hashing import sha256_file
 from ..paths import UnsafePathError, safe_commit
 from ..release.read import Release
 from ..release.verify import verify_release
+from ..system import in_background, run_child
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
 from .download import HUB_OWN_FILES
 
@@ -342,9 +342,11 @@ class _Hub:
         self.api.create_repo(self.repo_id, repo_type=REPO_TYPE, private=self.private, exist_ok=True)
         existing = self.api.list_repo_files(self.repo_id, repo_type=REPO_TYPE, revision=revision)
         if plan.bytes > LARGE_BYTES:
-            return self._large(plan, existing, revision)
-        info = self.api.create_commit(self.repo_id, commit_operations(plan, existing), commit_message=plan.title,
-                                      commit_description=plan.description, repo_type=REPO_TYPE, revision=revision)
+            return in_background(lambda: self._large(plan, existing, revision))
+        # in_background: an interrupt stops us at once, not after every upload in flight
+        info = in_background(lambda: self.api.create_commit(
+            self.repo_id, commit_operations(plan, existing), commit_message=plan.title,
+            commit_description=plan.description, repo_type=REPO_TYPE, revision=revision))
         return _commit(info.oid, self.repo_id)
 
     def commit_aside(self, plan: PublishPlan, parent: str, tag: str, message: str) -> str:
@@ -391,15 +393,15 @@ class _Git:
         self._identity: list[str] = []
 
     def __call__(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-        proc = subprocess.run(["git", *self._identity, *args], cwd=self.dir, capture_output=True, text=True,
-                              input=stdin, env=None if env is None else {**os.environ, **env})
+        proc = run_child(["git", *self._identity, *args], cwd=self.dir, capture_output=True, text=True,
+                         input=stdin, env=None if env is None else {**os.environ, **env})
         if proc.returncode != 0:
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
             raise HubError(f"{self.dir}: git {args[0]} failed ({detail[-1] if detail else proc.returncode})")
         return proc.stdout.strip()
 
     def ok(self, *args: str) -> bool:
-        return subprocess.run(["git", *args], cwd=self.dir, capture_output=True).returncode == 0
+        return run_child(["git", *args], cwd=self.dir, capture_output=True).returncode == 0
 
     def init(self) -> None:
         if shutil.which("git") is None:
@@ -430,13 +432,14 @@ class _Git:
         return commit, stored
 
     def read(self, commit: str, path: str) -> bytes:
-        proc = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=self.dir, capture_output=True)
+        proc = run_child(["git", "show", f"{commit}:{path}"], cwd=self.dir, capture_output=True)
         if proc.returncode != 0:
             raise HubError(f"{self.dir}: {path} is not in commit {commit[:12]}")
         return proc.stdout
 
     def commit(self, plan: PublishPlan) -> str:
         self._require_clean_main()
+        self._cut_short.touch()  # until tagged: a publish killed before that is undone by the next
         planned = set(plan.paths)
         for tracked in [p for p in self("ls-files", "-z").split("\0") if p]:
             if tracked not in planned:
@@ -476,8 +479,25 @@ class _Git:
 
     def tag(self, name: str, commit: str, message: str) -> None:
         self("tag", "--annotate", name, "-m", message, commit)
+        self._cut_short.unlink(missing_ok=True)
+
+    @property
+    def _cut_short(self) -> Path:
+        """Present while a publish runs: one killed (Ctrl-C, SIGTERM, kill -9) leaves it."""
+        return self.dir / ".git" / "us4-publish-unfinished"
+
+    def _undo_cut_short(self) -> None:
+        """What a publish killed midway left (copied files, an index, no tag): main's head again."""
+        if self.ok("rev-parse", "--verify", "--quiet", "HEAD"):
+            self("reset", "--hard", "--quiet", "HEAD")
+        else:
+            self("read-tree", "--empty")
+        self("clean", "-d", "--force", "--quiet")
+        self._cut_short.unlink()
 
     def _require_clean_main(self) -> None:
+        if self._cut_short.exists():
+            self._undo_cut_short()
         branch = self("symbolic-ref", "--short", "HEAD")
         if branch != BRANCH:
             raise HubError(f"{self.dir}: on branch {branch!r}; the Hub layout serves {BRANCH!r}: check it out first")
