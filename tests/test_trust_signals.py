@@ -92,15 +92,22 @@ def rerun(slow, out: Path) -> subprocess.CompletedProcess:
     return resumed
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver", "local-cluster"])
-def test_kill_9_of_the_driver_ends_its_workers_and_the_rerun_takes_over(slow, tmp_path, method):
+def start_stoppable(slow, out: Path, tmp_path: Path, method: str) -> subprocess.Popen:
+    """A build of the slow clips whose workers are forked, come from a fork server, or are a
+    LocalCluster's; returned once it has cached a clip."""
     if method == "forkserver":
         pytest.importorskip("onnxruntime")
-    out = tmp_path / "rel"
     extra = ["--scheduler", "local"] if method == "local-cluster" else []
     proc = start(build_args(slow, out, "-q", *extra), tmp_path / "err.txt",
                  FORKSERVER if method == "forkserver" else None)
     wait_for_cached_clips(out, 1)
+    return proc
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "local-cluster"])
+def test_kill_9_of_the_driver_ends_its_workers_and_the_rerun_takes_over(slow, tmp_path, method):
+    out = tmp_path / "rel"
+    proc = start_stoppable(slow, out, tmp_path, method)
     assert len(session(proc.pid)) >= 3  # the driver and its 2 workers (and a fork server)
     _, gone = stop(proc, signal.SIGKILL)
     assert gone < GONE_S, f"processes of the killed build lived {gone:.2f} s after it"
@@ -113,13 +120,8 @@ def test_kill_9_of_the_driver_ends_its_workers_and_the_rerun_takes_over(slow, tm
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "local-cluster"])
 def test_sigterm_stops_a_build_as_ctrl_c_does(slow, tmp_path, method):
-    if method == "forkserver":
-        pytest.importorskip("onnxruntime")
     out = tmp_path / "rel"
-    extra = ["--scheduler", "local"] if method == "local-cluster" else []
-    proc = start(build_args(slow, out, "-q", *extra), tmp_path / "err.txt",
-                 FORKSERVER if method == "forkserver" else None)
-    wait_for_cached_clips(out, 1)
+    proc = start_stoppable(slow, out, tmp_path, method)
     _, gone = stop(proc, signal.SIGTERM)
     assert proc.returncode == 143
     assert gone < GONE_S, f"processes of the stopped build lived {gone:.2f} s after it"
