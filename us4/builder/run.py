@@ -102,18 +102,20 @@ def build_release(
     prev = read_previous(previous or recipe.splits.get("inherit"), recipe_path.parent if recipe_path else None)
     with BuildMutex(out / WORK_DIR, out, notes=progress):
         executor = LocalExecutor(workers or available_cores()) if scheduler is None else DaskExecutor(scheduler, workers)
+        finished = False
         try:
             if scheduler is not None:
                 seen = [str(Path(raw[s]).absolute()) for s in sorted(raw)]
                 if checks_text(recipe):  # workers write the text they read beside the release, not in it
                     seen.append(str(private_dir(local_dir(out))))
                 executor.check_workers(seen, out / WORK_DIR, text=checks_text(recipe))
-            return _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
-        except OSError:  # the workers are stopped: what they were writing is of no use, and holds space
-            remove_partial_writes(out / WORK_DIR)
-            raise
+            summary = _build(recipe, plan, out, executor, retry_failed, allow_empty, prev, progress)
+            finished = True
+            return summary
         finally:
             executor.close()
+            if not finished:  # a full disk, Ctrl-C, SIGTERM: what the stopped workers were writing holds space
+                remove_partial_writes(out / WORK_DIR)
 
 
 def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_failed: bool,
