@@ -45,6 +45,33 @@ def test_lock_round_trips_byte_for_byte(phantom_pocus_release):
                                                     ensure_ascii=False).encode()).hexdigest()
 
 
+def test_the_sheets_a_build_read_are_in_its_lock(pocus_release, pocus_data):
+    """POCUS's metadata sheet, by its place in data/ and its content: what `us4 fetch` checks."""
+    sheet = pocus_data / "dataset_metadata.csv"
+    assert [f.model_dump() for f in open_release(pocus_release).lock.sheets] == [
+        {"source": "pocus", "path": "dataset_metadata.csv", "sha256": hashlib.sha256(sheet.read_bytes()).hexdigest(),
+         "bytes": sheet.stat().st_size}]
+
+
+def test_a_format_2_lock_is_read_and_written_back_as_format_2(tmp_path):
+    """The shipped pocus-1.1.0 lock (us4 0.2.0): read with its sheets empty, written back byte
+    for byte, so evidence attached to a release of 0.2.0 changes none of its data's bytes; a
+    field format 3 added is refused in it."""
+    from us4.contract.lock import FORMAT_V2
+
+    data = (REPO / "manifests" / "pocus-1.1.0.json").read_bytes()
+    lock = read_lock(data)
+    assert (lock.format, lock.source_format, lock.sheets) == (FORMAT, FORMAT_V2, [])
+    assert dump_lock(lock) == data
+    assert lock.sha256 == hashlib.sha256(json.dumps(json.loads(data), sort_keys=True, separators=(",", ":"),
+                                                    ensure_ascii=False).encode()).hexdigest()
+    later = lock.model_copy(update={"attachments": {"benchmark.json": "0" * 64}})
+    assert later.data_sha256() == lock.data_sha256() and json.loads(dump_lock(later))["format"] == FORMAT_V2
+    with_sheets = {**json.loads(data), "sheets": []}
+    with pytest.raises(LockError, match="unknown field sheets"):
+        read_lock(json.dumps(with_sheets))
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(colour="blue"), "unknown field colour"),
     (lambda d: d.pop("clips"), "missing field clips"),
@@ -54,7 +81,9 @@ def test_lock_round_trips_byte_for_byte(phantom_pocus_release):
     (lambda d: d["failures"].append({"source": "pocus", "video_id": "v", "sha256": None, "stage": "ingest",
                                      "reason": "r"}), "failures.0.stage"),
     (lambda d: d["clips"][0].update(shard=999), "names shard 999"),
-    (lambda d: d.update(format="us4-release/3"), "newer us4"),
+    (lambda d: d.update(format="us4-release/4"), "newer us4"),
+    (lambda d: d["sheets"].insert(0, {"source": "pocus", "path": "../x.csv", "sha256": "0" * 64, "bytes": 1}),
+     "sheets.0.path"),
 ])
 def test_a_malformed_lock_is_one_clear_error(phantom_pocus_release, tmp_path, change, message):
     rel = tmp_path / "rel"

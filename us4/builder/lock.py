@@ -58,6 +58,7 @@ def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings:
         excluded=plan.excluded,
         warnings=sorted(warnings, key=lambda w: (w.source, w.video_id or "", w.kind)),
         sheet=Sheet(missing=plan.sheet_missing, label_overrides=plan.label_overrides),
+        sheets=sorted(plan.sheets, key=lambda f: (f.source, f.path)),
         counts=Counts(
             videos=len(clips), frames=frames,
             duplicates_dropped=sum(facts[s.job.key]["n_duplicates_dropped"] for t in tasks if t.config == "frames"

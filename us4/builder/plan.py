@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, Stage, WarningKind
+from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, SheetFile, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
 from ..hashing import sha256_file, sha256_json
 from ..paths import inside
@@ -71,6 +71,7 @@ class Plan:
     # ledger entries whose published reason leaves out a value (a sheet cell, a name): the whole reason, kept here
     withheld: list[dict] = field(default_factory=list)
     sources_found: dict[str, int] = field(default_factory=dict)  # clips listed per source
+    sheets: list[SheetFile] = field(default_factory=list)  # every sheet read, by content (in the lock)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
         plan.phantom |= (folder / PHANTOM_MARKER).is_file()
         clip_root, registry_sheet = _resolve_folder(spec, folder)
         label_sheet = _label_sheet(spec, folder)
+        # by its place in the raw folder (POCUS given as data/pocus_videos: in data/, as the repository has it)
+        plan.sheets += [SheetFile(source=name, path=sheet.relative_to(folder if sheet.is_relative_to(folder)
+                                                                      else clip_root.parent).as_posix(),
+                                  sha256=sha256_file(sheet), bytes=sheet.stat().st_size)
+                        for sheet in sorted({registry_sheet, label_sheet} - {None})]
         found, other = find_clips(spec.input, clip_root, spec.fps)
         _refuse(plan, spec, [o for o in other if o.refused])
         other = [o for o in other if not o.refused]

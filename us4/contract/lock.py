@@ -5,9 +5,11 @@ string keys: a lock is a promise to people we will never meet, so a missing or
 misspelt field, a wrong type, a path that climbs out of the release or a format
 from a newer us4 is one clear error at the door, not a KeyError deep inside.
 
-Format 2 is what this us4 writes. Format 1 (us4 0.1.0) is still read: it is
-validated as written and upgraded in memory (fields it never recorded are None),
-and `Lock.sha256` stays the hash of the file as it was published.
+Format 3 is what this us4 writes. Format 2 (us4 0.2.0) is read as format 3 without
+what it never recorded (the sheets: empty), and written back as format 2 (an attachment
+changes no byte of its data). Format 1 (us4 0.1.0) is still read: it is validated as
+written and upgraded in memory (fields it never recorded are None), and `Lock.sha256`
+stays the hash of the file as it was published.
 """
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ from ..errors import ReleaseError
 from ..hashing import sha256_json
 from ..paths import safe_name, safe_relpath
 
-FORMAT = "us4-release/2"
+FORMAT = "us4-release/3"
+FORMAT_V2 = "us4-release/2"
 FORMAT_V1 = "us4-release/1"
-READABLE = (FORMAT_V1, FORMAT)
+READABLE = (FORMAT_V1, FORMAT_V2, FORMAT)
+#: what format 3 added, by where it lies: absent from a format-2 lock, and left out when one is written back
+_SINCE_V3 = {"lock": ("sheets",), "clip": ()}
 
 LOCK_NAME = "release.json"
 # Bounds checked before a lock is parsed into the model. A lock states every frame's index and
@@ -148,6 +153,16 @@ class Sheet(_Strict):
     label_overrides: list[LabelOverride] = []
 
 
+class SheetFile(_Strict):
+    """A file other than a clip that shaped the release (a label sheet, a metadata sheet): where
+    it lies in its source's raw folder, and its content. `us4 fetch` checks a download by it."""
+
+    source: Name
+    path: RelPath
+    sha256: Sha256
+    bytes: Count
+
+
 class SplitTally(_Strict):
     videos: Count
     frames: Count
@@ -185,7 +200,7 @@ class Previous(_Strict):
 
 
 class Lock(_Strict):
-    format: Literal["us4-release/2"]
+    format: Literal["us4-release/3"]
     name: Name
     version: Name
     description: str
@@ -199,6 +214,7 @@ class Lock(_Strict):
     excluded: list[Excluded]
     warnings: list[BuildWarning]
     sheet: Sheet
+    sheets: list[SheetFile]  # every sheet a source read, by content
     counts: Counts
     shards: list[Shard]
     attachments: dict[RelPath, Sha256]
@@ -219,7 +235,17 @@ class Lock(_Strict):
         return self._source_format
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The lock as JSON in the format it was written in: a format-2 lock (whose format-3
+        fields are empty) as format 2, so that attaching evidence to it changes no data byte."""
+        out = self.model_dump(mode="json")
+        if self._source_format == FORMAT_V2:
+            out["format"] = FORMAT_V2
+            for key in _SINCE_V3["lock"]:
+                del out[key]
+            for clip in out["clips"]:
+                for key in _SINCE_V3["clip"]:
+                    del clip[key]
+        return out
 
     def shards_of(self, config: str) -> list[Shard]:
         return [s for s in self.shards if s.config == config]
@@ -281,6 +307,9 @@ def read_lock(data: bytes | str, where: str = LOCK_NAME) -> Lock:
             lock = _upgrade(LockV1.model_validate_json(text))
             lock._source_format = FORMAT_V1
             lock._source_sha256 = sha256_json(raw)  # its name as published, not the upgraded model's
+        elif fmt == FORMAT_V2:
+            lock = Lock.model_validate_json(json.dumps(_from_v2(raw, where)))
+            lock._source_format = FORMAT_V2
         else:
             lock = Lock.model_validate_json(text)
     except ValidationError as exc:
@@ -289,6 +318,20 @@ def read_lock(data: bytes | str, where: str = LOCK_NAME) -> Lock:
         raise LockError(f"{where}: invalid {fmt} lock: {type(exc).__name__}: {exc}") from None
     _check_consistent(lock, where)
     return lock
+
+
+def _from_v2(raw: dict, where: str) -> dict:
+    """A format-2 lock as format 3: what format 3 added, empty (never given: format 2 has no
+    such field, and one there would be lost when the lock is written back)."""
+    clips = raw.get("clips") if isinstance(raw.get("clips"), list) else []
+    given = [k for k in _SINCE_V3["lock"] if k in raw] + [
+        f"clips.{n}.{k}" for n, c in enumerate(clips) if isinstance(c, dict) for k in _SINCE_V3["clip"] if k in c]
+    if given:
+        raise LockError(f"{where}: invalid {FORMAT_V2} lock: unknown field {given[0]}")
+    out = {**raw, "format": FORMAT, **{k: [] for k in _SINCE_V3["lock"]}}
+    if clips:
+        out["clips"] = [{**c, **{k: {} for k in _SINCE_V3["clip"]}} if isinstance(c, dict) else c for c in clips]
+    return out
 
 
 def _check_depth(raw: Any, where: str) -> None:
@@ -482,6 +525,7 @@ def _upgrade(v1: LockV1) -> Lock:
                   for f in v1.failures],
         excluded=[Excluded(source=e.source, video_id=f"{e.source}/{e.path}", reason=e.reason) for e in v1.excluded],
         warnings=[],
+        sheets=[],
         sheet=Sheet(missing=v1.sheet.missing_files,
                     label_overrides=[LabelOverride(source=o["source"], video_id=f"{o['source']}/{o['path']}",
                                                    file_name=o["file_name"], sheet=o["sheet"])
