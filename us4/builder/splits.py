@@ -1,21 +1,39 @@
 """Whole videos, and whole groups of videos, to splits: never a frame. Deterministic.
 
-Units are groups: clips joined by the split rule (near-duplicate frames, a sheet
-column) or a clip alone. A unit that holds clips of a previous release keeps their
-split. Every other unit is dealt class by class: each class has a quota per split, its
-share of the class's videos plus what earlier classes left over (so small classes still
-fill a 20 % validation split, and folds stay equal in size), and its units, largest
-first, go to the split furthest below its quota, ties broken by the unit's content hash
-and the seed. Assignment covers every planned clip, those that later fail included, so
-one clip failing on one machine moves no other clip. Folds are never left empty: more
-folds than units to deal is an error.
+Units are groups: clips joined by the split rule (near-duplicate frames, a sheet column)
+or a clip alone. A unit may hold clips of several classes (a class is a source's label)
+and is never divided. The rule, balanced by class:
+
+- Each class has a target in each split: the split's share of the class's videos (a fifth
+  in each of 5 folds; the validation fraction of a holdout, so each class keeps that share).
+- Units are dealt largest first, each to the split that leaves the sum over classes and
+  splits of (videos - target)^2 smallest: the split where its classes lie furthest below
+  target. Ties go to the split whose total lies furthest below its share, then to a hash of
+  the unit's content, the split and the seed; units of one size are taken in the order of
+  a hash of their content and the seed. So the input's order never matters, and a class
+  whose units hold no other class ends with a spread (most minus fewest videos per fold,
+  each less its target) no wider than its largest unit (`contract.balance`), and in every
+  fold once it has k units.
+- Inherited splits (`--previous`, `splits.inherit`): a unit holding clips of the earlier
+  release goes to the split most of them had (a group now spanning splits goes whole), and
+  the other units are dealt around the kept ones, but only while no class ends worse than
+  a deal without inheritance and its largest unit allow: with a split lacking the class
+  that such a deal fills, or a spread wider than both. Otherwise kept units holding the
+  class are dealt again, one per such class a round, each from the split holding the most
+  of it (smallest unit first), until none is worse. Every clip that leaves its earlier split gets
+  a SPLIT_MOVED warning saying why.
+
+Assignment covers every planned clip, those that later fail included, so one clip failing
+on one machine moves no other clip. More folds than units to deal is an error.
 """
 from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from fractions import Fraction
 
+from ..contract.balance import ClassBalance, class_balance, split_weights
 from ..contract.lock import BuildWarning, WarningKind
 from ..errors import RecipeError
 from ..recipe import Recipe
@@ -49,13 +67,14 @@ class PreviousSplits:
         return sorted(v for v, h in self.clips if v not in ids and h not in hashes)
 
 
-def split_shares(recipe: Recipe) -> dict[str, float]:
-    """Each split's share of the videos, in the recipe's order."""
-    if recipe.splits["kind"] == "folds":
-        k = recipe.splits["k"]
-        return {f"fold{i}": 1 / k for i in range(k)}
-    v = float(recipe.splits["validation"])
-    return {"train": 1 - v, "validation": v}
+@dataclass(frozen=True)
+class Unit:
+    """Clips that go to one split together."""
+
+    members: list[str]  # video ids, sorted
+    classes: Counter  # videos per class (SOURCE/LABEL)
+    key: str  # a hash of its content and the seed: its order among units of its size, and ties
+    size: int
 
 
 def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, str]] = (),
@@ -65,70 +84,111 @@ def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, st
     one's folds to stay comparable, but its clips then count as removed, which a reader must
     know). RecipeError when the recipe asks for more folds than there are units to deal."""
     by_id = {j.video_id: j for j in jobs}
-    units = _units(jobs, links)
-    if recipe.splits["kind"] == "folds" and recipe.splits["k"] > len(units):
+    members = _units(jobs, links)
+    if recipe.splits["kind"] == "folds" and recipe.splits["k"] > len(members):
         raise RecipeError(f"splits.k is {recipe.splits['k']}, but this build has {plural(len(jobs), 'clip')} "
-                          f"({plural(len(units), 'unit')} once clips of one group are kept together): folds would "
-                          f"stay empty; choose k <= {len(units)} (the clips ingested are kept for the next run)")
-    shares = split_shares(recipe)
-    counts: dict[str, Counter] = {s: Counter() for s in shares}
-    totals: Counter = Counter()
-    chosen: dict[int, str] = {}
+                          f"({plural(len(members), 'unit')} once clips of one group are kept together): folds would "
+                          f"stay empty; choose k <= {len(members)} (the clips ingested are kept for the next run)")
+    units = [Unit(m, Counter(_class(by_id[v]) for v in m), _unit_hash(recipe.seed, m, by_id), len(m)) for m in members]
     warnings: list[BuildWarning] = []
-    if previous is not None and previous.name != recipe.name:
-        gone = len(previous.removed(jobs))
-        warnings.append(BuildWarning(
-            source=", ".join(sorted(recipe.sources)), video_id=None, kind=WarningKind.PREVIOUS_OTHER_RECIPE,
-            message=f"splits inherited from {previous.name} {previous.version}, a release of another recipe (this "
-                    f"is {recipe.name}); {plural(gone, 'clip')} of it that this build lacks, recorded as removed"))
-    for n, members in enumerate(units):
-        if previous is None:
-            break
-        before = {v: previous.of(by_id[v]) for v in members}
-        kept = Counter(s for s in before.values() if s in shares)
-        if not kept:
-            continue
-        split = max(kept, key=lambda s: (kept[s], -list(shares).index(s)))
-        chosen[n] = split
-        for v, s in sorted(before.items()):
-            if s is not None and s != split:
+    wanted: dict[int, str] = {}
+    order = list(split_weights(recipe.splits))
+    if previous is not None:
+        if previous.name != recipe.name:
+            gone = len(previous.removed(jobs))
+            warnings.append(BuildWarning(
+                source=", ".join(sorted(recipe.sources)), video_id=None, kind=WarningKind.PREVIOUS_OTHER_RECIPE,
+                message=f"splits inherited from {previous.name} {previous.version}, a release of another recipe "
+                        f"(this is {recipe.name}); {plural(gone, 'clip')} of it that this build lacks, recorded as "
+                        "removed"))
+        for n, unit in enumerate(units):
+            had = Counter(s for v in unit.members if (s := previous.of(by_id[v])) in order)
+            if had:
+                wanted[n] = max(had, key=lambda s: (had[s], -order.index(s)))
+    chosen, why = settle(units, recipe.splits, wanted)
+    out = {}
+    for n, unit in enumerate(units):
+        split = chosen[n]
+        for v in unit.members:
+            was = previous.of(by_id[v]) if previous is not None else None
+            if was in order and was != split:
                 warnings.append(BuildWarning(
                     source=by_id[v].source, video_id=v, kind=WarningKind.SPLIT_MOVED,
-                    message=f"was in {s}; its group now spans splits and goes to {split} whole"))
-        _tally(counts, totals, split, members, by_id)
-    free = [n for n in range(len(units)) if n not in chosen]
-    keys = {n: _unit_hash(recipe.seed, units[n], by_id) for n in free}
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for n in free:
-        by_class[_class_of(units[n], by_id)].append(n)
-    live = [s for s, share in shares.items() if share > 0]
-    carry = dict.fromkeys(live, 0.0)
-    for cls in sorted(set(by_class) | {c for s in counts.values() for c in s}):
-        quota = _quota(sum(counts[s][cls] for s in shares) + sum(len(units[n]) for n in by_class.get(cls, [])),
-                       {s: shares[s] for s in live}, carry)
-        for n in sorted(by_class.get(cls, []), key=lambda n: (-len(units[n]), keys[n])):
-            split = max(live, key=lambda s: (quota[s] - counts[s][cls], -totals[s] / shares[s],
-                                             hashlib.sha256(f"{keys[n]}:{s}".encode()).hexdigest()))
-            chosen[n] = split
-            _tally(counts, totals, split, units[n], by_id)
-    out = {}
-    for n, members in enumerate(units):
-        split = chosen[n]
+                    message=f"was in {was}; " + why.get(n, "its group now spans splits and goes whole") +
+                            f": now in {split}"))
         fold = int(split[4:]) if recipe.splits["kind"] == "folds" else None
-        group = _group_id(members, by_id) if len(members) > 1 else None
-        out.update({v: Assignment(split, fold, group) for v in members})
+        group = _group_id(unit.members, by_id) if unit.size > 1 else None
+        out.update({v: Assignment(split, fold, group) for v in unit.members})
     return out, warnings
 
 
-def _quota(n: int, shares: dict[str, float], carry: dict[str, float]) -> dict[str, int]:
-    """Whole videos per split for a class of `n`: its shares plus the carried remainders,
-    rounded so they sum to `n` (largest remainders first); `carry` keeps what is left over."""
-    want = {s: n * share + carry[s] for s, share in shares.items()}
-    quota = {s: int(w) for s, w in want.items()}
-    for s in sorted(shares, key=lambda s: -(want[s] - quota[s]))[: n - sum(quota.values())]:
-        quota[s] += 1
-    carry.update({s: want[s] - quota[s] for s in shares})
-    return quota
+def settle(units: list[Unit], splits: dict, wanted: dict[int, str]) -> tuple[dict[int, str], dict[int, str]]:
+    """Each unit's split (by index), keeping the `wanted` splits that balance allows (see the
+    module's rule), and why each unit that was not allowed to stay was dealt again."""
+    fresh = deal(units, splits)
+    if not wanted:
+        return fresh, {}
+    allowed = {c: (max(b.largest, b.spread), len(b.empty)) for c, b in balance(units, fresh, splits).items()}
+    kept, why = dict(wanted), {}
+    while kept:
+        chosen = deal(units, splits, kept)
+        worse = [(b, problem) for c, b in balance(units, chosen, splits).items() if (problem := _worse(b, *allowed[c]))]
+        released = False
+        for b, problem in worse:  # a round releases a unit per class that is worse
+            holders = [n for n in kept if units[n].classes[b.cls]]
+            if holders:
+                n = min(holders, key=lambda n: (b.target(kept[n]) - b.videos[kept[n]], units[n].size, units[n].key))
+                why[n] = f"with its unit kept in {kept.pop(n)}: {problem}; so the unit was dealt again"
+                released = True
+        if not released:
+            return chosen, why
+    return fresh, why
+
+
+def _worse(b: ClassBalance, spread: Fraction, empty: int) -> str | None:
+    """What makes `b` worse than allowed (a split lacking its class, a spread too wide), or None."""
+    if len(b.empty) > empty:
+        return b.empty_text(b.empty[0])
+    return b.spread_text() if b.spread > spread else None
+
+
+def deal(units: list[Unit], splits: dict, placed: dict[int, str] | None = None) -> dict[int, str]:
+    """Each unit's split (by index): the `placed` ones where they are, the others dealt by the rule."""
+    weights = split_weights(splits)
+    whole = sum(weights.values())
+    total: Counter = Counter()
+    for unit in units:
+        total.update(unit.classes)
+    size = sum(unit.size for unit in units)
+    # (whole x videos - class total x weight): a class's distance from its target, in whole numbers
+    off = {s: {c: -n * w for c, n in total.items()} for s, w in weights.items()}
+    off_all = {s: -size * w for s, w in weights.items()}
+    chosen: dict[int, str] = {}
+
+    def put(n: int, split: str) -> None:
+        for c, k in units[n].classes.items():
+            off[split][c] += whole * k
+        off_all[split] += whole * units[n].size
+        chosen[n] = split
+
+    for n, split in sorted((placed or {}).items()):
+        put(n, split)
+    for n in sorted((n for n in range(len(units)) if n not in chosen), key=lambda n: (-units[n].size, units[n].key)):
+        unit = units[n]
+        classes = list(unit.classes.items())
+        # what the sum of squared distances grows by, for the classes, then for the total
+        cost = {s: (sum(k * (2 * off[s][c] + whole * k) for c, k in classes),
+                    unit.size * (2 * off_all[s] + whole * unit.size)) for s in weights}
+        best = min(cost.values())
+        tied = [s for s in weights if cost[s] == best]
+        put(n, min(tied, key=lambda s: hashlib.sha256(f"{unit.key}:{s}".encode()).digest()) if len(tied) > 1
+            else tied[0])
+    return chosen
+
+
+def balance(units: list[Unit], chosen: dict[int, str], splits: dict) -> dict[str, ClassBalance]:
+    """Each class's balance over the splits when unit n goes to chosen[n]."""
+    return class_balance(((chosen[n], unit.classes) for n, unit in enumerate(units)), splits)
 
 
 def _units(jobs: list[ClipJob], links) -> list[list[str]]:
@@ -152,16 +212,8 @@ def _units(jobs: list[ClipJob], links) -> list[list[str]]:
     return sorted(members.values())
 
 
-def _class_of(members: list[str], by_id: dict[str, ClipJob]) -> str:
-    """A unit's class for stratification: its most common (source, label); ties by name."""
-    tally = Counter(f"{by_id[v].source}/{by_id[v].label}" for v in members)
-    return min(tally, key=lambda c: (-tally[c], c))
-
-
-def _tally(counts: dict[str, Counter], totals: Counter, split: str, members: list[str], by_id) -> None:
-    for v in members:
-        counts[split][f"{by_id[v].source}/{by_id[v].label}"] += 1
-        totals[split] += 1
+def _class(job: ClipJob) -> str:
+    return f"{job.source}/{job.label}"
 
 
 def _unit_hash(seed: int, members: list[str], by_id: dict[str, ClipJob]) -> str:

@@ -73,7 +73,7 @@ class WarningKind(StrEnum):
     UNKNOWN_CLIP = "unknown_clip"  # the recipe names a clip (a crop override) that is not there
     EMPTY_SOURCE = "empty_source"  # a source with no usable clip, allowed by --allow-empty
     TEXT_FOUND = "text_found"  # burned-in text found and the recipe says warn
-    SPLIT_MOVED = "split_moved"  # a clip could not keep its previous split (its group spans two)
+    SPLIT_MOVED = "split_moved"  # a clip could not keep its previous split (its group spans two, or balance)
     VIEW_LEFT_OUT = "view_left_out"  # a DICOM file of several views kept its largest (regions: largest)
     REGION_LEFT_OUT = "region_left_out"  # a DICOM ultrasound region inverted or beyond the frame: not used
     PREVIOUS_OTHER_RECIPE = "previous_other_recipe"  # splits inherited from a release of another recipe name
