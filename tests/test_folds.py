@@ -1,17 +1,25 @@
 """Folds balanced by class: the split rule on made-up units (whole groups, largest first, each
-class as even as its groups allow, whatever the input order), and inherited splits that give
-way where they would leave a fold without a class."""
+class as even as its groups allow, whatever the input order), inherited splits that give way
+where they would leave a fold without a class, and the warnings of `us4 audit` and the card."""
 from __future__ import annotations
 
 import hashlib
 import random
 from collections import Counter
 
+from click.testing import CliRunner
+
+from us4.builder import build_release
 from us4.builder.plan import ClipJob
 from us4.builder.splits import PreviousSplits, assign_splits
+from us4.cli import main
 from us4.contract.lock import WarningKind
 from us4.media import ClipRef
 from us4.recipe import Recipe, parse_recipe
+from us4.release.audit import balance_warnings
+from us4.release.read import open_release, read_lock_ref
+
+from .test_build import clips, tiny_recipe
 
 
 def job(name: str, label: str) -> ClipJob:
@@ -159,3 +167,29 @@ def test_inherited_folds_that_balance_allows_are_all_kept():
     assigned, warnings = assign_splits(jobs, recipe(), links, previous_of(before, jobs))
     assert {v: assigned[v].split for v in before} == before and not warnings
     assert max(per_fold(assigned, jobs, "covid")) - min(per_fold(assigned, jobs, "covid")) <= 2
+
+
+def test_audit_warns_of_the_shipped_1_1_0_folds():
+    lines = balance_warnings(read_lock_ref("pocus-1.1.0")[0])
+    assert lines[0] == "fold4 holds no pocus/covid video (4/6/1/3/0 videos in fold0-fold4, 2.8 each is its share)"
+    assert lines[1].startswith("pocus/covid is spread 6 videos apart (4/6/1/3/0 videos in fold0-fold4, 2.8 each is "
+                               "its share), more than its largest group forces (3): a group goes to one split whole")
+    assert len(lines) == 2  # pneumonia 4/3/4/4/3 and regular 6/7/4/7/5 are as even as their groups allow
+
+
+def test_audit_and_card_mark_a_fold_without_a_class(tmp_path):
+    """One covid clip over 2 folds: one fold must lack it, and the audit and the card say so."""
+    raw = clips(tmp_path / "raw", ["Covphantom_0.mp4"] + [f"Regphantom_{i}.mp4" for i in range(4)], n_frames=8)
+    out = tmp_path / "rel"
+    build_release(tiny_recipe(tmp_path, splits={"kind": "folds", "k": 2}), {"butterfly": raw}, out, workers=1,
+                  progress=False)
+    lock = open_release(out).lock
+    (empty,) = {"fold0", "fold1"} - {c.split for c in lock.clips if c.label == "covid"}
+    result = CliRunner().invoke(main, ["audit", str(out)])
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    assert (f"warning: {empty} holds no butterfly/covid video (" in result.output
+            and "it has 1 unit (a group, or a clip alone) for 2 splits, so some split must lack it" in result.output)
+    card = (out / "README.md").read_text()
+    assert f"**A split lacks a class**: {empty} holds no butterfly/covid video" in card
+    row = next(line for line in card.splitlines() if line.startswith("| butterfly | covid |"))
+    assert row.split(" | ")[2 if empty == "fold0" else 3] == "**none**"

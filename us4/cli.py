@@ -157,7 +157,9 @@ def _parse_raw(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--allow-empty", "allow_empty", multiple=True, metavar="SOURCE",
               help="Build even if SOURCE has no usable clip (repeat per source); it is recorded as a warning.")
 @click.option("--previous", type=click.Path(path_type=Path), default=None, metavar="RELEASE_OR_MANIFEST",
-              help="Keep the split of every clip this earlier release (folder or lock file) holds; assign only new clips.")
+              help="Keep the split of every clip this earlier release (folder or lock file) holds, unless that leaves a "
+                   "split without a class or a class spread wider than its largest group forces (those move, each "
+                   "with a warning); deal the new clips.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bars or notes; failures, errors and burned-in text left in the frames only.")
 def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, scheduler: str | None,
@@ -374,12 +376,13 @@ def stats(release: Path) -> None:
               help="With --text: write a thumbnail per flagged clip (boxes drawn) and report.md into this folder.")
 def audit(release: Path, max_distance: int, max_difference: float, limit: int, text: bool,
           report: Path | None) -> None:
-    """Prove that no clip is in two splits; list near-duplicate frames across splits.
+    """Prove that no clip is in two splits; warn where a split lacks a class or a class is spread
+    wider than its largest group forces; list near-duplicate frames across splits.
 
     Exit status 1 when a clip is in two splits, or when near-duplicates cross splits in a
-    release whose recipe groups them (splits.group: near_duplicates).
+    release whose recipe groups them (splits.group: near_duplicates); the class warnings leave it 0.
     """
-    from .release.audit import audit_release, text_findings
+    from .release.audit import audit_release, balance_warnings, text_findings
     from .release.read import open_release
     from .words import plural
 
@@ -390,6 +393,11 @@ def audit(release: Path, max_distance: int, max_difference: float, limit: int, t
     split_state = ("every clip is in exactly one split" if not result.leaks
                    else f"{plural(len(result.leaks), 'clip')} in more than one split")
     click.echo(f"{plural(result.videos, 'video')}, {plural(result.frames, 'frame')}: {split_state}")
+    uneven = balance_warnings(rel.lock)
+    for line in uneven:
+        click.echo(f"warning: {line}")
+    if not uneven:
+        click.echo("every split holds every class, none spread wider than its largest group forces")
     click.echo(f"{plural(len(result.near_duplicates), 'near-duplicate frame pair')} across splits "
                f"(hash distance <= {max_distance} bits, confirmed on pixels: mean difference <= "
                f"{max_difference}; {plural(result.candidates, 'candidate pair')} checked)")

@@ -23,11 +23,12 @@ from ..escape import markdown as md
 from ..registry import CITATIONS, SOURCES
 from ..words import plural
 from .benchmark_card import benchmark_markdown
-from .lock import CROISSANT_NAME, Lock
+from .balance import split_weights
+from .lock import CROISSANT_NAME, Lock, WarningKind
 from .schema import SCHEMAS
 
 #: Bump when the card's text or layout changes; recorded in the lock beside its sha256.
-CARD_FORMAT = 3
+CARD_FORMAT = 4
 CONFIGS = ("frames", "videos")
 CONTACT_SHEET = "assets/contact_sheet.png"
 BENCHMARK = "benchmark.json"
@@ -243,10 +244,12 @@ def _sources_table(lock: Lock, sources: list[str]) -> str:
 
 
 def _counts_table(lock: Lock) -> str:
-    splits = sorted(lock.counts.by_split_label)
+    named = list(split_weights(lock.recipe["splits"]))  # a split whose every clip failed is shown too
+    splits = named + sorted(set(lock.counts.by_split_label) - set(named))
     tally = _per_source_label(lock)
     rows = ["| source | label | " + " | ".join(splits) + " | total |", "|---|---|" + "---:|" * (len(splits) + 1)]
     totals = {sp: [0, 0] for sp in splits}
+    lacking = []
     for source in sorted(tally):
         for label in sorted(tally[source]):
             by_split = tally[source][label]
@@ -255,7 +258,9 @@ def _counts_table(lock: Lock) -> str:
                 v, f = by_split.get(sp, (0, 0))
                 totals[sp][0] += v
                 totals[sp][1] += f
-                cells.append(f"{f} ({v})")
+                cells.append(f"{f} ({v})" if v else "**none**")
+                if not v:
+                    lacking.append(f"{sp} holds no {md(source)}/{md(label)} video")
             v = sum(n[0] for n in by_split.values())
             f = sum(n[1] for n in by_split.values())
             rows.append(f"| {md(source)} | {md(label)} | " + " | ".join(cells) + f" | {f} ({v}) |")
@@ -263,7 +268,10 @@ def _counts_table(lock: Lock) -> str:
     all_f = sum(t[1] for t in totals.values())
     rows.append("| **all** | | " + " | ".join(f"{t[1]} ({t[0]})" for t in totals.values())
                 + f" | {all_f} ({all_v}) |")
-    return "## Counts by split and label\n\nFrames (videos) per split.\n\n" + "\n".join(rows)
+    warning = ([f"**A split lacks a class**: {'; '.join(lacking)} (**none** in the table). A model tested on such a "
+                "split is never tested on that class; `us4 audit` reports it with what the groups force.", ""]
+               if lacking else [])
+    return "\n".join(["## Counts by split and label", "", "Frames (videos) per split.", "", *warning, *rows])
 
 
 def _contact_sheet_section(lock: Lock) -> str:
@@ -301,9 +309,13 @@ def _crop_text(crop: dict[str, Any]) -> str:
 
 def split_rule_text(splits: dict[str, Any]) -> str:
     """The recipe's split rule in words (the card and the benchmark record say the same), as
-    plain text: whoever writes it into Markdown escapes it."""
-    text = (f"{splits['k']} folds, by video, stratified by class" if splits["kind"] == "folds"
+    plain text: whoever writes it into Markdown escapes it. The rule itself: `builder.splits`."""
+    where = "fold" if splits["kind"] == "folds" else "split"
+    text = (f"{splits['k']} folds by video" if splits["kind"] == "folds"
             else f"hold-out by video, {splits['validation']:.0%} of each class's videos for validation")
+    text += (f", balanced by class: clips, and groups of clips, are dealt largest first, each to the {where} "
+             f"that keeps every class closest to its share of each {where} (the least sum of squared differences), "
+             "ties by content hash and seed")
     grouping = [("clips sharing near-duplicate frames" if splits.get("group") == "near_duplicates" else None),
                 (f"clips sharing their value of the sheet's {_columns(splits['group_column'])}"
                  if splits.get("group_column") else None)]
@@ -311,7 +323,8 @@ def split_rule_text(splits: dict[str, Any]) -> str:
     if grouping:
         text += "; whole groups (" + " or ".join(grouping) + ") go to one split"
     if splits.get("inherit"):
-        text += f"; clips of {splits['inherit']} keep their split"
+        text += (f"; clips of {splits['inherit']} keep their split unless that leaves a {where} without a class "
+                 "or spreads a class wider than its largest group forces")
     return text
 
 
@@ -328,8 +341,10 @@ def _recipe_section(lock: Lock, sources: list[str]) -> str:
     threshold = recipe["dedup"]["threshold"]
     dedup = (f"a kept frame whose mean absolute grey-level difference to the previous kept frame is "
              f"below {threshold} is dropped as a near-duplicate" if threshold > 0 else "no near-duplicate dropping")
+    moved = sum(w.kind == WarningKind.SPLIT_MOVED for w in lock.warnings)
     previous = (f" Clips present in {md(lock.previous.name)} {md(lock.previous.version)} (lock sha256 "
-                f"`{lock.previous.lock_sha256[:16]}…`) kept their split; only new clips were assigned; "
+                f"`{lock.previous.lock_sha256[:16]}…`) kept their split, but for {moved} that the groups or the "
+                "balance by class moved (each a `split_moved` warning in `release.json`); new clips were dealt; "
                 f"{plural(len(lock.previous.removed), 'clip')} of it {'is' if len(lock.previous.removed) == 1 else 'are'} "
                 "gone (listed in `release.json`)."
                 if lock.previous else "")

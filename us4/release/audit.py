@@ -1,15 +1,18 @@
-"""Prove that splits hold whole videos, find near-duplicate frames across splits, and list
-the burned-in text the build found."""
+"""Prove that splits hold whole videos, find near-duplicate frames across splits, warn where
+the splits hold a class unevenly, and list the burned-in text the build found."""
 from __future__ import annotations
 
 import io
 import json
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..contract.balance import class_balance
+from ..contract.lock import Lock
 from ..files import atomic_write
 from ..media import thumbnail
 from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, thumb_difference
@@ -78,6 +81,27 @@ def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
 def _ref(frames, row: int) -> tuple[str, int, str]:
     r = frames.iloc[row]
     return (r["video_id"], int(r["frame_index"]), r["split"])
+
+
+# --- balance by class --------------------------------------------------------------
+
+
+def balance_warnings(lock: Lock) -> list[str]:
+    """A line per split that holds no video of a class, and per class spread over the splits
+    wider than its largest group forces (`contract.balance` explains the bound). Clips of one
+    group are one unit; a clip without a group is its own. A release that did not record its
+    labels (format 1) has no classes to weigh."""
+    units: dict[tuple[str, str], Counter] = defaultdict(Counter)  # (group or clip, split): videos per class
+    for clip in lock.clips:
+        if clip.label is None:
+            return []
+        units[(clip.group or clip.video_id, clip.split)][f"{clip.source}/{clip.label}"] += 1
+    lines = []
+    for b in class_balance(((split, n) for (_, split), n in units.items()), lock.recipe["splits"]).values():
+        lines += [b.empty_text(s) for s in b.empty]
+        if b.too_wide:
+            lines.append(b.spread_text())
+    return lines
 
 
 # --- burned-in text ----------------------------------------------------------------
