@@ -1,6 +1,7 @@
 """Folds balanced by class: the split rule on made-up units (whole groups, largest first, each
 class as even as its groups allow, whatever the input order), inherited splits that give way
-where they would leave a fold without a class, and the warnings of `us4 audit` and the card."""
+where they would leave a fold without a class, the real POCUS sample's folds, and the
+warnings of `us4 audit` and the card."""
 from __future__ import annotations
 
 import hashlib
@@ -167,6 +168,30 @@ def test_inherited_folds_that_balance_allows_are_all_kept():
     assigned, warnings = assign_splits(jobs, recipe(), links, previous_of(before, jobs))
     assert {v: assigned[v].split for v in before} == before and not warnings
     assert max(per_fold(assigned, jobs, "covid")) - min(per_fold(assigned, jobs, "covid")) <= 2
+
+
+def test_the_pocus_sample_folds_hold_every_class(pocus_release):
+    """The shipped 1.1.0 lock left fold 4 without a covid clip (4/6/1/3/0); this recipe keeps its
+    folds only where balance allows: every fold holds every class, groups stay whole."""
+    old = read_lock_ref("pocus-1.1.0")[0]
+    old_counts = Counter((c.split, c.label) for c in old.clips)
+    assert [old_counts[(f"fold{i}", "covid")] for i in range(5)] == [4, 6, 1, 3, 0]
+    lock = open_release(pocus_release).lock
+    counts = Counter((c.split, c.label) for c in lock.clips)
+    for label in ("covid", "pneumonia", "regular"):
+        assert all(counts[(f"fold{i}", label)] > 0 for i in range(5)), (label, counts)
+    groups: dict[str, set[str]] = {}
+    for c in lock.clips:
+        if c.group:
+            groups.setdefault(c.group, set()).add(c.split)
+    assert groups and all(len(s) == 1 for s in groups.values())
+    # every clip that left its 1.1.0 fold says why, and most kept theirs
+    was = {c.video_id: c.split for c in old.clips}
+    moved = {c.video_id for c in lock.clips if was.get(c.video_id) not in (None, c.split)}
+    warned = {w.video_id for w in lock.warnings if w.kind == WarningKind.SPLIT_MOVED}
+    assert moved == warned and 0 < len(moved) <= 6
+    assert lock.previous.name == "pocus" and lock.previous.version == "1.1.0"
+    assert balance_warnings(lock) == []
 
 
 def test_audit_warns_of_the_shipped_1_1_0_folds():

@@ -76,11 +76,11 @@ def test_groups_keep_one_scan_and_one_patient_in_one_fold(pocus_release):
         by_id["pocus/convex/Pneu_basalpneumonia_liftle_case1.mp4"] is not None
     audit = audit_release(rel)
     assert audit.grouped and audit.ok and audit.near_duplicates == []
-    # the other clips kept the fold they had in 1.0.0
-    old = {c.video_id: c.split for c in read_lock_ref("pocus-1.0.0")[0].clips}
-    moved = [c.video_id for c in rel.lock.clips if old.get(c.video_id) not in (None, c.split)]
-    assert all(by_id[v] is not None for v in moved)
-    assert rel.lock.previous.version == "1.0.0"
+    # the other clips kept the fold they had in 1.1.0, but for those the balance by class moved, each named
+    old = {c.video_id: c.split for c in read_lock_ref("pocus-1.1.0")[0].clips}
+    moved = {c.video_id for c in rel.lock.clips if old.get(c.video_id) not in (None, c.split)}
+    assert moved == {w.video_id for w in rel.lock.warnings if w.kind == "split_moved"}
+    assert rel.lock.previous.version == "1.1.0"
 
 
 def test_rebuild_is_byte_identical_and_reproduces_the_published_manifest(pocus_release, pocus_data, tmp_path):
@@ -95,15 +95,15 @@ def test_rebuild_is_byte_identical_and_reproduces_the_published_manifest(pocus_r
 
 def test_a_superset_is_reported_as_reproduced_plus_additions(pocus_data, tmp_path):
     """The manifest's clips among copies of a few clips under new names and a file that is not
-    a video (what a build from the full repository looks like)."""
+    a video (what a build from the full repository looks like), built with --previous MANIFEST."""
     data = tmp_path / "data"
     shutil.copytree(pocus_data, data, symlinks=True)
     convex = data / "pocus_videos" / "convex"
     for name in ("Cov-Atlas+(44).gif", "Reg-NormalLungs.mp4"):
         shutil.copy(convex / name, convex / f"{name[:3]}_copy_{name}")
     (convex / "Cov_not_a_video.mp4").write_text("this is not a video")
-    out = tmp_path / "rel"
-    build_release("pocus", {"pocus": data}, out, workers=2, progress=False)
+    out = tmp_path / "rel"  # the manifest's folds kept (added clips can change how the recipe's would balance)
+    build_release("pocus", {"pocus": data}, out, workers=2, progress=False, previous=MANIFEST)
     result = CliRunner().invoke(main, ["verify", str(out), "--manifest", str(MANIFEST)])
     assert result.exit_code == 0, result.output
     verdict = next(line for line in result.output.splitlines() if line.startswith("verdict:"))
