@@ -20,6 +20,7 @@ from us4.recipe import Recipe, parse_recipe
 from us4.release.audit import balance_warnings
 from us4.release.read import open_release, read_lock_ref
 
+from .conftest import REPO
 from .test_build import clips, tiny_recipe
 
 
@@ -218,3 +219,11 @@ def test_audit_and_card_mark_a_fold_without_a_class(tmp_path):
     assert f"**A split lacks a class**: {empty} holds no butterfly/covid video" in card
     row = next(line for line in card.splitlines() if line.startswith("| butterfly | covid |"))
     assert row.split(" | ")[2 if empty == "fold0" else 3] == "**none**"
+
+
+def test_audit_of_a_release_without_labels_says_balance_is_unchecked():
+    """A format 1 release (us4 0.1.0) recorded no labels: no claim that every split holds every class."""
+    result = CliRunner().invoke(main, ["audit", str(REPO / "tests" / "fixtures" / "release-0.1.0")])
+    assert result.exit_code == 0, result.output
+    assert "warning: the lock records no labels (a release of us4 0.1.0)" in result.output
+    assert "every split holds every class" not in result.output
