@@ -35,7 +35,7 @@ from us4.recipe import load_recipe, parse_recipe
 from us4.release.read import open_release, read_lock_ref
 from us4.release.verify import REPRODUCED, compare_to_manifest
 
-from .conftest import REPO, as_in_a_terminal, flip_byte
+from .conftest import REPO, as_in_a_terminal, flip_byte, pocus_sample_or_skip
 
 BLUES = REPO.parent / "shared" / "blues"
 SOURCE = "bluesmini"
@@ -263,6 +263,38 @@ def test_files_that_differ_are_named_and_not_kept_and_a_rerun_finishes(blues, hu
     assert result.returncode == 0, result.stderr
     assert_fetched(blues, out)
     assert not (out / "notes.txt").exists()
+
+
+def test_a_pin_that_checks_clips_only_keeps_a_differing_sheet_as_unverified(blues, tmp_path):
+    """As POCUS's pin does: the sheet at the commit is not the manifest's, and says so."""
+    raw = yaml.safe_load(blues.recipe.read_text())
+    raw["sources"][SOURCE]["fetch"]["verify"] = ["clips"]
+    recipe = tmp_path / "clips-only.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    done = fetch_source(SOURCE, tmp_path / "out", recipe=recipe, manifest=blues.manifest, revision=blues.bad, quiet=True)
+    assert [p.split(":")[0] for p in done.problems] == [f"lus_videos/{blues.clips[0].name}"]
+    assert done.unchecked == ["labels.csv (differs from the manifest's; the recipe's pin checks clips only)"]
+    assert (tmp_path / "out" / "labels.csv").read_bytes() == (blues.repo / "labels.csv").read_bytes()
+
+
+def test_the_pocus_pin_checks_the_shipped_manifests_clips(tmp_path):
+    """The shipped POCUS recipe and manifest, against a repository laid out as the public one
+    (data/pocus_videos/..., data/dataset_metadata.csv) holding the project's sample."""
+    sample = pocus_sample_or_skip()
+    repo = tmp_path / "covid19_ultrasound"
+    shutil.copytree(sample, repo / "data")
+    (repo / "README.md").write_text("the repository's other files\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "sample")
+    out = tmp_path / "fetched"
+    result = us4("fetch", "pocus", "--from", f"file://{repo}", "--revision", "main", "--out", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    manifest = read_lock_ref(f"pocus-{load_recipe('pocus').version}")[0]
+    assert f"{len(manifest.clips)} files verified against manifest pocus {manifest.version}" in result.stdout
+    assert "unverified: data/dataset_metadata.csv" in result.stderr and "unverified: README.md" in result.stderr
+    assert f"build it: us4 build pocus --raw pocus={out / 'data'}" in result.stdout
+    assert digest(out / "data") == digest(sample)
 
 
 def test_a_rerun_resumes_without_fetching_again(blues, tmp_path, monkeypatch):
