@@ -569,6 +569,53 @@ def download(repo_id: str, revision: str, out: Path | None, sources: tuple[str, 
                f"{done.bytes / 2**20:.1f} MiB match release.json -> {done.path}")
 
 
+@main.command()
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the files (created; empty, or an unfinished fetch to resume).")
+@click.option("--from", "--endpoint", "remote", default=None, metavar="URL",
+              help="Fetch from here, not from the pinned place: a git URL (https://, git://, file://, ssh://) or a "
+                   "local repository for a git pin; a Hub endpoint (http(s)://HOST:PORT) for a Hub pin "
+                   "[default for a Hub pin: $HF_ENDPOINT].")
+@click.option("--revision", default=None, help="Another commit, tag or branch than the pinned commit.")
+@click.option("--recipe", default=None, help="Recipe (name or file) whose pin to follow [default: the recipe us4 "
+                                             "ships named SOURCE].")
+@click.option("--manifest", default=None,
+              help="Lock whose hashes check the files: a manifest's name, a lock file or a release folder "
+                   "[default: the manifest us4 ships of the recipe's name and version].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress.")
+def fetch(source: str, out: Path, remote: str | None, revision: str | None, recipe: str | None,
+          manifest: str | None, quiet: bool) -> None:
+    """Fetch a public source's raw files exactly as its recipe pins them (a git commit, or a Hub
+    dataset repository's commit), and check every file the manifest names against its sha256.
+
+    A file that differs is named and not kept (exit status 1); files the manifest does not name
+    are kept and reported as unverified. An interrupted fetch resumes when run again.
+    """
+    from .errors import VerificationError
+    from .escape import one_line
+    from .fetch import RECORD, STAGING, fetch_source
+    from .words import plural
+
+    with _stops_cleanly(f"what was fetched is kept in {out / STAGING}: run the same command again to resume",
+                        transfers=True):
+        done = fetch_source(source, out, recipe=recipe, manifest=manifest, remote=remote, revision=revision,
+                            quiet=quiet)
+    for kind, names in (("unverified", done.unverified), ("unverified, a Git LFS pointer", done.lfs_pointers),
+                        ("unverified", done.unchecked), ("left out", done.left_out)):
+        shown = names if len(names) <= 10 else names[:5] + [f"... and {len(names) - 5} more (listed in {out / RECORD})"]
+        for name in shown:
+            click.echo(f"{kind}: {one_line(name)}", err=True)
+    if done.problems:
+        raise VerificationError(f"{source}: commit {done.commit[:12]} of {done.remote} fails manifest {done.manifest} "
+                                f"on {plural(len(done.problems), 'file')}, none kept; first: {done.problems[0]}",
+                                done.problems)
+    others = len(done.unverified) + len(done.lfs_pointers) + len(done.unchecked)
+    click.echo(f"fetched {source}: commit {done.commit[:12]} of {done.remote}: {plural(len(done.verified), 'file')} "
+               f"verified against manifest {done.manifest}, {others} unverified; {done.bytes / 2**20:.1f} MiB -> {out}")
+    click.echo(f"build it: us4 build {recipe or source} --raw {source}={done.folder}")
+
+
 @main.group()
 def mirror() -> None:
     """Serve release repositories over the Hub's HTTP API, offline (olah)."""

@@ -20,12 +20,12 @@ import yaml
 from .errors import RecipeError
 from .hashing import sha256_json
 from .media.sampling import SamplingPolicy
-from .paths import UnsafePathError, safe_name, safe_relpath
+from .paths import UnsafePathError, safe_commit, safe_name, safe_relpath
 from .registry import SOURCES, ClassDef, Source
 
 _TOP_KEYS = {"name", "version", "description", "seed", "sources", "dedup", "splits", "output"}
 _SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions",
-                "max_frame_pixels"}
+                "max_frame_pixels", "fetch"}
 # keys only a source that the registry does not know declares
 _DECLARED_KEYS = {"organ", "probe", "licence", "description"}
 INPUTS = ("video", "dicom", "image_sequence")
@@ -57,6 +57,11 @@ _TEXT_KEYS = ("description", "licence")
 #: to 16384 x 16384.
 DEFAULT_MAX_FRAME_PIXELS = 4096 * 4096
 MAX_FRAME_PIXELS = 16384 * 16384
+#: what of a manifest `us4 fetch` checks a download against: the clips' hashes, the sheets' hashes
+FETCH_CHECKS = ("clips", "sheets")
+_FETCH_KEYS = {"git", "hub", "commit", "folder", "clips", "verify"}
+# git transports a recipe may pin: never ext:: (runs a command) or a bare path of one machine
+_GIT_URL = re.compile(r"^(https?|git|ssh|file)://[^\x00-\x20\x7f]+$")
 #: folds are dealt unit by unit over every fold (units x k work); cross-validation uses 5 or 10
 MAX_FOLDS = 100
 
@@ -117,6 +122,27 @@ class LabelSpec:
 
 
 @dataclass(frozen=True)
+class FetchPin:
+    """Where a public source's raw files are had, exactly (`us4 fetch`): a git repository at a
+    commit, or a Hub dataset repository at a commit (a tag or a branch can move). `folder` is
+    the repository's folder that `--raw SOURCE=` names (its sheets lie there), `clips` the one
+    its clip ids are relative to (default: `folder`); `verify` says which of the manifest's files the fetch checks
+    (a source whose manifest was built from another copy of its sheet checks its clips only)."""
+
+    git: str | None = None
+    hub: str | None = None
+    commit: str = ""
+    folder: str = "."
+    clips: str = "."
+    verify: tuple[str, ...] = FETCH_CHECKS
+
+    def to_dict(self) -> dict:
+        where = {"git": self.git} if self.git is not None else {"hub": self.hub}
+        return {**where, "commit": self.commit, "folder": self.folder, "clips": self.clips,
+                "verify": list(self.verify)}
+
+
+@dataclass(frozen=True)
 class SourceRecipe:
     name: str
     definition: Source  # the registry's entry, or one built from the recipe's declaration
@@ -132,6 +158,7 @@ class SourceRecipe:
     probes: tuple[str, ...] | None = None  # None: every probe
     classes: tuple[str, ...] | None = None  # registry sources: None = every class
     crop: CropSpec = field(default_factory=CropSpec)
+    fetch: FetchPin | None = None  # where its raw files are fetched from (`us4 fetch`); shapes no byte
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"sampling": self.sampling.to_dict(), "crop": self.crop.to_dict(),
@@ -148,6 +175,8 @@ class SourceRecipe:
                         "classes": [c.name for c in d.classes]})
         elif self.classes is not None:
             out["classes"] = list(self.classes)
+        if self.fetch is not None:
+            out["fetch"] = self.fetch.to_dict()
         return out
 
 
@@ -404,7 +433,8 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
         raise RecipeError(f"{where}: source {name!r}: its ids are content hashes, so its crop overrides are keyed by the "
                           "clip's sha256, never by a path (the recipe is published in the release's lock)")
     return SourceRecipe(name, definition, declared, sampling, kind, float(fps) if fps is not None else None, ids,
-                        text, label, regions, max_pixels, probes, classes, crop)
+                        text, label, regions, max_pixels, probes, classes, crop,
+                        fetch=_parse_fetch(name, raw.get("fetch"), where))
 
 
 def _declare(name: str, raw: dict, where: str) -> Source:
@@ -459,6 +489,43 @@ def _parse_label(name: str, raw: Any, declared: bool, classes: set[str], where: 
                          column=str(raw["column"]))
     raise RecipeError(f"{where}: source {name!r}: label must be {{constant: CLASS}}, {{prefix: true}} or "
                       f"{{sheet: FILE, key: path|sha256, column: NAME}}, got {raw!r}")
+
+
+def _parse_fetch(name: str, raw: Any, where: str) -> FetchPin | None:
+    """`fetch: {git: URL, commit: SHA}` or `{hub: ORG/NAME, commit: SHA}`, with `folder`,
+    `clips` (folders of the repository, default its root) and `verify` (clips, sheets)."""
+    if raw is None:
+        return None
+    where = f"{where}: source {name!r}: fetch"
+    shape = "{git: URL, commit: SHA} or {hub: ORG/NAME, commit: SHA}, with folder, clips and verify optional"
+    if not isinstance(raw, dict) or ("git" in raw) == ("hub" in raw) or set(raw) - _FETCH_KEYS:
+        unknown = sorted(set(raw) - _FETCH_KEYS) if isinstance(raw, dict) else []
+        raise RecipeError(f"{where}: must be {shape}" + (f"; unknown keys {unknown}" if unknown else ""))
+    try:
+        commit = safe_commit(raw.get("commit"), "commit")
+        folder = str(raw.get("folder", "."))
+        clips = str(raw.get("clips", folder))
+        for key, value in (("folder", folder), ("clips", clips)):
+            if value != ".":
+                safe_relpath(value, f"a folder of the repository ({key})")
+        if "hub" in raw:
+            repo = raw["hub"]
+            if not isinstance(repo, str) or repo.count("/") != 1:
+                raise RecipeError(f"{where}: hub names a dataset repository as ORG/NAME, got {repo!r:.80}")
+            for part in repo.split("/"):
+                safe_name(part, "hub repository")
+        elif not isinstance(raw["git"], str) or not _GIT_URL.match(raw["git"]):
+            raise RecipeError(f"{where}: git must be an https://, http://, git://, ssh:// or file:// URL, "
+                              f"got {raw['git']!r:.80}")
+    except UnsafePathError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+    checks = raw.get("verify", list(FETCH_CHECKS))
+    if not isinstance(checks, list) or not checks or not set(checks) <= set(FETCH_CHECKS) \
+            or len(set(checks)) != len(checks):
+        raise RecipeError(f"{where}: verify lists what of the manifest the fetch checks: some of "
+                          f"{', '.join(FETCH_CHECKS)}, got {checks!r:.80}")
+    return FetchPin(git=raw.get("git"), hub=raw.get("hub"), commit=commit, folder=folder, clips=clips,
+                    verify=tuple(c for c in FETCH_CHECKS if c in checks))
 
 
 def _parse_crop(name: str, raw: Any, where: str) -> CropSpec:

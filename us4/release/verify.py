@@ -233,8 +233,12 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
 
 def _stated(recipe: dict) -> dict:
     """A lock's recipe with every default this us4 knows stated: a key added since the manifest
-    was published (its default then implied) is not a difference in what was done."""
-    return parse_recipe(recipe, where="recipe").to_dict()
+    was published (its default then implied) is not a difference in what was done. Nor is a
+    source's fetch pin: it says where the raw files can be had, and the clips' hashes decide."""
+    stated = parse_recipe(recipe, where="recipe").to_dict()
+    for source in stated["sources"].values():
+        source.pop("fetch", None)
+    return stated
 
 
 def _verdict(r: Reproduction) -> str:
