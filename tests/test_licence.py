@@ -307,6 +307,20 @@ def test_lock_only_is_served_refused_by_download_diffed_and_rebuilt(raw, nd_rele
     assert git(repo, "rev-parse", "main") == git(repo, "rev-parse", "v1.0.0+data.1^{commit}")
 
 
+def test_rebuild_names_the_shipped_recipe_that_states_the_lock_s_recipe(nd_release):
+    from us4.contract.licences import rebuild_commands
+    from us4.recipe import load_recipe
+
+    lock = open_release(nd_release).lock
+    shipped = load_recipe("pocus").to_dict()
+    assert rebuild_commands(lock.model_copy(update={"recipe": shipped}), "org/p@v1.1.0") == [
+        "us4 fetch pocus --out raw/pocus", "us4 build pocus --raw pocus=raw/pocus --out nd",
+        "us4 verify nd --manifest org/p@v1.1.0"]
+    reseeded = {**shipped, "seed": shipped["seed"] + 1}  # any other recipe: the one written out beside the lock
+    assert rebuild_commands(lock.model_copy(update={"recipe": reseeded}), "org/p@v1.1.0")[1] == \
+        "us4 build recipe.yaml --raw pocus=raw/pocus --out nd"
+
+
 def test_lock_only_keeps_main_moving_forward_and_takes_evidence(raw, nd_release, tmp_path):
     """Placement as for full releases: an older version published late, lock-only or with its data,
     stays beside main, reached by its tag; evidence about a lock-only version is a lock-only commit."""
