@@ -189,7 +189,7 @@ def _intro(lock: Lock, sources: list[str], read: ReadAttachment, alone: str | No
         "Two configs: `frames` (one row per frame: the PNG image, its label, split, source video, "
         "crop box, hashes) and `videos` (one row per clip: input kind, codec, frame rate, size, pixel "
         "spacing, licence, and the ordered `frame_ids` of its frames). Splits are by video, never by frame. "
-        f"Shards lie under `data/CONFIG/SOURCE/SPLIT-*.parquet`, so one source or one split can be "
+        "Shards lie under `data/CONFIG/SOURCE/SPLIT-*.parquet`, so one source or one split can be "
         "fetched alone." + ("" if alone else f" `{CROISSANT_NAME}` describes the release in Croissant (MLCommons)."),
         *([] if alone else [  # a repository of the lock alone has nothing to load
             "",

@@ -42,7 +42,7 @@ class Licensed:
 
 def release_licences(lock: Lock, read: ReadFile) -> list[Licensed]:
     """Every (source, licence) of the release with its terms and clip count, by source then licence."""
-    from .card import source_definition
+    from .card import source_definition  # the card imports this module
 
     clips = Counter(c.source for c in lock.clips)
     out: list[Licensed] = []

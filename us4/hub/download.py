@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,7 +113,7 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
                       partial=bool(sources or splits), left_out=sorted(listed - set(lock.files()) - HUB_OWN_FILES))
 
 
-def lock_alone(lock: Lock, paths: set[str] | dict[str, object]) -> bool:
+def lock_alone(lock: Lock, paths: Collection[str]) -> bool:
     """Whether a commit holding `paths` holds a release's lock without its data files (`us4 publish
     --lock-only`): none of the shards the lock names is there."""
     return bool(lock.shards) and not any(s.path in paths for s in lock.shards)
