@@ -500,38 +500,53 @@ _ENDPOINT_HELP = "Hub or mirror URL [default: $HF_ENDPOINT, else https://hugging
                    "(what `us4 mirror serve --root DIR` serves).")
 @click.option("--endpoint", default=None, help=_ENDPOINT_HELP)
 @click.option("--private", is_flag=True, help="Create the Hub repository private (if it does not exist yet).")
-@click.option("--force", is_flag=True, help="Publish a phantom release under a name that does not say phantom.")
+@click.option("--force", is_flag=True,
+              help="Publish a phantom release under a name that does not say phantom, or the frames of a source "
+                   "whose licence forbids derivatives (ND) when you hold the licensor's permission.")
+@click.option("--lock-only", is_flag=True,
+              help="Publish the lock, its recipe (recipe.yaml) and a card saying how to rebuild, and no data file: "
+                   "others fetch the raw files and rebuild (for sources whose licence forbids derivatives).")
 @click.option("--dry-run", is_flag=True, help="List the files, paths and tag a publish would send; send nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def publish(release: Path, repo_id: str, git_root: Path | None, endpoint: str | None, private: bool,
-            force: bool, dry_run: bool, quiet: bool) -> None:
+            force: bool, lock_only: bool, dry_run: bool, quiet: bool) -> None:
     """Publish RELEASE in one commit tagged v{version}; never moves an existing version tag.
 
     Evidence attached after publishing (`us4 card --benchmark`) goes out as a new commit whose
     data files are unchanged, tagged v{version}+evidence.N; v{version} keeps naming the data.
     Main never moves backwards: while it serves a newer version, the commit is reached by its tag alone.
+    Frames derived from a source whose licence forbids derivatives (ND) are refused unless --force;
+    --lock-only publishes the lock alone, tagged v{version}; a later publish of that version with its
+    data files is tagged v{version}+data.N.
     The token comes from $HF_TOKEN or `hf auth login`, never from the command line.
     """
-    from .hub.publish import publish_git, publish_hub, publish_plan
+    from .hub.publish import check_licences, planned, publish_git, publish_hub
     from .release.read import open_release
 
     if git_root is not None and (endpoint or private):
         raise click.UsageError("--endpoint and --private apply to a Hub, not to a local --git repository")
     rel = open_release(release)
-    if dry_run:
-        plan = publish_plan(rel, repo_id)
-        for path, local in plan.files:
-            click.echo(f"{path}\t{local.stat().st_size}")
-        click.echo(f"commit: {plan.title}\ntag: {plan.tag}")
+    if dry_run:  # refused, and noted, as the publish would be
+        for note in check_licences(rel, force, lock_only):
+            click.echo(f"note: {note}", err=True)
+        with planned(rel, repo_id, lock_only) as plan:
+            for path, local in plan.files:
+                click.echo(f"{path}\t{local.stat().st_size}")
+            click.echo(f"commit: {plan.title}\ntag: {plan.tag}")
         return
     with _stops_cleanly(f"publishing {repo_id} did not finish: run the same command again to finish it",
                         transfers=True):
         if git_root is not None:
-            done = publish_git(rel, git_root, repo_id, quiet=quiet, force=force)
+            done = publish_git(rel, git_root, repo_id, quiet=quiet, force=force, lock_only=lock_only)
         else:
-            done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force)
+            done = publish_hub(rel, repo_id, endpoint=endpoint, private=private or None, quiet=quiet, force=force,
+                               lock_only=lock_only)
+    for note in done.notes:
+        click.echo(f"note: {note}")
     state = ("published" if done.created else "already published (same content)") + (
-        " (evidence: data unchanged)" if done.evidence else "")
+        " (evidence: data unchanged)" if done.evidence else "") + (
+        " (the lock, recipe and card alone: no data file)" if done.alone else "") + (
+        f" (the data files of v{rel.version}, whose tag holds its lock alone)" if done.data else "")
     click.echo(f"{state}: {repo_id} {done.tag} = commit {done.commit[:12]} at {done.where}"
                + (f"; main still serves {done.main}, the newer version (this commit is on its tag alone)"
                   if done.main else ""))

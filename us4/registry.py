@@ -6,6 +6,7 @@ nothing else in the project spells a class prefix or a licence. It imports only
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import Us4Error
@@ -228,6 +229,43 @@ SOURCES: dict[str, Source] = {
 }
 
 US4_SOURCES: tuple[str, ...] = tuple(n for n, s in SOURCES.items() if s.corpus == "US-4")
+
+
+# --- licence terms -----------------------------------------------------------------
+
+#: The terms of a Creative Commons licence beyond attribution: no commercial use, no
+#: derivatives (frames cut from a clip are one), share alike.
+NC, ND, SA = "NC", "ND", "SA"
+_TERM_WORDS = {"nc": NC, "noncommercial": NC, "nd": ND, "noderivatives": ND, "noderivs": ND,
+               "sa": SA, "sharealike": SA}
+_BY_WORDS = {"by", "attribution"}
+_FILLER = {"cc", "creative", "commons", "license", "licence", "international", "unported", "generic"}
+_CC0_WORDS = {"universal", "public", "domain", "dedication", "license", "licence"}
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_LONGEST_LICENCE = 200  # characters: the longest spelling of a licence's name is under 80
+
+
+def licence_terms(text: str) -> frozenset[str] | None:
+    """The terms (NC, ND, SA) of a Creative Commons licence, however its name is spelled:
+    "CC BY-NC-ND 4.0", "CC-BY-NC-ND", "by-nc-nd", "CC BY-NC -SA 4.0" (as POCUS's sheet has it),
+    "Attribution-NonCommercial 4.0 International"; CC0 and CC BY have none (an empty set).
+
+    None: the terms are unknown, because the text is no such name (free text, a licence of its
+    own, "None", nothing): whoever shares data under it must read it. Every word must belong to
+    a licence's name, so a sentence that merely mentions one ("not CC BY") stays unknown.
+    """
+    if not isinstance(text, str) or len(text) > _LONGEST_LICENCE:
+        return None
+    words = re.findall(r"[a-z]+|[0-9]+(?:\.[0-9]+)*", text.lower())
+    if words[:2] in (["cc", "0"], ["cc", "zero"]):
+        rest = words[2:]
+        return frozenset() if all(w in _CC0_WORDS or _VERSION.match(w) for w in rest) else None
+    # "BY" is a licence only beside "CC" or a term: "by" alone is an English word
+    if not _BY_WORDS & set(words) or not {"cc", "creative", "attribution", *_TERM_WORDS} & set(words):
+        return None
+    if not all(w in _TERM_WORDS or w in _BY_WORDS or w in _FILLER or _VERSION.match(w) for w in words):
+        return None
+    return frozenset(_TERM_WORDS[w] for w in words if w in _TERM_WORDS)
 
 
 class UnknownSourceError(Us4Error, KeyError):

@@ -1,8 +1,9 @@
 """The release's card (README.md): a pure function of the lock, never hand-edited.
 
-`render_card` reads the lock, the source definitions (registry or recipe) and the
-attachments the lock names, and nothing that varies between machines or runs (no
-clock, no absolute path). The build records the card's sha256 and `CARD_FORMAT` in
+`render_card` reads the lock, the source definitions (registry or recipe) and files
+the lock names and so pins by sha256 (its attachments; for a source licensed per clip,
+the `licence` column of its `videos` table), and nothing that varies between machines or
+runs (no clock, no absolute path). The build records the card's sha256 and `CARD_FORMAT` in
 the lock; `us4 verify` checks that hash and never renders a card again, so a release
 stays verifiable whatever later us4 renders. The card never shows the lock's own
 hash (the lock holds the card's: no cycle).
@@ -24,6 +25,7 @@ from ..registry import CITATIONS, SOURCES
 from ..words import plural
 from .benchmark_card import benchmark_markdown
 from .balance import split_weights
+from .licences import licence_notes, lock_only_notice
 from .lock import CROISSANT_NAME, Lock, WarningKind
 from .schema import SCHEMAS
 
@@ -32,7 +34,7 @@ CARD_FORMAT = 4
 CONFIGS = ("frames", "videos")
 CONTACT_SHEET = "assets/contact_sheet.png"
 BENCHMARK = "benchmark.json"
-#: reads an attachment's bytes by its name in the lock
+#: reads a file's bytes by its path in the lock (an attachment, a shard)
 ReadAttachment = Callable[[str], bytes]
 
 
@@ -109,8 +111,12 @@ def title(lock: Lock) -> str:
     return f"{lock.name} {lock.version}" + (" (PHANTOM: synthetic clips, not real data)" if lock.phantom else "")
 
 
-def render_card(lock: Lock, read_attachment: ReadAttachment) -> str:
-    """The card of a release with this lock; `read_attachment` reads files the lock names."""
+def render_card(lock: Lock, read_attachment: ReadAttachment, *, alone: str | None = None) -> str:
+    """The card of a release with this lock; `read_attachment` reads files the lock names.
+
+    `alone`: the card of a repository that holds the lock, recipe and card alone (`us4 publish
+    --lock-only`), naming the lock a rebuild is verified against (ORG/NAME@vVERSION): it says how
+    to rebuild, and offers the Hub no data files to read."""
     sources = sorted(lock.recipe["sources"])
     header = {
         "pretty_name": title(lock),
@@ -119,15 +125,14 @@ def render_card(lock: Lock, read_attachment: ReadAttachment) -> str:
         "tags": ["ultrasound", "medical-imaging", "video-frames", "us4"] + (["synthetic"] if lock.phantom else []),
         "task_categories": ["image-classification"],
         "size_categories": [_size_category(lock.counts.frames)],
-        "configs": hub_configs(lock),
-        "dataset_info": hub_dataset_info(lock),
+        **({} if alone else {"configs": hub_configs(lock), "dataset_info": hub_dataset_info(lock)}),
     }
     parts = [
         "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---",
-        _intro(lock, sources),
+        _intro(lock, sources, read_attachment, alone),
         _sources_table(lock, sources),
         _counts_table(lock),
-        _contact_sheet_section(lock),
+        "" if alone else _contact_sheet_section(lock),
         _recipe_section(lock, sources),
         _groups_section(lock),
         _identity_section(lock, sources),
@@ -158,17 +163,20 @@ def _recipe(text: str):
     return parse_recipe(json.loads(text), where="the release's recipe")
 
 
-def _intro(lock: Lock, sources: list[str]) -> str:
+def _intro(lock: Lock, sources: list[str], read: ReadAttachment, alone: str | None) -> str:
     counts = lock.counts
     corpora = sorted({source_definition(lock, s).corpus for s in sources})
     phantom = ([f"**This release is a phantom.** Its {counts.videos} videos are synthetic clips that us4 "
                 "generates for its demo and tests; no patient and no scanner is behind them. Use it to try "
                 "the tools, never as data.", ""] if lock.phantom else [])
     burned_in = [line for note in burned_in_text(lock) for line in (f"**Burned-in text.** {note}", "")]
+    licences = [line for note in licence_notes(lock, read) for line in (note, "")]
     return "\n".join([
         f"# {md(title(lock))}",
         "",
+        *([lock_only_notice(lock, alone), ""] if alone else []),
         *phantom,
+        *licences,
         *burned_in,
         *(line for paragraph in re.split(r"\n\s*\n", lock.description.strip()) if paragraph
           for line in (md(" ".join(paragraph.split("\n"))), "")),  # the recipe's paragraphs, each text only
@@ -182,18 +190,20 @@ def _intro(lock: Lock, sources: list[str]) -> str:
         "Two configs: `frames` (one row per frame: the PNG image, its label, split, source video, "
         "crop box, hashes) and `videos` (one row per clip: input kind, codec, frame rate, size, pixel "
         "spacing, licence, and the ordered `frame_ids` of its frames). Splits are by video, never by frame. "
-        f"Shards lie under `data/CONFIG/SOURCE/SPLIT-*.parquet`, so one source or one split can be "
-        f"fetched alone. `{CROISSANT_NAME}` describes the release in Croissant (MLCommons).",
-        "",
-        "```python",
-        "import us4  # verifies every file against release.json before use",
-        f'ds = us4.load("ORG/NAME", revision="v{lock.version}", config="frames")',
-        "",
-        "from datasets import load_dataset  # the same files, without verification",
-        f'ds = load_dataset("ORG/NAME", "frames", revision="v{lock.version}")',
-        "```",
-        "",
-        "`ORG/NAME` is the repository holding this card.",
+        "Shards lie under `data/CONFIG/SOURCE/SPLIT-*.parquet`, so one source or one split can be "
+        "fetched alone." + ("" if alone else f" `{CROISSANT_NAME}` describes the release in Croissant (MLCommons)."),
+        *([] if alone else [  # a repository of the lock alone has nothing to load
+            "",
+            "```python",
+            "import us4  # verifies every file against release.json before use",
+            f'ds = us4.load("ORG/NAME", revision="v{lock.version}", config="frames")',
+            "",
+            "from datasets import load_dataset  # the same files, without verification",
+            f'ds = load_dataset("ORG/NAME", "frames", revision="v{lock.version}")',
+            "```",
+            "",
+            "`ORG/NAME` is the repository holding this card.",
+        ]),
     ])
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..contract.licences import RECIPE_FILE, rebuild_commands, shipped_recipe
 from ..contract.lock import LOCK_NAME, Lock, read_lock
-from ..errors import HubError, ReleaseError, VerificationError
+from ..errors import HubError, ReleaseError, Us4Error, VerificationError
 from ..paths import UnsafePathError, safe_commit, safe_name
 from ..release.read import DOWNLOAD_STATE, open_release
 from ..release.verify import verify_release
@@ -37,6 +38,8 @@ _HF_LOCAL_META = Path(DOWNLOAD_STATE) / "huggingface"
 _STAGING_SUFFIX = ".us4-partial"
 #: files a Hub puts in every repository, which belong to the repository, not to the release
 HUB_OWN_FILES = frozenset({".gitattributes"})
+#: the tags of commits holding the data files of a version whose vVERSION holds its lock alone: vVERSION+data.N
+DATA = "data"
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,13 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
         try:
             lock = read_lock(Path(lock_path).read_bytes(), f"{where}: {LOCK_NAME}")
             wanted = lock.files(sources, splits)  # paths checked: no glob character reaches a pattern
+            if lock_alone(lock, listed):
+                raise HubError(_alone_message(api, lock, repo_id, revision, where))
             missing = sorted(set(wanted) - listed)
             if missing:
                 raise VerificationError(f"{where}: {len(missing)} file(s) the lock names are not in the commit; "
                                         f"first: {missing[0]}", [f"{m}: missing" for m in missing])
-        except (ReleaseError, VerificationError):
+        except Us4Error:
             shutil.rmtree(staging, ignore_errors=True)  # nothing of a refused download stays behind
             raise
         _drop_unlisted(staging, set(wanted))
@@ -106,6 +111,24 @@ def download_release(repo_id: str, revision: str, out: str | Path | None = None,
     files = [p for p in out.rglob("*") if p.is_file()]
     return Downloaded(repo_id, revision, info.sha, out, len(files), sum(p.stat().st_size for p in files),
                       partial=bool(sources or splits), left_out=sorted(listed - set(lock.files()) - HUB_OWN_FILES))
+
+
+def lock_alone(lock: Lock, paths: Collection[str]) -> bool:
+    """Whether a commit holding `paths` holds a release's lock without its data files (`us4 publish
+    --lock-only`): none of the shards the lock names is there."""
+    return bool(lock.shards) and not any(s.path in paths for s in lock.shards)
+
+
+def _alone_message(api: HfApi, lock: Lock, repo_id: str, revision: str, where: str) -> str:
+    """One line: the revision holds the lock alone, where the data files are if a later commit
+    published them, and how to rebuild the release."""
+    data_tags = [t.name for t in api.list_repo_refs(repo_id, repo_type=REPO_TYPE).tags
+                 if t.name.startswith(f"v{lock.version}+{DATA}.")]
+    elsewhere = (f"; tag {', '.join(sorted(data_tags))} of the repository holds them" if data_tags else "")
+    recipe = "" if shipped_recipe(lock) else f" ({RECIPE_FILE} is in the repository beside the lock)"
+    return (f"{where}: holds the lock, recipe and card of {lock.name} {lock.version} alone, not its data files "
+            f"(us4 publish --lock-only){elsewhere}; rebuild the release from its sources' raw files: "
+            + "; ".join(rebuild_commands(lock, f"{repo_id}@{revision}")) + recipe)
 
 
 def fetch_lock(repo_id: str, revision: str, *, endpoint: str | None = None, token: str | None = None) -> Lock:

@@ -14,6 +14,14 @@ published.
 `main` only moves forward: a commit goes on it when main is empty, holds the same data (evidence
 about the version main serves), or an older version. Anything else (evidence about an older
 version, or an older version published late) is a commit of its own, reached by its tag alone.
+
+Licences: frames derived from a source whose licence forbids derivatives (ND) are not uploaded
+unless `force` (the publisher holds the licensor's permission). `lock_only` publishes the lock, its
+recipe (`recipe.yaml`) and a card saying how to rebuild, and no data file, tagged `v{version}`
+like any first publish; a later publish of the same version with its data files (`force`) is a
+commit tagged `v{version}+data.N`, so `v{version}` keeps naming what was first published. A
+version whose data files are published is never published as its lock alone again (that commit
+would take them off main).
 """
 from __future__ import annotations
 
@@ -21,23 +29,31 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import yaml
 from tqdm.auto import tqdm
 
-from ..contract.lock import LOCK_NAME, Lock, read_lock
+from ..contract.card import render_card
+from ..contract.licences import RECIPE_FILE, Licensed, forbidding, release_licences
+from ..contract.lock import CARD_NAME, LOCK_NAME, Lock, read_lock
 from ..errors import HubError, ReleaseError, VerificationError
 from ..hashing import sha256_file
+from ..escape import one_line
 from ..paths import UnsafePathError, safe_commit
+from ..registry import NC, ND
 from ..release.read import Release
 from ..release.verify import verify_release
 from ..system import in_background, run_child
+from ..words import plural
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars
-from .download import HUB_OWN_FILES
+from .download import DATA, HUB_OWN_FILES, lock_alone
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -59,6 +75,7 @@ class PublishPlan:
     files: tuple[tuple[str, Path], ...]
     data_sha256: str
     root: Path  # the release folder the files come from
+    alone: bool = False  # the lock, recipe and card alone (--lock-only)
 
     @property
     def paths(self) -> list[str]:
@@ -78,6 +95,9 @@ class Published:
     created: bool  # False: the tag already held exactly this content
     evidence: bool = False  # a new commit of evidence about an already published version
     main: str | None = None  # where main stays when this commit is not on it: the newer version it serves
+    alone: bool = False  # the lock, recipe and card alone, no data file
+    data: bool = False  # the data files of a version whose tag v{version} holds its lock alone
+    notes: tuple[str, ...] = ()  # what the sources' licences say about what was published
 
 
 def publish_plan(release: Release, repo_id: str) -> PublishPlan:
@@ -96,6 +116,34 @@ def publish_plan(release: Release, repo_id: str) -> PublishPlan:
         data_sha256=lock.data_sha256(),
         root=release.root,
     )
+
+
+def lock_only_plan(release: Release, repo_id: str, folder: Path) -> PublishPlan:
+    """The lock, its recipe written out (`recipe.yaml`, which `us4 build` reads) and the card of a
+    repository holding them alone (no data files; it says how to rebuild), written into `folder`.
+    No croissant.json: it describes the shards as files of the repository, which are not there."""
+    full = publish_plan(release, repo_id)
+    lock = release.lock
+    shutil.copyfile(release.path(LOCK_NAME), folder / LOCK_NAME)
+    (folder / RECIPE_FILE).write_text(yaml.safe_dump(lock.recipe, sort_keys=False, allow_unicode=True),
+                                      encoding="utf-8")
+    card = render_card(lock, lambda name: release.path(name).read_bytes(), alone=f"{repo_id}@{full.tag}")
+    (folder / CARD_NAME).write_text(card, encoding="utf-8")
+    return replace(full, title=f"{full.title}: lock, recipe and card alone",
+                   description=f"{full.description}; the data files are not published here: rebuild them "
+                               "from the raw files (see README.md)",
+                   files=tuple((name, folder / name) for name in sorted([CARD_NAME, LOCK_NAME, RECIPE_FILE])),
+                   root=folder, alone=True)
+
+
+@contextmanager
+def planned(release: Release, repo_id: str, lock_only: bool = False) -> Iterator[PublishPlan]:
+    """The plan of a publish, with the files a lock-only publish writes kept until it is done."""
+    if not lock_only:
+        yield publish_plan(release, repo_id)
+        return
+    with tempfile.TemporaryDirectory(prefix="us4-lock-only-") as folder:
+        yield lock_only_plan(release, repo_id, Path(folder))
 
 
 def commit_operations(plan: PublishPlan,
@@ -125,17 +173,18 @@ def _commit(value: object, where: str) -> str:
 
 
 def publish_hub(release: Release, repo_id: str, *, endpoint: str | None = None, token: str | None = None,
-                private: bool | None = None, quiet: bool = False, force: bool = False) -> Published:
+                private: bool | None = None, quiet: bool = False, force: bool = False,
+                lock_only: bool = False) -> Published:
     """Create the dataset repository if needed, upload the release in one commit, tag it."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(f"{repo_id} at {api.endpoint}", token), progress_bars(not quiet):
-        return _publish(release, lambda: _Hub(api, repo_id, private), repo_id, force)
+        return _publish(release, lambda: _Hub(api, repo_id, private), repo_id, force, lock_only)
 
 
 def publish_git(release: Release, root: str | Path, repo_id: str, *, quiet: bool = False,
-                force: bool = False) -> Published:
+                force: bool = False, lock_only: bool = False) -> Published:
     """Write the same commit and tag into the git repository `root/datasets/ORG/NAME` (branch main)."""
     org, name = check_repo_id(repo_id)
 
@@ -144,7 +193,7 @@ def publish_git(release: Release, root: str | Path, repo_id: str, *, quiet: bool
         git.init()
         return git
 
-    return _publish(release, open_repository, repo_id, force)
+    return _publish(release, open_repository, repo_id, force, lock_only)
 
 
 class _Destination(Protocol):
@@ -165,44 +214,94 @@ class _Destination(Protocol):
     def tag(self, name: str, commit: str, message: str) -> None: ...
 
 
-def _publish(release: Release, destination: Callable[[], _Destination], repo_id: str, force: bool) -> Published:
+def _publish(release: Release, destination: Callable[[], _Destination], repo_id: str, force: bool,
+             lock_only: bool = False) -> Published:
     """Check everything, then open the destination (nothing is created for a refused release)."""
-    plan = publish_plan(release, repo_id)
+    publish_plan(release, repo_id)  # the repository id, checked first
     _check_phantom(release.lock, repo_id, force)
     result = verify_release(release)
     if result.problems:
         raise VerificationError(f"{release.root}: not published, {len(result.problems)} file(s) differ from "
                                 f"{LOCK_NAME}; first: {result.problems[0]}", result.problems)
-    dest = destination()
+    notes = check_licences(release, force, lock_only)  # of a verified release: its tables say what the lock pins
+    with planned(release, repo_id, lock_only) as plan:
+        return replace(_send(plan, release.lock, destination(), repo_id), notes=tuple(notes))
+
+
+def _send(plan: PublishPlan, lock: Lock, dest: _Destination, repo_id: str) -> Published:
+    """One commit of `plan` and its tag, placed by what the repository already holds."""
     tagged = dest.tag_content(plan.tag)
     if tagged is not None and not _differences(plan, tagged[1]):
-        return Published(repo_id, plan.tag, tagged[0], dest.where, created=False)
+        return Published(repo_id, plan.tag, tagged[0], dest.where, created=False, alone=plan.alone)
     if tagged is None:
-        tag, message, parent = plan.tag, plan.description, None
+        tag, message, parent, kind = plan.tag, plan.description, None, None
     else:
         published = _lock_at(dest, tagged[0], f"{repo_id}@{plan.tag}")
         if published.data_sha256() != plan.data_sha256:
             raise HubError(f"{repo_id}: tag {plan.tag} already holds other data "
                            f"({_first(_differences(plan, tagged[1]))}); a published version is never moved: "
                            "give the release a new version")
-        # same data, new evidence: a commit of its own, and v{version} keeps naming the data
-        pattern = re.compile(re.escape(plan.tag) + r"\+" + EVIDENCE + r"\.(\d+)$")
-        numbered = sorted((int(m.group(1)), t) for t in dest.tags() if (m := pattern.match(t)))
+        first_alone = lock_alone(published, tagged[1])
+        tags = dest.tags()
+        data_tags = [t for t in tags if t.startswith(f"{plan.tag}+{DATA}.")]
+        if plan.alone and (not first_alone or data_tags):
+            where = plan.tag if not first_alone else data_tags[0]
+            raise HubError(f"{repo_id}: {lock.name} {lock.version} is already published with its data files "
+                           f"(tag {where}); a commit of its lock alone would take them off {BRANCH}: "
+                           "publish it without --lock-only")
+        # same data: v{version} keeps naming what was first published; this commit adds the data
+        # files to a version first published as its lock alone, or evidence (a benchmark)
+        kind = DATA if first_alone and not plan.alone else EVIDENCE
+        pattern = re.compile(re.escape(plan.tag) + r"\+" + kind + r"\.(\d+)$")
+        numbered = sorted((int(m.group(1)), t) for t in tags if (m := pattern.match(t)))
         for _, done in numbered:
             content = dest.tag_content(done)
             if content is not None and not _differences(plan, content[1]):
-                return Published(repo_id, done, content[0], dest.where, created=False, evidence=True)
-        tag = f"{plan.tag}+{EVIDENCE}.{(numbered[-1][0] if numbered else 0) + 1}"
-        message = f"evidence about {plan.title} (data unchanged: {plan.tag}); {plan.description}"
+                return Published(repo_id, done, content[0], dest.where, created=False, evidence=kind == EVIDENCE,
+                                 alone=plan.alone, data=kind == DATA)
+        tag = f"{plan.tag}+{kind}.{(numbered[-1][0] if numbered else 0) + 1}"
+        message = (f"the data files of {plan.title} (its lock alone: {plan.tag}); {plan.description}" if kind == DATA
+                   else f"evidence about {plan.title} (data unchanged: {plan.tag}); {plan.description}")
         parent = tagged[0]
-    newer = _newer_on_main(dest, release.lock, repo_id)
+    newer = _newer_on_main(dest, lock, repo_id)
     if newer is None:
         commit = dest.commit(plan)
         dest.tag(tag, commit, message)
     else:  # main serves a newer version: this commit stays beside it, reached by its tag
         commit = dest.commit_aside(plan, parent or newer[0], tag, message)
-    return Published(repo_id, tag, commit, dest.where, created=True, evidence=tagged is not None,
-                     main=None if newer is None else newer[1])
+    return Published(repo_id, tag, commit, dest.where, created=True, evidence=kind == EVIDENCE,
+                     main=None if newer is None else newer[1], alone=plan.alone, data=kind == DATA)
+
+
+def check_licences(release: Release, force: bool, lock_only: bool) -> list[str]:
+    """Refuse to upload frames derived from a source whose licence forbids derivatives (ND), unless
+    `force` (the publisher holds the licensor's permission) or `lock_only` (no frame leaves). Returns
+    what the licences say about what is published: ND forced, non-commercial (NC), terms unread."""
+    if lock_only:
+        return []
+    licences = release_licences(release.lock, lambda name: release.path(name).read_bytes())
+    nd = forbidding(licences, ND)
+    if nd and not force:
+        more = f" (and {plural(len(nd) - 1, 'other licence')} that forbid derivatives)" if len(nd) > 1 else ""
+        raise HubError(f"{release.root}: not published: {_licence_of(nd[0])} forbids derivatives (ND){more}, "
+                       "and every frame of the release is derived from a clip; publish the lock, recipe and card "
+                       "alone (the same command with --lock-only), from which others rebuild it from the raw files, "
+                       "or pass --force if you hold the licensor's permission to share derived frames")
+    notes = [f"{_licence_of(lic)} forbids derivatives (ND): its frames are published under --force, on the "
+             "licensor's permission" for lic in nd]
+    notes += [f"{_licence_of(lic)} forbids commercial use (NC): shared for non-commercial use only, as the card says"
+              for lic in forbidding(licences, NC)]
+    notes += [f"{_licence_of(lic)} states terms us4 cannot read: check that it allows sharing frames derived from "
+              "its clips" for lic in licences if lic.terms is None]
+    return notes
+
+
+def _licence_of(lic: Licensed) -> str:
+    """`source S's licence 'L'`, or for a source licensed per clip `the licence 'L' of N clips of source S`."""
+    shown = repr(one_line(lic.licence if len(lic.licence) <= 120 else lic.licence[:120] + "…"))
+    if lic.per_clip:
+        return f"the licence {shown} of {plural(lic.clips, 'clip')} of source {lic.source}"
+    return f"source {lic.source}'s licence {shown}"
 
 
 def _newer_on_main(dest: _Destination, lock: Lock, repo_id: str) -> tuple[str, str] | None:
