@@ -24,7 +24,7 @@ from ..registry import CITATIONS, SOURCES
 from ..words import plural
 from .benchmark_card import benchmark_markdown
 from .lock import CROISSANT_NAME, Lock
-from .schema import SCHEMAS
+from .schema import release_schemas
 
 #: Bump when the card's text or layout changes; recorded in the lock beside its sha256.
 CARD_FORMAT = 3
@@ -53,16 +53,17 @@ def hub_configs(lock: Lock) -> list[dict]:
 def hub_dataset_info(lock: Lock) -> list[dict]:
     """`dataset_info` per config: features (from the release schema) and rows per split (from the lock)."""
     out = []
+    schemas = release_schemas(lock.fact_fields())
     for config in CONFIGS:
         rows: dict[str, int] = defaultdict(int)
         size: dict[str, int] = defaultdict(int)
         for shard in lock.shards_of(config):
             rows[shard.split] += shard.rows
             size[shard.split] += shard.bytes
-        features = json.loads(SCHEMAS[config].metadata[b"huggingface"])["info"]["features"]
+        features = json.loads(schemas[config].metadata[b"huggingface"])["info"]["features"]
         out.append({
             "config_name": config,
-            "features": [{"name": name, **_yaml_feature(features[name])} for name in SCHEMAS[config].names],
+            "features": [{"name": name, **_yaml_feature(features[name])} for name in schemas[config].names],
             # num_bytes: the split's Parquet bytes, known from the lock (images are PNG, so close to
             # the Arrow size `datasets` means); `datasets` checks num_examples, which is exact
             "splits": [{"name": sp, "num_bytes": size[sp], "num_examples": rows[sp]} for sp in _splits(lock, config)],
@@ -126,6 +127,7 @@ def render_card(lock: Lock, read_attachment: ReadAttachment) -> str:
         _intro(lock, sources),
         _sources_table(lock, sources),
         _counts_table(lock),
+        _facts_section(lock),
         _contact_sheet_section(lock),
         _recipe_section(lock, sources),
         _groups_section(lock),
@@ -264,6 +266,47 @@ def _counts_table(lock: Lock) -> str:
     rows.append("| **all** | | " + " | ".join(f"{t[1]} ({t[0]})" for t in totals.values())
                 + f" | {all_f} ({all_v}) |")
     return "## Counts by split and label\n\nFrames (videos) per split.\n\n" + "\n".join(rows)
+
+
+def _facts_section(lock: Lock) -> str:
+    """Per source and class, what the recipe's facts say of its clips: the mean of a number, the
+    share of yes of a flag, how many clips have a text; each over the clips that have a value."""
+    specs = _parsed_recipe(lock).sources
+    sources = [s for s in sorted(specs) if specs[s].facts]
+    if not sources:
+        return ""
+    lines = ["## Facts", "",
+             "Per-video facts the recipe reads from a sheet, columns of the `videos` config. Per class: the mean of "
+             "a number, the share of yes of a flag, the clips with a text; each over the clips that have a value "
+             "(their count in brackets).", ""]
+    for source in sources:
+        facts = specs[source].facts
+        columns = facts.columns
+        lines += [f"{md(source)}: from {md(facts.sheet)}, the row whose {md(facts.key_column)} is the clip's "
+                  f"{md(str(facts.key))}.", "",
+                  "| label | videos | " + " | ".join(f"{c.name} ({_FACT_WORDS[c.type]})" for c in columns) + " |",
+                  "|---|---:|" + "---:|" * len(columns)]
+        clips = [c for c in lock.clips if c.source == source]
+        for label in sorted({c.label or "" for c in clips}):
+            mine = [c for c in clips if (c.label or "") == label]
+            cells = [_fact_summary([c.facts.get(col.name) for c in mine], col.type) for col in columns]
+            lines.append(f"| {md(label)} | {len(mine)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+_FACT_WORDS = {"float": "mean", "int": "mean", "bool": "share of yes", "str": "with a text"}
+
+
+def _fact_summary(values: list, kind: str) -> str:
+    given = [v for v in values if v is not None]
+    if not given:
+        return "- (0)"
+    if kind == "bool":
+        return f"{sum(given) / len(given):.0%} ({len(given)})"
+    if kind == "str":
+        return str(len(given))
+    return f"{sum(given) / len(given):.2f} ({len(given)})"
 
 
 def _contact_sheet_section(lock: Lock) -> str:
