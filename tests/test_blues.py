@@ -29,7 +29,7 @@ from us4.release.read import open_release
 from us4.release.verify import verify_release
 
 from .conftest import REPO
-from .test_trust_rows import copy, read_lock as lock_json, rewrite_shard, write_lock
+from .test_trust_rows import copy, read_lock as lock_json, rewrite_shard
 
 BLUES = REPO.parent / "shared" / "blues"
 PATTERN = r"patient_(\d+)_"
@@ -298,3 +298,47 @@ def test_a_format_2_lock_reads_with_no_facts_and_writes_back_unchanged():
     raw["clips"][0]["facts"] = {}
     with pytest.raises(LockError, match="unknown field clips.0.facts"):
         read_lock(json.dumps(raw))
+
+
+# --- the real COVID-BLUES, as its authors publish it -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def blues_release(tmp_path_factory) -> Path:
+    """../shared/blues built with the packaged recipe, once a session (read-only: copy to modify)."""
+    if not (BLUES / "lus_videos").is_dir():
+        pytest.skip(f"COVID-BLUES not present: put the dataset as its authors publish it (lus_videos/, "
+                    f"clinical_variables.csv, severity.csv) at {BLUES} to run this real-data test")
+    out = tmp_path_factory.mktemp("rel") / "blues"
+    build_release("blues", {"blues": BLUES}, out, workers=2, progress=False)
+    return out
+
+
+def test_blues_builds_with_pcr_labels_patients_in_one_fold_and_severity(blues_release):
+    lock = open_release(blues_release).lock
+    assert collections.Counter(c.label for c in lock.clips) == {"covid": 197, "negative": 165}
+    assert not lock.failures
+    folds = collections.defaultdict(set)
+    for clip in lock.clips:
+        folds[re.search(PATTERN, clip.video_id).group(1)].add(clip.split)
+    assert len(folds) == 63 and all(len(f) == 1 for f in folds.values())
+    table = videos(blues_release)
+    assert table.schema.field("severity").type == pa.float64()
+    severity = {r["path"].split("/")[-1].removesuffix(".mp4"): r["severity"]
+                for r in table.select(["path", "severity"]).to_pylist()}
+    with open(BLUES / "severity.csv", newline="") as f:
+        assert severity == {r["video_file"]: float(r["Severity Score"]) for r in csv.DictReader(f)}
+    assert [s.path for s in lock.sheets] == ["clinical_variables.csv", "severity.csv"]
+    assert verify_release(open_release(blues_release)).ok
+
+
+def test_blues_card_cites_the_paper_and_summarises_severity(blues_release):
+    card = (blues_release / "README.md").read_text()
+    assert "doi     = {10.1109/JBHI.2025.3543686}" in card and "CC BY-NC-ND 4.0" in card
+    assert "| label | videos | severity (mean) | a_lines (share of yes) | b_lines (share of yes) |" in card
+
+
+def test_the_packaged_recipe_is_found_by_name():
+    r = load_recipe("blues")
+    assert r.sources["blues"].label.key.pattern == PATTERN and r.splits["group_column"] == "patient_id"
+    assert r.fact_fields() == [("severity", "float"), ("a_lines", "bool"), ("b_lines", "bool")]
