@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -60,8 +61,7 @@ DEFAULT_MAX_FRAME_PIXELS = 4096 * 4096
 MAX_FRAME_PIXELS = 16384 * 16384
 #: folds are dealt unit by unit over every fold (units x k work); cross-validation uses 5 or 10
 MAX_FOLDS = 100
-#: what a sheet's key column is matched with: the clip's path relative to the raw folder, its file
-#: name without the suffix, its content sha256, or the first group of a pattern searched in its path
+#: what of a clip a sheet's key column may hold, besides a key a pattern takes from its path (`SheetKey`)
 KEY_KINDS = ("path", "stem", "sha256")
 #: fact columns of one source: each is a column of every videos row and a value of every clip in the lock
 MAX_FACTS = 32

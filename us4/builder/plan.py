@@ -16,6 +16,7 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,8 +241,7 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
         plan.warnings.append(BuildWarning(
             source=spec.name, video_id=None, kind=WarningKind.FACTS_MISSING,
             message=f"{spec.facts.sheet} has no row for {plural(no_facts, 'clip')} (matched by the clip's "
-                    f"{spec.facts.key}): "
-                    f"{'its' if no_facts == 1 else 'their'} {named} are null"))
+                    f"{spec.facts.key}): {'its' if no_facts == 1 else 'their'} {named} are null"))
     if rows is not None:
         missing = _sheet_rows_without_files(source, spec, rows, found_stems)
         plan.sheet_missing.extend(m for m, _ in missing)
@@ -443,7 +443,7 @@ class _Sheet:
         return rows[0] if rows else None
 
 
-def _read_sheet(path: Path, key_column: str | None, public: bool, columns_needed: list[str] = ()) -> _Sheet:
+def _read_sheet(path: Path, key_column: str | None, public: bool, columns_needed: Sequence[str] = ()) -> _Sheet:
     """Rows of a CSV sheet by their key column, which it must have, as every column of
     `columns_needed`. Where names may identify (`public` False), an error names columns by
     position and never quotes a cell: a sheet without its header row would otherwise show its
