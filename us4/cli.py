@@ -39,7 +39,8 @@ def sources() -> None:
 
     rows = [("source", "corpus", "organ", "probe", "classes (prefix)", "videos", "images", "licence")]
     for s in SOURCES.values():
-        classes = ", ".join(f"{c.name} ({'/'.join(c.prefixes)})" for c in s.classes)
+        classes = ", ".join(f"{c.name} ({'/'.join(c.prefixes) or 'sheet: ' + '/'.join(c.sheet_labels)})"
+                            for c in s.classes)
         rows.append((s.name, s.corpus, s.organ, s.probe, classes,
                      str(s.expected_videos or "-"), str(s.expected_images or "-"), s.licence))
     _table(rows)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .contract.schema import FACT_TYPES, VIDEO_FIELDS
 from .errors import RecipeError
 from .hashing import sha256_json
 from .media.sampling import SamplingPolicy
@@ -25,7 +27,7 @@ from .registry import SOURCES, ClassDef, Source
 
 _TOP_KEYS = {"name", "version", "description", "seed", "sources", "dedup", "splits", "output"}
 _SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions",
-                "max_frame_pixels", "fetch"}
+                "max_frame_pixels", "fetch", "facts"}
 # keys only a source that the registry does not know declares
 _DECLARED_KEYS = {"organ", "probe", "licence", "description"}
 INPUTS = ("video", "dicom", "image_sequence")
@@ -64,6 +66,14 @@ _FETCH_KEYS = {"git", "hub", "commit", "folder", "clips", "verify"}
 _GIT_URL = re.compile(r"^(https?|git|ssh|file)://[^\x00-\x20\x7f]+$")
 #: folds are dealt unit by unit over every fold (units x k work); cross-validation uses 5 or 10
 MAX_FOLDS = 100
+#: what of a clip a sheet's key column may hold, besides a key a pattern takes from its path (`SheetKey`)
+KEY_KINDS = ("path", "stem", "sha256")
+#: fact columns of one source: each is a column of every videos row and a value of every clip in the lock
+MAX_FACTS = 32
+#: characters of a str fact: a comment of a few lines (the lock holds it once per clip)
+MAX_FACT_CHARS = 2_000
+#: a fact column's name: it becomes a Parquet, Croissant and Hub column name
+_FACT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -97,16 +107,40 @@ class CropSpec:
 
 
 @dataclass(frozen=True)
+class SheetKey:
+    """What of a clip meets a sheet's key column: its path relative to the raw folder, its file
+    name without the suffix (`stem`), its content `sha256`, or (`pattern`) the first group of a
+    regular expression searched in its path: `patient_(\\d+)_` joins a patient's row to each of
+    that patient's clips."""
+
+    kind: str = "path"
+    pattern: str | None = None
+
+    def of(self, rel: str, stem: str, sha256: str) -> str | None:
+        """The clip's key, or None when its path does not match the pattern."""
+        if self.kind == "pattern":
+            match = re.search(self.pattern, rel)
+            return match.group(1) if match else None
+        return {"path": rel, "stem": stem, "sha256": sha256}[self.kind]
+
+    def to_dict(self) -> str | dict:
+        return {"pattern": self.pattern} if self.kind == "pattern" else self.kind
+
+    def __str__(self) -> str:  # as in "the clip's ..."
+        return "key from its path" if self.kind == "pattern" else self.kind
+
+
+@dataclass(frozen=True)
 class LabelSpec:
     """How a clip gets its class: `registry` (file-name prefix, and for POCUS its metadata
     sheet), `prefix` (file-name prefix = class name), `constant` (one class for every clip)
-    or `sheet` (a CSV in the raw folder: `key_column` holds a clip's path or content sha256,
-    `column` its class)."""
+    or `sheet` (a CSV in the raw folder: the row whose `key_column` holds the clip's key, see
+    `SheetKey`, gives its class in `column`)."""
 
     kind: str
     constant: str | None = None
     sheet: str | None = None
-    key: str = "path"
+    key: SheetKey = field(default_factory=SheetKey)
     key_column: str | None = None
     column: str | None = None
 
@@ -117,7 +151,7 @@ class LabelSpec:
             return {"prefix": True}
         if self.kind == "constant":
             return {"constant": self.constant}
-        return {"sheet": self.sheet, "key": self.key, "key_column": self.key_column or self.key,
+        return {"sheet": self.sheet, "key": self.key.to_dict(), "key_column": self.key_column,
                 "column": self.column}
 
 
@@ -143,6 +177,31 @@ class FetchPin:
 
 
 @dataclass(frozen=True)
+class FactColumn:
+    """A column of the videos table taken from a sheet: its name there, the sheet's column, its type."""
+
+    name: str
+    column: str
+    type: str  # a key of FACT_TYPES
+
+
+@dataclass(frozen=True)
+class FactsSpec:
+    """Per-video facts: the row of `sheet` whose `key_column` holds the clip's key gives each
+    fact column its typed value (null where the sheet has no row, or the cell is empty)."""
+
+    sheet: str
+    key: SheetKey
+    key_column: str
+    columns: tuple[FactColumn, ...]
+
+    def to_dict(self) -> dict:
+        # a list, not a mapping: the lock is written with sorted keys, and the columns keep the recipe's order
+        return {"sheet": self.sheet, "key": self.key.to_dict(), "key_column": self.key_column,
+                "columns": [{"name": c.name, "column": c.column, "type": c.type} for c in self.columns]}
+
+
+@dataclass(frozen=True)
 class SourceRecipe:
     name: str
     definition: Source  # the registry's entry, or one built from the recipe's declaration
@@ -158,6 +217,7 @@ class SourceRecipe:
     probes: tuple[str, ...] | None = None  # None: every probe
     classes: tuple[str, ...] | None = None  # registry sources: None = every class
     crop: CropSpec = field(default_factory=CropSpec)
+    facts: FactsSpec | None = None  # per-video facts from a sheet: typed columns of the videos table
     fetch: FetchPin | None = None  # where its raw files are fetched from (`us4 fetch`); shapes no byte
 
     def to_dict(self) -> dict:
@@ -169,6 +229,8 @@ class SourceRecipe:
             out["fps"] = self.fps
         if self.probes is not None:
             out["probes"] = list(self.probes)
+        if self.facts is not None:
+            out["facts"] = self.facts.to_dict()
         if self.declared:
             d = self.definition
             out.update({"organ": d.organ, "probe": d.probe, "licence": d.licence, "description": d.description,
@@ -208,6 +270,11 @@ class Recipe:
     @property
     def sha256(self) -> str:
         return sha256_json(self.to_dict())
+
+    def fact_fields(self) -> list[tuple[str, str]]:
+        """(name, type) of every fact column of the videos table: by source name, each source's in
+        its recipe order; a name two sources declare (with one type, as parsing checks) once."""
+        return fact_fields(self.sources.values())
 
     def clip_params(self, source: str, rel_path: str, sha256: str) -> dict:
         """Everything in the recipe that shapes one clip's frames (part of its cache key)."""
@@ -354,6 +421,7 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
         sources = {safe_name(n, "source"): _parse_source(n, s, where) for n, s in raw["sources"].items()}
     except UnsafePathError as exc:
         raise RecipeError(f"{where}: {exc}") from None
+    fact_fields(sources.values(), where)  # a fact column of two sources has one type
     splits = _parse_splits(raw.get("splits", {"kind": "holdout", "validation": 0.2}), where)
     dedup = raw.get("dedup", {}) or {}
     output = raw.get("output", {}) or {}
@@ -432,8 +500,9 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
     if ids == "hash" and any(not _SHA256.match(key) for key, _ in crop.clips):
         raise RecipeError(f"{where}: source {name!r}: its ids are content hashes, so its crop overrides are keyed by the "
                           "clip's sha256, never by a path (the recipe is published in the release's lock)")
+    facts = _parse_facts(name, raw["facts"], where) if raw.get("facts") is not None else None
     return SourceRecipe(name, definition, declared, sampling, kind, float(fps) if fps is not None else None, ids,
-                        text, label, regions, max_pixels, probes, classes, crop,
+                        text, label, regions, max_pixels, probes, classes, crop, facts,
                         fetch=_parse_fetch(name, raw.get("fetch"), where))
 
 
@@ -476,19 +545,103 @@ def _parse_label(name: str, raw: Any, declared: bool, classes: set[str], where: 
     if "sheet" in raw:
         unknown = set(raw) - {"sheet", "key", "key_column", "column"}
         if unknown or "column" not in raw:
-            raise RecipeError(f"{where}: source {name!r}: a sheet label is {{sheet: FILE, key: path|sha256, "
+            raise RecipeError(f"{where}: source {name!r}: a sheet label is {{sheet: FILE, key: {_KEY_FORMS}, "
                               f"column: NAME[, key_column: NAME]}}" + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
-        key = raw.get("key", "path")
-        if key not in ("path", "sha256"):
-            raise RecipeError(f"{where}: source {name!r}: label key must be path or sha256, got {key!r}")
-        try:
-            sheet = safe_relpath(str(raw["sheet"]), "label sheet")
-        except UnsafePathError as exc:
-            raise RecipeError(f"{where}: source {name!r}: {exc} (the sheet lies in the source's raw folder)") from None
-        return LabelSpec("sheet", sheet=sheet, key=key, key_column=str(raw.get("key_column", key)),
-                         column=str(raw["column"]))
+        sheet, key, key_column = _sheet_join(name, "label", raw, where)
+        return LabelSpec("sheet", sheet=sheet, key=key, key_column=key_column, column=_column(raw["column"], name, where))
     raise RecipeError(f"{where}: source {name!r}: label must be {{constant: CLASS}}, {{prefix: true}} or "
-                      f"{{sheet: FILE, key: path|sha256, column: NAME}}, got {raw!r}")
+                      f"{{sheet: FILE, key: {_KEY_FORMS}, column: NAME}}, got {raw!r:.200}")
+
+
+_KEY_FORMS = "path|stem|sha256|{pattern: REGEX}"
+
+
+def _column(value: Any, name: str, where: str) -> str:
+    """A sheet column's name as written (YAML reads a bare 2021 as a number)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise RecipeError(f"{where}: source {name!r}: a sheet column is named by text, got {value!r:.60}")
+    return str(value)
+
+
+def _sheet_join(name: str, what: str, raw: dict, where: str) -> tuple[str, SheetKey, str]:
+    """The sheet, the key and the key column of a label or facts block. The sheet lies in the raw
+    folder; the key column is named like the key (path, stem, sha256) unless the block names it, as
+    it must for a pattern, whose first group captures the key."""
+    key = raw.get("key", "path")
+    if isinstance(key, dict) and set(key) == {"pattern"}:
+        pattern = key["pattern"]
+        try:
+            compiled = re.compile(pattern) if isinstance(pattern, str) and pattern else None
+        except re.error as exc:
+            raise RecipeError(f"{where}: source {name!r}: {what} key pattern {pattern!r:.80}: {exc}") from None
+        if compiled is None or compiled.groups < 1:
+            raise RecipeError(f"{where}: source {name!r}: {what} key pattern must be a regular expression with a "
+                              f"group that captures the key, e.g. 'patient_(\\d+)_', got {pattern!r:.80}")
+        if "key_column" not in raw:
+            raise RecipeError(f"{where}: source {name!r}: a {what} key pattern needs key_column: the sheet's column "
+                              "holding the captured key")
+        key = SheetKey("pattern", pattern)
+    elif key in KEY_KINDS:
+        key = SheetKey(key)
+    else:
+        raise RecipeError(f"{where}: source {name!r}: {what} key must be {_KEY_FORMS}, got {key!r:.80}")
+    try:
+        sheet = safe_relpath(str(raw["sheet"]), f"{what} sheet")
+    except UnsafePathError as exc:
+        raise RecipeError(f"{where}: source {name!r}: {exc} (the sheet lies in the source's raw folder)") from None
+    return sheet, key, _column(raw.get("key_column", key.kind), name, where)
+
+
+def _parse_facts(name: str, raw: Any, where: str) -> FactsSpec:
+    """`facts: {sheet: FILE, key: ..., key_column: NAME, columns: {NAME: {column: C, type: T}, ...}}`
+    (columns may also be a list of {name, column, type}, as the lock writes them)."""
+    form = (f"facts is {{sheet: FILE, key: {_KEY_FORMS}, key_column: NAME, columns: {{NAME: {{column: SHEET "
+            f"COLUMN, type: {'|'.join(FACT_TYPES)}}}, ...}}}}")
+    if not isinstance(raw, dict) or not {"sheet", "columns"} <= set(raw) or set(raw) - {"sheet", "key", "key_column",
+                                                                                          "columns"}:
+        raise RecipeError(f"{where}: source {name!r}: {form}")
+    sheet, key, key_column = _sheet_join(name, "facts", raw, where)
+    items = raw["columns"]
+    if isinstance(items, dict):
+        items = [{"name": n, **c} if isinstance(c, dict) else c for n, c in items.items()]
+    if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
+        raise RecipeError(f"{where}: source {name!r}: {form}")
+    if len(items) > MAX_FACTS:
+        raise RecipeError(f"{where}: source {name!r}: {len(items)} fact columns; at most {MAX_FACTS}")
+    reserved = {n for n, _ in VIDEO_FIELDS}
+    columns: list[FactColumn] = []
+    for item in items:
+        fact = item.get("name")
+        if set(item) - {"name", "column", "type"} or "column" not in item:
+            raise RecipeError(f"{where}: source {name!r}: fact {fact!r:.60}: {{column: SHEET COLUMN, type: "
+                              f"{'|'.join(FACT_TYPES)}}}, got {item!r:.120}")
+        if not isinstance(fact, str) or not _FACT_NAME.match(fact):
+            raise RecipeError(f"{where}: source {name!r}: fact name {fact!r:.60} must be lower-case letters, digits "
+                              "and _ (at most 63, a letter first): it names a column of the videos table")
+        if fact in reserved:
+            raise RecipeError(f"{where}: source {name!r}: fact {fact!r} is a column the videos table has already; "
+                              "name it otherwise")
+        if fact in (c.name for c in columns):
+            raise RecipeError(f"{where}: source {name!r}: fact {fact!r} is named twice")
+        kind = item.get("type", "str")
+        if kind not in FACT_TYPES:
+            raise RecipeError(f"{where}: source {name!r}: fact {fact!r}: type must be one of "
+                              f"{', '.join(FACT_TYPES)}, got {kind!r:.40}")
+        columns.append(FactColumn(fact, _column(item["column"], name, where), kind))
+    return FactsSpec(sheet, key, key_column, tuple(columns))
+
+
+def fact_fields(sources: Iterable[SourceRecipe], where: str = "recipe") -> list[tuple[str, str]]:
+    """(name, type) of the fact columns of the sources, by source name, each source's in its recipe
+    order, a name shared by two sources once; RecipeError where two sources type one name apart."""
+    fields: dict[str, tuple[str, str]] = {}  # name -> (type, source)
+    for spec in sorted(sources, key=lambda s: s.name):
+        for column in spec.facts.columns if spec.facts else ():
+            kind, other = fields.setdefault(column.name, (column.type, spec.name))
+            if kind != column.type:
+                raise RecipeError(f"{where}: fact {column.name!r} is {kind} in source {other!r} and {column.type} in "
+                                  f"source {spec.name!r}: one column of the videos table has one type")
+    return [(n, kind) for n, (kind, _) in fields.items()]
 
 
 def _parse_fetch(name: str, raw: Any, where: str) -> FetchPin | None:

@@ -38,7 +38,7 @@ class Citation:
 @dataclass(frozen=True)
 class Source:
     name: str
-    corpus: str  # "US-4" or "POCUS"
+    corpus: str  # "US-4", "POCUS", "COVID-BLUES"
     organ: str
     probe: str  # default probe; POCUS reads it per clip from the folder name
     classes: tuple[ClassDef, ...]
@@ -124,6 +124,19 @@ CITATIONS: dict[str, Citation] = {
   pages   = {5571--5599},
   year    = {2015},
   doi     = {10.1088/0031-9155/60/14/5571}
+}""",
+    ),
+    "blues": Citation(
+        "wiedemann2025covid",
+        """@article{wiedemann2025covid,
+  title   = {{COVID-BLUeS} - A Prospective Study on the Value of {AI} in Lung Ultrasound Analysis},
+  author  = {Wiedemann, Nina and Boer, Dianne de Korte-de and Richter, Matthias and van de Weijer, Sjors and Buhre, Charlotte and Eggert, Franz A. M. and Aarnoudse, Sophie and Grevendonk, Lotte and Röber, Steffen and Remie, Carlijn M.E. and Buhre, Wolfgang and Henry, Ronald and Born, Jannis},
+  journal = {IEEE Journal of Biomedical and Health Informatics},
+  volume  = {29},
+  number  = {9},
+  pages   = {6301--6310},
+  year    = {2025},
+  doi     = {10.1109/JBHI.2025.3543686}
 }""",
     ),
 }
@@ -224,6 +237,24 @@ SOURCES: dict[str, Source] = {
             sheet_licence="License",
             sheet_shipped="InThisRepo",
             probe_folders=("convex", "linear"),
+        ),
+        Source(
+            name="blues",
+            corpus="COVID-BLUES",
+            organ="lung",
+            probe="convex",
+            # from the patient's PCR test (clinical_variables.csv, cov_test: 1 positive, 0 negative)
+            classes=(
+                ClassDef("covid", (), sheet_labels=("1",)),
+                ClassDef("negative", (), sheet_labels=("0",)),
+            ),
+            licence="CC BY-NC-ND 4.0",
+            citation="blues",
+            description="COVID-BLUES: lung ultrasound videos at the six BLUE points of 63 COVID-19 suspects "
+                        "(Maastricht UMC+, 2021; Philips Lumify, convex probe), labelled by the patient's PCR test",
+            expected_videos=362,
+            expected_images=31746,  # every frame of every video, as the dataset's README counts them
+            url="https://github.com/NinaWie/COVID-BLUeS-dataset",
         ),
     )
 }

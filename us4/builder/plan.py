@@ -2,7 +2,9 @@
 
 Planning lists folders, reads DICOM headers and hashes files; it decodes no pixels.
 Labels come from the recipe's label rule: the registry's (file-name prefix, and for
-POCUS its metadata sheet, which wins), a prefix, a constant, or a sheet. A source with
+POCUS its metadata sheet, which wins), a prefix, a constant, or a sheet, met by the clip's
+path, stem, content hash or a key a pattern takes from its path; per-video facts (typed
+columns of the videos table) from a sheet met the same ways. A source with
 `ids: hash` names its clips by content hash: no path, folder or file name of it reaches
 the release or its lock, only the local id map in the folder beside it (`OUT.local/`).
 """
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +27,9 @@ from ..hashing import sha256_file, sha256_json
 from ..paths import inside
 from ..media import MediaError, tissue_regions
 from ..media.clips import ClipRef, FoundClip, NotAClip, find_clips, probe_clip
-from ..recipe import Recipe, SourceRecipe
+from ..recipe import MAX_FACT_CHARS, Recipe, SourceRecipe
 from ..registry import ClassDef, Source
+from ..words import plural
 from .environment import byte_libraries
 
 # Bump when ingest changes what it makes of the same clip and parameters: invalidates caches.
@@ -50,6 +55,7 @@ class ClipJob:
     size: int
     group_key: str | None  # the sheet's grouping column, when the recipe names one
     params: dict  # the recipe's part that shapes this clip
+    facts: dict  # the recipe's facts of the clip: {column: value or None}, empty where it declares none
     key: str  # cache key: clip bytes + params + byte-shaping library versions
 
     @property
@@ -101,17 +107,18 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
             raise RawFolderError(f"--raw {name}={folder}: no such folder")
         plan.phantom |= (folder / PHANTOM_MARKER).is_file()
         clip_root, registry_sheet = _resolve_folder(spec, folder)
-        label_sheet = _label_sheet(spec, folder)
+        label_sheet = _sheet_file(spec, folder, spec.label.sheet, "label") if spec.label.kind == "sheet" else None
+        facts_sheet = _sheet_file(spec, folder, spec.facts.sheet, "facts") if spec.facts else None
+        read = sorted({registry_sheet, label_sheet, facts_sheet} - {None})
         # by its place in the raw folder (POCUS given as data/pocus_videos: in data/, as the repository has it)
         plan.sheets += [SheetFile(source=name, path=sheet.relative_to(folder if sheet.is_relative_to(folder)
                                                                       else clip_root.parent).as_posix(),
                                   sha256=sha256_file(sheet), bytes=sheet.stat().st_size)
-                        for sheet in sorted({registry_sheet, label_sheet} - {None})]
+                        for sheet in read]
         found, other = find_clips(spec.input, clip_root, spec.fps)
         _refuse(plan, spec, [o for o in other if o.refused])
-        other = [o for o in other if not o.refused]
-        if label_sheet is not None and label_sheet.is_relative_to(clip_root):
-            other = [o for o in other if o.rel != label_sheet.relative_to(clip_root).as_posix()]
+        sheets_here = {sheet.relative_to(clip_root).as_posix() for sheet in read if sheet.is_relative_to(clip_root)}
+        other = [o for o in other if not o.refused and o.rel not in sheets_here]
         hashed_other = other if spec.ids == "hash" else []  # their names may not be published either
         digests = _hash_all([f.files for f in found] + [(str(clip_root / o.rel),) for o in hashed_other], threads)
         candidates = [_Candidate(spec, f, *d) for f, d in zip(found, digests)]
@@ -125,7 +132,7 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
             plan.excluded.append(Excluded(source=name, video_id=video_id, reason=reason))
             if reason != o.reason:
                 plan.withheld.append({"video_id": video_id, "source": name, "path": o.rel, "reason": o.reason})
-        _plan_source(plan, recipe, spec, candidates, registry_sheet, label_sheet, libraries)
+        _plan_source(plan, recipe, spec, candidates, registry_sheet, label_sheet, facts_sheet, libraries)
         if registry_sheet is None and spec.label.kind == "registry" and spec.definition.sheet:
             plan.warnings.append(BuildWarning(
                 source=name, video_id=None, kind=WarningKind.SHEET_MISSING,
@@ -144,11 +151,15 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
 
 
 def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: list[_Candidate],
-                 registry_sheet: Path | None, label_sheet: Path | None, libraries: dict) -> None:
+                 registry_sheet: Path | None, label_sheet: Path | None, facts_sheet: Path | None,
+                 libraries: dict) -> None:
     source = spec.definition
     public = spec.ids == "path"
     rows = _read_sheet(registry_sheet, source.sheet_key, public) if registry_sheet else None
     label_rows = _read_sheet(label_sheet, spec.label.key_column, public) if label_sheet else None
+    fact_rows = (_read_sheet(facts_sheet, spec.facts.key_column, public, [c.column for c in spec.facts.columns])
+                 if facts_sheet else None)
+    no_facts = 0  # clips the facts sheet has no row for
     group_column = recipe.splits.get("group_column")
     group_columns = [group_column] if isinstance(group_column, str) else list(group_column or [])
     # the cells that decide something: rows naming one clip twice must agree on them
@@ -174,8 +185,9 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
             continue
         seen[cand.sha256] = video_id
         if label_rows is not None:
-            row = label_rows.row(rel if spec.label.key == "path" else cand.sha256, deciding, public)
-            cls, reason, value = _label_from_sheet(source, row, spec)
+            key = spec.label.key.of(rel, stem, cand.sha256)
+            row = label_rows.row(key, deciding, public) if key is not None else None
+            cls, reason, value = _label_from_sheet(source, row, spec, key, public)
         else:
             row = rows.row(stem, deciding, public) if rows is not None else None
             cls, reason = _label(spec, base, row.cells if row else None, plan, video_id)
@@ -201,6 +213,18 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
             licence = row.cells[source.sheet_licence]
         values = [row.cells.get(c) for c in group_columns] if row is not None else []
         group_key = " | ".join(f"{c}={v}" for c, v in zip(group_columns, values)) if values and all(values) else None
+        facts: dict = {}
+        if fact_rows is not None:
+            key = spec.facts.key.of(rel, stem, cand.sha256)
+            fact_row = fact_rows.row(key, [c.column for c in spec.facts.columns], public) if key is not None else None
+            no_facts += fact_row is None
+            facts, reason, value = _facts_from_sheet(spec, fact_row)
+            if reason is not None:
+                plan.failures.append(Failure(source=spec.name, video_id=video_id, sha256=cand.sha256,
+                                             stage=Stage.PLAN, reason=reason))
+                plan.withheld.append({"video_id": video_id, "source": spec.name, "path": rel,
+                                      "reason": f"{reason}: it is {value!r:.200}"})
+                continue
         for view in _views(spec, cand.found):
             params = {**recipe.clip_params(spec.name, rel, cand.sha256), "view": view}
             plan.jobs.append(ClipJob(
@@ -210,7 +234,14 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
                 licence=licence, sha256=cand.sha256, size=cand.size, group_key=group_key, params=params,
                 key=sha256_json({"sha256": cand.sha256, "params": params, "ingest": INGEST_VERSION,
                                  "libraries": libraries}),
+                facts=facts,
             ))
+    if no_facts:
+        named = ", ".join(c.name for c in spec.facts.columns)
+        plan.warnings.append(BuildWarning(
+            source=spec.name, video_id=None, kind=WarningKind.FACTS_MISSING,
+            message=f"{spec.facts.sheet} has no row for {plural(no_facts, 'clip')} (matched by the clip's "
+                    f"{spec.facts.key}): {'its' if no_facts == 1 else 'their'} {named} are null"))
     if rows is not None:
         missing = _sheet_rows_without_files(source, spec, rows, found_stems)
         plan.sheet_missing.extend(m for m, _ in missing)
@@ -287,12 +318,10 @@ def _resolve_folder(spec: SourceRecipe, folder: Path) -> tuple[Path, Path | None
     return clip_root, None
 
 
-def _label_sheet(spec: SourceRecipe, folder: Path) -> Path | None:
-    if spec.label.kind != "sheet":
-        return None
-    path = inside(folder, spec.label.sheet, "label sheet")
+def _sheet_file(spec: SourceRecipe, folder: Path, sheet: str, what: str) -> Path:
+    path = inside(folder, sheet, f"{what} sheet")
     if not path.is_file():
-        raise RawFolderError(f"--raw {spec.name}={folder}: the recipe's label sheet {spec.label.sheet} is not there")
+        raise RawFolderError(f"--raw {spec.name}={folder}: the recipe's {what} sheet {sheet} is not there")
     return path
 
 
@@ -325,13 +354,21 @@ def _label(spec: SourceRecipe, file_name: str, row: dict | None, plan: Plan,
         " and the metadata sheet has no usable label for it" if source.sheet and spec.label.kind == "registry" else "")
 
 
-def _label_from_sheet(source: Source, row: _Row | None, spec: SourceRecipe) -> tuple[ClassDef | None, str, str | None]:
+def _label_from_sheet(source: Source, row: _Row | None, spec: SourceRecipe, key: str | None,
+                      public: bool) -> tuple[ClassDef | None, str, str | None]:
     """The class a label sheet gives a clip, or why none: the reason (published) names the row
     and the column, never the cell, which may hold anything (a patient's name); the cell's
-    value is returned apart, for the local files."""
+    value is returned apart, for the local files. A key a pattern took from the path is named
+    where paths are published, and withheld like a cell where they are not."""
     sheet = spec.label.sheet  # the recipe's name for it: published with the recipe
+    if key is None:
+        return None, "unreadable label: the clip's path does not match the label key pattern", None
     if row is None:
-        return None, f"unreadable label: {sheet} has no row for this clip's {spec.label.key}", None
+        if spec.label.key.kind != "pattern":
+            return None, f"unreadable label: {sheet} has no row for this clip's {spec.label.key}", None
+        shown = f"{key!r:.80}" if public else "this clip's key"
+        return (None, f"unreadable label: {sheet} has no row whose {spec.label.key_column!r} is {shown}",
+                None if public else key)
     value = row.cells.get(spec.label.column, "")
     cls = next((c for c in source.classes if value.lower() in (c.name.lower(), *(v.lower() for v in c.sheet_labels))),
                None)
@@ -339,6 +376,46 @@ def _label_from_sheet(source: Source, row: _Row | None, spec: SourceRecipe) -> t
         what = "is empty" if not value else f"is not one of {', '.join(c.name for c in source.classes)}"
         return None, f"unreadable label: row {row.number} of {sheet}: {spec.label.column!r} {what}", value or None
     return cls, "", None
+
+
+_BOOLS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
+def _facts_from_sheet(spec: SourceRecipe, row: _Row | None) -> tuple[dict, str | None, str | None]:
+    """The clip's facts from its row (all null without one; an empty cell is null), or the reason
+    a cell is not of its column's type: it names the row and the column, never the cell, whose
+    value is returned apart for the local files."""
+    facts: dict = {}
+    for column in spec.facts.columns:
+        cell = row.cells.get(column.column) if row is not None else None
+        try:
+            facts[column.name] = None if cell is None else _typed(cell, column.type)
+        except ValueError as exc:
+            return {}, f"unreadable fact: row {row.number} of {spec.facts.sheet}: {column.column!r} {exc}", cell
+    return facts, None, None
+
+
+def _typed(cell: str, kind: str) -> bool | int | float | str:
+    """A stripped, non-empty cell as a value of its fact's type; ValueError says why it is not one."""
+    if kind == "bool":
+        if cell.lower() not in _BOOLS:
+            raise ValueError("is not yes, no, true, false, 1 or 0")
+        return _BOOLS[cell.lower()]
+    if kind == "str":
+        if len(cell) > MAX_FACT_CHARS:
+            raise ValueError(f"holds more than {MAX_FACT_CHARS:,} characters")
+        return cell
+    try:
+        number = float(cell)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"is not {'a finite number' if kind == 'float' else 'a whole number'}")
+    if kind == "float":
+        return number
+    if not number.is_integer() or not -2**63 <= number < 2**63:
+        raise ValueError("is not a whole number of at most 64 bits")
+    return int(cell) if re.fullmatch(r"[+-]?\d+", cell) else int(number)  # "12" exactly; "12.0" as a sheet writes it
 
 
 @dataclass(frozen=True)
@@ -366,19 +443,21 @@ class _Sheet:
         return rows[0] if rows else None
 
 
-def _read_sheet(path: Path, key_column: str | None, public: bool) -> _Sheet:
-    """Rows of a CSV sheet by their key column. Where names may identify (`public` False), an
-    error names columns by position and never quotes a cell: a sheet without its header row
-    would otherwise show its first row."""
+def _read_sheet(path: Path, key_column: str | None, public: bool, columns_needed: Sequence[str] = ()) -> _Sheet:
+    """Rows of a CSV sheet by their key column, which it must have, as every column of
+    `columns_needed`. Where names may identify (`public` False), an error names columns by
+    position and never quotes a cell: a sheet without its header row would otherwise show its
+    first row."""
     rows: dict[str, list[_Row]] = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             columns = [c.strip() for c in next(reader, [])]
-            if key_column not in columns:
+            absent = next((c for c in (key_column, *columns_needed) if c not in columns), None)
+            if absent is not None:
                 listed = (f"it has: {', '.join(c for c in columns if c)}" if public else
                           f"its first row has {len(columns)} cells; is the header row missing?")
-                raise RawFolderError(f"{path}: sheet has no {key_column!r} column ({listed})")
+                raise RawFolderError(f"{path}: sheet has no {absent!r} column ({listed})")
             key_at = columns.index(key_column)
             start = reader.line_num + 1
             for cells in reader:

@@ -173,7 +173,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
     staging = cache.root / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tasks = plan_shards(good, splits, facts, recipe.shard_max_bytes)
+    tasks = plan_shards(good, splits, facts, recipe.shard_max_bytes, recipe.fact_fields())
     results: dict[int, ShardResult] = {}
     with tqdm(total=len(tasks), desc="write shards", unit="shard", disable=not progress) as bar:
         def written(task, result: ShardResult) -> None:

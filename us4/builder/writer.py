@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..contract.lock import Shard
-from ..contract.schema import FRAMES_SCHEMA, VIDEOS_SCHEMA
+from ..contract.schema import FRAMES_SCHEMA, release_schemas
 from ..files import writing
 from ..hashing import sha256_file
 from .cache import ClipCache
@@ -50,6 +50,7 @@ class ShardTask:
     source: str
     split: str
     slots: tuple[Slot, ...]
+    fact_fields: tuple[tuple[str, str], ...] = ()  # the recipe's fact columns (name, type): the videos table's last
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class ShardResult:
 
 
 def plan_shards(jobs: list[ClipJob], splits: dict[str, Assignment], facts: dict[str, dict],
-                shard_max_bytes: int) -> list[ShardTask]:
+                shard_max_bytes: int, fact_fields: list[tuple[str, str]]) -> list[ShardTask]:
     """Every shard of the release, frames shards first (in frame_id order), then videos shards."""
     by_part: dict[tuple[str, str], list[ClipJob]] = defaultdict(list)
     for job in sorted(jobs, key=lambda j: (j.source, splits[j.video_id].split, j.video_id)):
@@ -94,7 +95,7 @@ def plan_shards(jobs: list[ClipJob], splits: dict[str, Assignment], facts: dict[
         tasks.append(ShardTask(len(tasks), path, "frames", source, split, tuple(slots)))
     for source, split, slots in videos:
         tasks.append(ShardTask(len(tasks), f"data/videos/{source}/{split}-00000-of-00001.parquet", "videos",
-                               source, split, tuple(slots)))
+                               source, split, tuple(slots), tuple(fact_fields)))
     return tasks
 
 
@@ -121,8 +122,9 @@ def write_shard(task: ShardTask, cache_root: str, out: str) -> ShardResult:
             for slot in task.slots:
                 table, facts = cache.read_index(slot.job.key)
                 video_rows.append(_video_row(slot, facts, table.column("frame_index").to_pylist()))
-            pq.write_table(pa.Table.from_pylist(video_rows, schema=VIDEOS_SCHEMA), path, row_group_size=ROW_GROUP_ROWS,
-                           **_parquet_options(VIDEOS_SCHEMA))
+            schema = release_schemas(task.fact_fields)["videos"]  # a fact of another source only: null here
+            pq.write_table(pa.Table.from_pylist(video_rows, schema=schema), path, row_group_size=ROW_GROUP_ROWS,
+                           **_parquet_options(schema))
             rows = len(video_rows)
         shard = Shard(path=task.path, config=task.config, source=task.source, split=task.split, rows=rows,
                       bytes=path.stat().st_size, sha256=sha256_file(path))
@@ -188,4 +190,5 @@ def _video_row(slot: Slot, facts: dict, frame_indices: list[int]) -> dict:
         "attributes": json.dumps(info["attributes"], sort_keys=True) if info.get("attributes") else None,
         "clip_sha256": job.sha256, "n_kept": slot.rows, "n_duplicates_dropped": facts["n_duplicates_dropped"],
         "frame_ids": list(range(slot.frame_id, slot.frame_id + slot.rows)), "frame_indices": frame_indices,
+        **job.facts,
     }

@@ -27,7 +27,7 @@ from .benchmark_card import benchmark_markdown
 from .balance import split_weights
 from .licences import licence_notes, lock_only_notice
 from .lock import CROISSANT_NAME, Lock, WarningKind
-from .schema import SCHEMAS
+from .schema import release_schemas
 
 #: Bump when the card's text or layout changes; recorded in the lock beside its sha256.
 CARD_FORMAT = 4
@@ -56,16 +56,17 @@ def hub_configs(lock: Lock) -> list[dict]:
 def hub_dataset_info(lock: Lock) -> list[dict]:
     """`dataset_info` per config: features (from the release schema) and rows per split (from the lock)."""
     out = []
+    schemas = release_schemas(lock.fact_fields())
     for config in CONFIGS:
         rows: dict[str, int] = defaultdict(int)
         size: dict[str, int] = defaultdict(int)
         for shard in lock.shards_of(config):
             rows[shard.split] += shard.rows
             size[shard.split] += shard.bytes
-        features = json.loads(SCHEMAS[config].metadata[b"huggingface"])["info"]["features"]
+        features = json.loads(schemas[config].metadata[b"huggingface"])["info"]["features"]
         out.append({
             "config_name": config,
-            "features": [{"name": name, **_yaml_feature(features[name])} for name in SCHEMAS[config].names],
+            "features": [{"name": name, **_yaml_feature(features[name])} for name in schemas[config].names],
             # num_bytes: the split's Parquet bytes, known from the lock (images are PNG, so close to
             # the Arrow size `datasets` means); `datasets` checks num_examples, which is exact
             "splits": [{"name": sp, "num_bytes": size[sp], "num_examples": rows[sp]} for sp in _splits(lock, config)],
@@ -132,6 +133,7 @@ def render_card(lock: Lock, read_attachment: ReadAttachment, *, alone: str | Non
         _intro(lock, sources, read_attachment, alone),
         _sources_table(lock, sources),
         _counts_table(lock),
+        "" if alone else _facts_section(lock),
         "" if alone else _contact_sheet_section(lock),
         _recipe_section(lock, sources),
         _groups_section(lock),
@@ -282,6 +284,47 @@ def _counts_table(lock: Lock) -> str:
                 "split is never tested on that class; `us4 audit` reports it with what the groups force.", ""]
                if lacking else [])
     return "\n".join(["## Counts by split and label", "", "Frames (videos) per split.", "", *warning, *rows])
+
+
+def _facts_section(lock: Lock) -> str:
+    """Per source and class, what the recipe's facts say of its clips: the mean of a number, the
+    share of yes of a flag, how many clips have a text; each over the clips that have a value."""
+    specs = _parsed_recipe(lock).sources
+    sources = [s for s in sorted(specs) if specs[s].facts]
+    if not sources:
+        return ""
+    lines = ["## Facts", "",
+             "Per-video facts the recipe reads from a sheet, columns of the `videos` config. Per class: the mean of "
+             "a number, the share of yes of a flag, the clips with a text; each over the clips that have a value "
+             "(their count in brackets).", ""]
+    for source in sources:
+        facts = specs[source].facts
+        columns = facts.columns
+        lines += [f"{md(source)}: from {md(facts.sheet)}, the row whose {md(facts.key_column)} is the clip's "
+                  f"{md(str(facts.key))}.", "",
+                  "| label | videos | " + " | ".join(f"{c.name} ({_FACT_WORDS[c.type]})" for c in columns) + " |",
+                  "|---|---:|" + "---:|" * len(columns)]
+        clips = [c for c in lock.clips if c.source == source]
+        for label in sorted({c.label or "" for c in clips}):
+            mine = [c for c in clips if (c.label or "") == label]
+            cells = [_fact_summary([c.facts.get(col.name) for c in mine], col.type) for col in columns]
+            lines.append(f"| {md(label)} | {len(mine)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+_FACT_WORDS = {"float": "mean", "int": "mean", "bool": "share of yes", "str": "with a text"}
+
+
+def _fact_summary(values: list, kind: str) -> str:
+    given = [v for v in values if v is not None]
+    if not given:
+        return "- (0)"
+    if kind == "bool":
+        return f"{sum(given) / len(given):.0%} ({len(given)})"
+    if kind == "str":
+        return str(len(given))
+    return f"{sum(given) / len(given):.2f} ({len(given)})"
 
 
 def _contact_sheet_section(lock: Lock) -> str:

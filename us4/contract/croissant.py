@@ -16,7 +16,7 @@ from ..escape import json_in_html
 from ..registry import CITATIONS
 from .card import CONFIGS, citation_keys, source_definition, title
 from .lock import Lock
-from .schema import IMAGE, SCHEMAS
+from .schema import IMAGE, release_schemas
 
 #: Bump when the description's layout changes; recorded in the lock beside its sha256.
 CROISSANT_FORMAT = 2
@@ -80,7 +80,8 @@ def render_croissant(lock: Lock) -> bytes:
         "keywords": ["ultrasound", "medical imaging", "video frames", "us4"] + (["synthetic"] if lock.phantom else []),
         "isLiveDataset": False,
         "distribution": _distribution(lock),
-        "recordSet": [_splits(lock), *(_record_set(config) for config in CONFIGS)],
+        "recordSet": [_splits(lock), *(_record_set(config, schema) for config, schema in
+                                       release_schemas(lock.fact_fields()).items())],
     }
     return (json_in_html(json.dumps(doc, indent=1, ensure_ascii=False)) + "\n").encode()
 
@@ -106,8 +107,7 @@ def _splits(lock: Lock) -> dict:
     }
 
 
-def _record_set(config: str) -> dict:
-    schema = SCHEMAS[config]
+def _record_set(config: str, schema: pa.Schema) -> dict:
     fields = []
     for f in schema:
         field = {"@type": "cr:Field", "@id": f"{config}/{f.name}", "name": f.name, "dataType": _data_type(f.type),

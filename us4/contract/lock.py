@@ -6,7 +6,7 @@ misspelt field, a wrong type, a path that climbs out of the release or a format
 from a newer us4 is one clear error at the door, not a KeyError deep inside.
 
 Format 3 is what this us4 writes. Format 2 (us4 0.2.0) is read as format 3 without
-what it never recorded (the sheets: empty), and written back as format 2 (an attachment
+what it never recorded (the sheets and each clip's facts: empty), and written back as format 2 (an attachment
 changes no byte of its data). Format 1 (us4 0.1.0) is still read: it is validated as
 written and upgraded in memory (fields it never recorded are None), and `Lock.sha256`
 stays the hash of the file as it was published.
@@ -29,7 +29,7 @@ FORMAT_V2 = "us4-release/2"
 FORMAT_V1 = "us4-release/1"
 READABLE = (FORMAT_V1, FORMAT_V2, FORMAT)
 #: what format 3 added, by where it lies: absent from a format-2 lock, and left out when one is written back
-_SINCE_V3 = {"lock": ("sheets",), "clip": ()}
+_SINCE_V3 = {"lock": ("sheets",), "clip": ("facts",)}
 
 LOCK_NAME = "release.json"
 # Bounds checked before a lock is parsed into the model. A lock states every frame's index and
@@ -77,6 +77,7 @@ class WarningKind(StrEnum):
     VIEW_LEFT_OUT = "view_left_out"  # a DICOM file of several views kept its largest (regions: largest)
     REGION_LEFT_OUT = "region_left_out"  # a DICOM ultrasound region inverted or beyond the frame: not used
     PREVIOUS_OTHER_RECIPE = "previous_other_recipe"  # splits inherited from a release of another recipe name
+    FACTS_MISSING = "facts_missing"  # clips the recipe's facts sheet has no row for: their facts are null
 
 
 class _Strict(BaseModel):
@@ -112,6 +113,9 @@ class Clip(_Strict):
     # burned-in text: none found, masked, warned (left in), declared (burned in per the file,
     # none inside the crop); None: not checked (format 1 had no check)
     text: Literal["none", "masked", "warned", "declared"] | None
+    # the recipe's facts of the clip (its source's fact columns, typed; None: no row or an empty cell),
+    # as its videos row holds them
+    facts: dict[str, bool | int | float | str | None]
 
 
 class Failure(_Strict):
@@ -247,6 +251,10 @@ class Lock(_Strict):
                     del clip[key]
         return out
 
+    def fact_fields(self) -> list[tuple[str, str]]:
+        """(name, type) of the fact columns its recipe adds to the videos table, in the recipe's order."""
+        return _recipe_of(self).fact_fields()
+
     def shards_of(self, config: str) -> list[Shard]:
         return [s for s in self.shards if s.config == config]
 
@@ -361,24 +369,37 @@ def _explain(exc: ValidationError, limit: int = 6) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def _check_consistent(lock: Lock, where: str) -> None:
-    """What types cannot say: cross-references inside the lock point where they should, and
-    the recipe is a valid recipe whose hash the lock states."""
-    from ..errors import RecipeError
+def _recipe_of(lock: Lock):
     from ..recipe import parse_recipe
+
+    return parse_recipe(lock.recipe, where="recipe")
+
+
+#: a fact's type in a recipe -> the Python types its values have in a lock (a float fact may read as a whole number)
+_FACT_VALUES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+
+
+def _check_consistent(lock: Lock, where: str) -> None:
+    """What types cannot say: cross-references inside the lock point where they should, the
+    recipe is a valid recipe whose hash the lock states, and each clip has its source's facts."""
+    from ..errors import RecipeError
 
     if sha256_json(lock.recipe) != lock.recipe_sha256:
         raise LockError(f"{where}: recipe_sha256 is not the hash of the recipe the lock holds")
     try:
-        parse_recipe(lock.recipe, where="recipe")
+        recipe = _recipe_of(lock)
     except RecipeError as exc:
         raise LockError(f"{where}: the lock's recipe is not valid: {exc}") from None
+    declared = {name: {c.name: c.type for c in spec.facts.columns} if spec.facts else {}
+                for name, spec in recipe.sources.items()}
     n = len(lock.shards)
     for clip in lock.clips:
         if clip.shard >= n or lock.shards[clip.shard].config != "frames":
             raise LockError(f"{where}: clip {clip.video_id} names shard {clip.shard}, not a frames shard of the lock")
         if len(clip.frame_index) != len(clip.frame_sha256):
             raise LockError(f"{where}: clip {clip.video_id}: frame_index and frame_sha256 differ in length")
+        if lock.source_format != FORMAT_V1:
+            _check_facts(clip, declared.get(clip.source, {}), where)
     paths = [s.path for s in lock.shards]
     if len(set(paths)) != len(paths):
         raise LockError(f"{where}: a shard path is listed twice")
@@ -387,6 +408,17 @@ def _check_consistent(lock: Lock, where: str) -> None:
             check_attachment_name(name)
         except ReleaseError as exc:
             raise LockError(f"{where}: {exc}") from None
+
+
+def _check_facts(clip: Clip, declared: dict[str, str], where: str) -> None:
+    """A clip's facts are its source's fact columns, each a value of its type or None."""
+    if set(clip.facts) != set(declared):
+        raise LockError(f"{where}: clip {clip.video_id}: facts {sorted(clip.facts)!s:.200}, but its recipe declares "
+                        f"{sorted(declared)}")
+    for name, value in clip.facts.items():
+        kind = declared[name]
+        if value is not None and (isinstance(value, bool) != (kind == "bool") or not isinstance(value, _FACT_VALUES[kind])):
+            raise LockError(f"{where}: clip {clip.video_id}: fact {name} is {value!r:.40}, not a {kind}")
 
 
 def check_attachment_name(name: str) -> str:
@@ -511,7 +543,7 @@ def _upgrade(v1: LockV1) -> Lock:
             sha256=sha, bytes=item.bytes if item else None, label=None, split=split,
             fold=int(split[4:]) if split.startswith("fold") and split[4:].isdigit() else None, group=None,
             shard=lin.shard[start], row=lin.row[start], frame_id=start,
-            frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end], text=None))
+            frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end], text=None, facts={}))
         start = end
     return Lock(
         format=FORMAT, name=safe_name(v1.name, "name"), version=safe_name(v1.version, "version"),

@@ -7,6 +7,7 @@ the Hub viewer read the `huggingface` metadata key, so the `image` column decode
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pyarrow as pa
 
@@ -49,6 +50,7 @@ FRAME_FIELDS: list[tuple[str, pa.DataType]] = [
     ("phash", pa.uint64()),
 ]
 
+#: the columns of every videos table; a recipe's facts (per-video values from a sheet) follow them
 VIDEO_FIELDS: list[tuple[str, pa.DataType]] = [
     ("video_id", pa.string()),
     ("source", pa.string()),
@@ -81,6 +83,10 @@ VIDEO_FIELDS: list[tuple[str, pa.DataType]] = [
     ("frame_indices", pa.list_(pa.int32())),
 ]
 
+#: a fact's type in a recipe -> its column's type in the videos table
+FACT_TYPES: dict[str, pa.DataType] = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(),
+                                      "str": pa.string()}
+
 
 def _hf_feature(dtype: pa.DataType) -> dict:
     if dtype == IMAGE:
@@ -101,5 +107,13 @@ def _schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
 
 
 FRAMES_SCHEMA = _schema(FRAME_FIELDS)
-VIDEOS_SCHEMA = _schema(VIDEO_FIELDS)
+VIDEOS_SCHEMA = _schema(VIDEO_FIELDS)  # of a release whose recipe declares no facts
 SCHEMAS = {"frames": FRAMES_SCHEMA, "videos": VIDEOS_SCHEMA}
+
+
+def release_schemas(facts: Sequence[tuple[str, str]]) -> dict[str, pa.Schema]:
+    """The schemas of a release whose recipe declares these fact columns ((name, type), in the
+    recipe's order: `Recipe.fact_fields`, `Lock.fact_fields`): the videos table has them after its own."""
+    if not facts:
+        return SCHEMAS
+    return {"frames": FRAMES_SCHEMA, "videos": _schema(VIDEO_FIELDS + [(n, FACT_TYPES[t]) for n, t in facts])}

@@ -2,7 +2,8 @@
 
 A shard's sha256 only proves the file is the one the lock names; whoever rewrites a shard
 can write its new hash into the lock too. What the lock says of each clip (id, label,
-split, fold, group, frame list, pixel hashes, where its rows lie) is what diff, the card,
+split, fold, group, frame list, pixel hashes, where its rows lie, the recipe's facts of
+it) is what diff, the card,
 the benchmark and a manifest comparison read, so every row must say the same, and every
 clip must have its rows. The check reads only the small columns (never the image bytes);
 `deep` also decodes every stored PNG and hashes its pixels as the build did, so a claim
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..contract.lock import FORMAT_V1, LOCK_NAME, Clip, Lock, Shard
-from ..contract.schema import SCHEMAS
+from ..contract.schema import release_schemas
 from ..media.pixels import pixel_sha256
 from .read import Release
 
@@ -148,6 +149,9 @@ class _Expected:
             self.clips.setdefault(clip.video_id, clip)
             self.by_shard.setdefault(clip.shard, []).append(clip)
         self.classes = {} if self.v1 else _class_ids(lock)
+        fields = lock.fact_fields()
+        self.schemas = release_schemas(fields)
+        self.facts = tuple(name for name, _ in fields)  # the videos table's fact columns
 
     def recorded(self, columns: Collection[str]) -> list[str]:
         return [c for c in columns if not (self.v1 and c in V1_UNRECORDED)]
@@ -170,17 +174,19 @@ def _class_ids(lock: Lock) -> dict[tuple[str, str], tuple[int, int | None]]:
             for name, spec in recipe.sources.items() for cls in spec.definition.classes}
 
 
-def _read(release: Release, shard: Shard, columns: tuple[str, ...], v1: bool,
+def _read(release: Release, shard: Shard, columns: tuple[str, ...], expect: _Expected,
           also: tuple[str, ...] = ()) -> tuple[dict[str, list], list[str]]:
     """The small columns of a shard as Python lists; problems if a column the lock needs (or one
     of `also`, checked but not read) is absent or not of the contract's type."""
     file = pq.ParquetFile(release.path(shard.path))
     names = set(file.schema_arrow.names)
-    absent = [c for c in columns + also if c not in names and not (v1 and c in V1_ABSENT)]
+    absent = [c for c in columns + also if c not in names and not (expect.v1 and c in V1_ABSENT)]
     if absent:
-        return {}, [f"{shard.path}: no column {', '.join(absent)}, which every us4 release's {shard.config} has"]
+        why = ("a fact column of its lock's recipe" if any(c in expect.facts for c in absent) else
+               f"which every us4 release's {shard.config} has")
+        return {}, [f"{shard.path}: no column {', '.join(absent)}, {why}"]
     present = [c for c in columns if c in names]
-    contract = SCHEMAS[shard.config]
+    contract = expect.schemas[shard.config]
     for c in present + list(also):  # another type: its values are not what the lock is compared with
         if file.schema_arrow.field(c).type != contract.field(c).type:
             return {}, [f"{shard.path}: column {c} is {file.schema_arrow.field(c).type}, not {contract.field(c).type}"]
@@ -197,7 +203,7 @@ def _unreadable(shard: Shard, exc: Exception) -> str:
 
 def _frames_shard(release: Release, index: int, expect: _Expected, deep: RowCheck | None) -> list[str]:
     shard = release.lock.shards[index]
-    actual, problems = _read(release, shard, FRAME_COLUMNS, expect.v1, ("image",) if deep else ())
+    actual, problems = _read(release, shard, FRAME_COLUMNS, expect, ("image",) if deep else ())
     if problems:
         return problems
     n = len(actual["video_id"])
@@ -229,13 +235,13 @@ def _frames_shard(release: Release, index: int, expect: _Expected, deep: RowChec
 
 
 def _videos_shard(release: Release, shard: Shard, expect: _Expected) -> list[str]:
-    actual, problems = _read(release, shard, VIDEO_COLUMNS, expect.v1)
+    actual, problems = _read(release, shard, VIDEO_COLUMNS + expect.facts, expect)
     if problems:
         return problems
     # format 1 put every source of a split in one videos shard
     mine = {c.video_id: c for c in expect.clips.values()
             if c.split == shard.split and (expect.v1 or c.source == shard.source)}
-    columns = expect.recorded([c for c in VIDEO_COLUMNS if c in actual])
+    columns = expect.recorded([c for c in VIDEO_COLUMNS + expect.facts if c in actual])
     wanted = {c: list(actual[c]) for c in columns}  # rows of no clip of this shard: reported once, not compared
     clip_of_row: list[Any] = [NO_CLIP] * len(actual["video_id"])
     seen: set[str] = set()
@@ -255,6 +261,7 @@ def _videos_shard(release: Release, shard: Shard, expect: _Expected) -> list[str
                   "frame_indices": list(clip.frame_index)}
         if clip.text is not None:
             values["text_action"] = clip.text
+        values.update({name: clip.facts.get(name) for name in expect.facts})  # another source's fact: null
         for column, value in values.items():
             if column in wanted:
                 wanted[column][row] = value
