@@ -372,18 +372,27 @@ def stats(release: Path) -> None:
 @click.option("--text", "text", is_flag=True, help="Also list each clip with burned-in text: boxes, text read, action.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --text: write a thumbnail per flagged clip (boxes drawn) and report.md into this folder.")
+@click.option("--against", "other", type=click.Path(path_type=Path), default=None,
+              help="Another release folder: list the frames of RELEASE identical to, or near-duplicates of, its "
+                   "frames (by the same measure) instead of the checks within RELEASE.")
 def audit(release: Path, max_distance: int, max_difference: float, limit: int, text: bool,
-          report: Path | None) -> None:
+          report: Path | None, other: Path | None) -> None:
     """Prove that no clip is in two splits; list near-duplicate frames across splits.
 
     Exit status 1 when a clip is in two splits, or when near-duplicates cross splits in a
-    release whose recipe groups them (splits.group: near_duplicates).
+    release whose recipe groups them (splits.group: near_duplicates). With --against OTHER:
+    exit status 1 when any frame of RELEASE is identical to, or a near-duplicate of, a frame of OTHER.
     """
     from .release.audit import audit_release, text_findings
     from .release.read import open_release
     from .words import plural
 
     rel = open_release(release)
+    if other is not None:
+        if text or report is not None:
+            raise click.UsageError("--against compares two releases' frames; run --text without it")
+        _audit_against(rel, open_release(other), max_distance, max_difference, limit)
+        return
     result = audit_release(rel, max_distance, max_difference)
     for leak in result.leaks:
         click.echo(f"leak: {leak}")
@@ -417,6 +426,32 @@ def audit(release: Path, max_distance: int, max_difference: float, limit: int, t
             click.echo(f"report: {report / 'report.md'}")
     if not result.ok:
         sys.exit(1)
+
+
+def _audit_against(rel, other, max_distance: int, max_difference: float, limit: int) -> None:
+    """`us4 audit RELEASE --against OTHER`: the pairs found, then one summary line; exit 1 when any."""
+    from .escape import one_line as esc
+    from .release.audit import audit_against
+    from .words import plural
+
+    result = audit_against(rel, other, max_distance, max_difference, keep=limit)
+    for pair in result.pairs:
+        click.echo(f"  bits={pair.distance:2d} diff={pair.difference:5.2f}  {esc(pair.a[0])}#{pair.a[1]} "
+                   f"[{esc(pair.a[2])}]  ~  {esc(pair.b[0])}#{pair.b[1]} [{esc(pair.b[2])}]")
+    if result.found > len(result.pairs):
+        click.echo(f"  ... and {result.found - len(result.pairs)} more (--limit)")
+    click.echo(f"{esc(rel.name)} {esc(rel.version)} ({plural(result.frames[0], 'frame')} of "
+               f"{plural(result.videos[0], 'video')}) against {esc(other.name)} {esc(other.version)} "
+               f"({plural(result.frames[1], 'frame')} of {plural(result.videos[1], 'video')})")
+    click.echo(f"{plural(result.found, 'near-duplicate frame pair')} across the releases ({result.identical} "
+               f"identical): {result.compared:,} frame pairs compared by hash (distance <= {max_distance} bits), "
+               f"{plural(result.candidates, 'candidate pair')} checked on pixels (mean difference <= {max_difference})")
+    if result.ok:
+        return
+    click.echo(f"{plural(result.shared_videos[0], 'video')} of {esc(rel.name)} share frames with "
+               f"{plural(result.shared_videos[1], 'video')} of {esc(other.name)}: training on one and "
+               "evaluating on the other is not leak-free")
+    sys.exit(1)
 
 
 @main.command()

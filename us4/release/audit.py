@@ -1,5 +1,5 @@
-"""Prove that splits hold whole videos, find near-duplicate frames across splits, and list
-the burned-in text the build found."""
+"""Prove that splits hold whole videos, find near-duplicate frames across splits or across
+two releases, and list the burned-in text the build found."""
 from __future__ import annotations
 
 import io
@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from ..files import atomic_write
 from ..media import thumbnail
-from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, thumb_difference
+from ..media.neardup import (MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, close_pairs_between, thumb_difference,
+                             thumb_differences)
 from .read import LOCAL_TEXT, Release, local_dir
 
 
@@ -78,6 +79,65 @@ def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
 def _ref(frames, row: int) -> tuple[str, int, str]:
     r = frames.iloc[row]
     return (r["video_id"], int(r["frame_index"]), r["split"])
+
+
+# --- across two releases ------------------------------------------------------------
+
+_PAIRS_AT_ONCE = 4096  # candidate pairs whose thumbnails are compared in one array operation
+
+
+@dataclass
+class CrossAudit:
+    """Frames of one release that are identical to, or near-duplicates of, frames of another."""
+
+    frames: tuple[int, int]  # frames of (release, other)
+    videos: tuple[int, int]
+    compared: int  # frame pairs whose hashes were compared: every frame of one against every frame of the other
+    candidates: int  # pairs whose hashes lie within the distance: each checked on pixels
+    found: int  # candidates confirmed on pixels
+    identical: int  # of them, frames whose stored pixels hash alike
+    shared_videos: tuple[int, int]  # videos of each release with at least one such frame
+    pairs: list[NearDuplicate]  # the closest found pairs (a: this release, b: the other), at most `keep`
+
+    @property
+    def ok(self) -> bool:
+        return self.found == 0
+
+
+def audit_against(release: Release, other: Release, max_distance: int = MAX_DISTANCE,
+                  max_difference: float = MAX_DIFFERENCE, keep: int = 100) -> CrossAudit:
+    """Every frame of `release` against every frame of `other`, with the within-release audit's
+    measure: difference hashes within `max_distance` bits are candidates, confirmed where their
+    thumbnails differ by at most `max_difference` grey levels on average. Hashes are compared
+    block by block and thumbnails decoded for candidate frames only, so memory grows with the
+    candidate pairs, not with the product of the releases' sizes. The closest `keep` pairs are listed."""
+    columns = ["frame_id", "video_id", "frame_index", "split", "phash", "frame_sha256"]
+    fa, fb = release.frames(columns).to_pandas(), other.frames(columns).to_pandas()
+    dist, i, j = close_pairs_between(fa["phash"].to_numpy(dtype=np.uint64), fb["phash"].to_numpy(dtype=np.uint64),
+                                     max_distance)
+    ta, row_a = _thumb_stack(release, fa["frame_id"].to_numpy()[np.unique(i)])
+    tb, row_b = _thumb_stack(other, fb["frame_id"].to_numpy()[np.unique(j)])
+    ida, idb = fa["frame_id"].to_numpy(), fb["frame_id"].to_numpy()
+    diff = np.concatenate([np.zeros(0)] + [
+        thumb_differences(ta[[row_a[f] for f in ida[i[k:k + _PAIRS_AT_ONCE]]]],
+                          tb[[row_b[f] for f in idb[j[k:k + _PAIRS_AT_ONCE]]]])
+        for k in range(0, len(i), _PAIRS_AT_ONCE)])
+    hit = diff <= max_difference
+    dist, i, j, diff = dist[hit], i[hit], j[hit], diff[hit]
+    order = np.lexsort((j, i, dist, diff))[:keep]
+    return CrossAudit(
+        frames=(len(fa), len(fb)), videos=(fa["video_id"].nunique(), fb["video_id"].nunique()),
+        compared=len(fa) * len(fb), candidates=int(hit.size), found=int(hit.sum()),
+        identical=int((fa["frame_sha256"].to_numpy()[i] == fb["frame_sha256"].to_numpy()[j]).sum()),
+        shared_videos=(fa["video_id"].iloc[i].nunique(), fb["video_id"].iloc[j].nunique()),
+        pairs=[NearDuplicate(int(dist[k]), round(float(diff[k]), 2), _ref(fa, i[k]), _ref(fb, j[k])) for k in order])
+
+
+def _thumb_stack(release: Release, frame_ids: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """(thumbnails of some frames stacked, row of each frame_id in the stack)."""
+    thumbs = _thumbnails(release, {int(f) for f in frame_ids})
+    row = {fid: n for n, fid in enumerate(thumbs)}
+    return (np.stack(list(thumbs.values())) if thumbs else np.zeros((0, 1, 1), np.uint8)), row
 
 
 # --- burned-in text ----------------------------------------------------------------
