@@ -617,7 +617,8 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
 
 @main.command()
 @click.option("--pretrain", "pretrain_release", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="release to pretrain on (US-4, or POCUS: fold 0 then holds the validation videos)")
+              help="release to pretrain on (US-4, COVID-BLUES, or POCUS itself: fold 0 then holds the validation "
+                   "videos); its frames are audited against --eval's first, as `us4 audit --against` does")
 @click.option("--eval", "eval_release", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="POCUS release whose 5 video-level folds evaluate every initialisation")
 @click.option("--config", "config_name", type=click.Choice(list(CONFIGS)), default="smoke",
@@ -629,7 +630,8 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="default: cuda when available")
 @click.option("--seed", type=int, default=None, help="overrides the config's seed")
 @click.option("--label-fraction", type=float, default=None,
-              help="fraction of pretraining videos whose label feeds the semi-supervised term")
+              help="fraction of pretraining videos whose label (of the pretrain release's classes) feeds the "
+                   "semi-supervised term; 0: none, the loss is NT-Xent alone")
 @click.option("--imagenet", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="torchvision-layout ResNet-18 ImageNet weights, evaluated as one more initialisation")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
@@ -641,7 +643,9 @@ def benchmark(ctx: click.Context, pretrain_release: Path, eval_release: Path, co
               device: str | None, seed: int | None, label_fraction: float | None, imagenet: Path | None,
               nproc: int, quiet: bool) -> None:
     """Pretrain USCL (and a no-SPG baseline) on a release, fine-tune on POCUS folds; write OUT/benchmark.json,
-    benchmark.md and plots. Under torchrun, every rank runs this command (rank 0 reports)."""
+    benchmark.md and plots. First, the pretrain release's frames are audited against the evaluation
+    release's (identical or near-duplicate frames): the record says whether they are disjoint.
+    Under torchrun, every rank runs this command (rank 0 reports)."""
     if nproc > 1:
         from .train.distributed import launch
 
