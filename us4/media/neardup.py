@@ -57,8 +57,10 @@ def _close_blocks(a: np.ndarray, b: np.ndarray, max_distance: int, codes: np.nda
 
 
 def thumb_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean absolute grey-level difference of thumbnails, pair by pair (stacks of them)."""
-    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=(-2, -1))
+    """Mean absolute grey-level difference of thumbnails, pair by pair (stacks of them); summed as
+    integers, which `mean` would do through a float64 copy of the whole stack."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return diff.sum(axis=(-2, -1), dtype=np.int64) / (diff.shape[-2] * diff.shape[-1])
 
 
 def thumb_difference(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from ..files import atomic_write
@@ -68,11 +71,24 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
 
 
 def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
-    """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels)."""
-    out = {}
-    for fid, png in release.images(wanted).items():
-        with Image.open(io.BytesIO(png)) as im:
-            out[fid] = thumbnail(np.asarray(im))
+    """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels), read one
+    row group at a time and only from row groups whose frame_id range holds a wanted frame:
+    memory holds one row group's images and the thumbnails, not the shards' PNG bytes."""
+    out: dict[int, np.ndarray] = {}
+    ids = pa.array(sorted(wanted), pa.int64())
+    for shard in release.shards("frames", present_only=True) if wanted else []:
+        file = pq.ParquetFile(release.path(shard.path))
+        column = next(c for c in range(file.metadata.num_columns) if file.metadata.schema.column(c).path == "frame_id")
+        for k in range(file.num_row_groups):
+            stats = file.metadata.row_group(k).column(column).statistics
+            if stats is not None and stats.has_min_max and not pc.any(
+                    pc.and_(pc.greater_equal(ids, stats.min), pc.less_equal(ids, stats.max))).as_py():
+                continue
+            part = file.read_row_group(k, columns=["frame_id", "image"], use_threads=False)  # less memory held
+            part = part.filter(pc.is_in(part["frame_id"], value_set=ids))
+            for fid, image in zip(part["frame_id"].to_pylist(), part["image"].to_pylist(), strict=True):
+                with Image.open(io.BytesIO(image["bytes"])) as im:
+                    out[fid] = thumbnail(np.asarray(im))
     return out
 
 
@@ -83,7 +99,7 @@ def _ref(frames, row: int) -> tuple[str, int, str]:
 
 # --- across two releases ------------------------------------------------------------
 
-_PAIRS_AT_ONCE = 4096  # candidate pairs whose thumbnails are compared in one array operation
+_PAIRS_AT_ONCE = 1024  # candidate pairs whose thumbnails are compared in one array operation (4 MiB a side)
 
 
 @dataclass
