@@ -375,19 +375,29 @@ def stats(release: Path) -> None:
 @click.option("--text", "text", is_flag=True, help="Also list each clip with burned-in text: boxes, text read, action.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --text: write a thumbnail per flagged clip (boxes drawn) and report.md into this folder.")
+@click.option("--against", "other", type=click.Path(path_type=Path), default=None,
+              help="Another release folder: list the frames of RELEASE identical to, or near-duplicates of, its "
+                   "frames (by the same measure) instead of the checks within RELEASE.")
 def audit(release: Path, max_distance: int, max_difference: float, limit: int, text: bool,
-          report: Path | None) -> None:
+          report: Path | None, other: Path | None) -> None:
     """Prove that no clip is in two splits; warn where a split lacks a class or a class is spread
     wider than its largest group forces; list near-duplicate frames across splits.
 
     Exit status 1 when a clip is in two splits, or when near-duplicates cross splits in a
     release whose recipe groups them (splits.group: near_duplicates); the class warnings leave it 0.
+    With --against OTHER: exit status 1 when any frame of RELEASE is identical to, or a
+    near-duplicate of, a frame of OTHER.
     """
     from .release.audit import audit_release, balance_warnings, text_findings
     from .release.read import open_release
     from .words import plural
 
     rel = open_release(release)
+    if other is not None:
+        if text or report is not None:
+            raise click.UsageError("--against compares two releases' frames; run --text without it")
+        _audit_against(rel, open_release(other), max_distance, max_difference, limit)
+        return
     result = audit_release(rel, max_distance, max_difference)
     for leak in result.leaks:
         click.echo(f"leak: {leak}")
@@ -426,6 +436,32 @@ def audit(release: Path, max_distance: int, max_difference: float, limit: int, t
             click.echo(f"report: {report / 'report.md'}")
     if not result.ok:
         sys.exit(1)
+
+
+def _audit_against(rel, other, max_distance: int, max_difference: float, limit: int) -> None:
+    """`us4 audit RELEASE --against OTHER`: the pairs found, then one summary line; exit 1 when any."""
+    from .escape import one_line as esc
+    from .release.audit import audit_against
+    from .words import plural
+
+    result = audit_against(rel, other, max_distance, max_difference, keep=limit)
+    for pair in result.pairs:
+        click.echo(f"  bits={pair.distance:2d} diff={pair.difference:5.2f}  {esc(pair.a[0])}#{pair.a[1]} "
+                   f"[{esc(pair.a[2])}]  ~  {esc(pair.b[0])}#{pair.b[1]} [{esc(pair.b[2])}]")
+    if result.found > len(result.pairs):
+        click.echo(f"  ... and {result.found - len(result.pairs)} more (--limit)")
+    click.echo(f"{esc(rel.name)} {esc(rel.version)} ({plural(result.frames[0], 'frame')} of "
+               f"{plural(result.videos[0], 'video')}) against {esc(other.name)} {esc(other.version)} "
+               f"({plural(result.frames[1], 'frame')} of {plural(result.videos[1], 'video')})")
+    click.echo(f"{plural(result.found, 'near-duplicate frame pair')} across the releases ({result.identical} "
+               f"identical): {result.compared:,} frame pairs compared by hash (distance <= {max_distance} bits), "
+               f"{plural(result.candidates, 'candidate pair')} checked on pixels (mean difference <= {max_difference})")
+    if result.ok:
+        return
+    click.echo(f"{plural(result.shared_videos[0], 'video')} of {esc(rel.name)} share frames with "
+               f"{plural(result.shared_videos[1], 'video')} of {esc(other.name)}: training on one and "
+               "evaluating on the other is not leak-free")
+    sys.exit(1)
 
 
 @main.command()
@@ -653,7 +689,8 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
 
 @main.command()
 @click.option("--pretrain", "pretrain_release", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="release to pretrain on (US-4, or POCUS: fold 0 then holds the validation videos)")
+              help="release to pretrain on (US-4, COVID-BLUES, or POCUS itself: fold 0 then holds the validation "
+                   "videos); its frames are audited against --eval's first, as `us4 audit --against` does")
 @click.option("--eval", "eval_release", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="POCUS release whose 5 video-level folds evaluate every initialisation")
 @click.option("--config", "config_name", type=click.Choice(list(CONFIGS)), default="smoke",
@@ -665,7 +702,8 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="default: cuda when available")
 @click.option("--seed", type=int, default=None, help="overrides the config's seed")
 @click.option("--label-fraction", type=float, default=None,
-              help="fraction of pretraining videos whose label feeds the semi-supervised term")
+              help="fraction of pretraining videos whose label (of the pretrain release's classes) feeds the "
+                   "semi-supervised term; 0: none, the loss is NT-Xent alone")
 @click.option("--imagenet", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="torchvision-layout ResNet-18 ImageNet weights, evaluated as one more initialisation")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
@@ -677,7 +715,9 @@ def benchmark(ctx: click.Context, pretrain_release: Path, eval_release: Path, co
               device: str | None, seed: int | None, label_fraction: float | None, imagenet: Path | None,
               nproc: int, quiet: bool) -> None:
     """Pretrain USCL (and a no-SPG baseline) on a release, fine-tune on POCUS folds; write OUT/benchmark.json,
-    benchmark.md and plots. Under torchrun, every rank runs this command (rank 0 reports)."""
+    benchmark.md and plots. First, the pretrain release's frames are audited against the evaluation
+    release's (identical or near-duplicate frames): the record says whether they are disjoint.
+    Under torchrun, every rank runs this command (rank 0 reports)."""
     if nproc > 1:
         from .train.distributed import launch
 

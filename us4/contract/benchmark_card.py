@@ -15,8 +15,34 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
-def _name(key: str) -> str:
-    return md(_NAMES.get(key, key))
+def _name(key: str, result: dict | None = None) -> str:
+    return md(_NAMES.get(key, key)) + (" **(leaked)**" if result and result.get("leaked") else "")
+
+
+def _disjointness(record: dict) -> list[str]:
+    """The cross-release audit's statement, loud when the releases share frames (absent from older records)."""
+    audit = record["pretraining"].get("audit")
+    if not audit:
+        return []
+    if audit["status"] == "leaked":
+        return ["", f"**{md(audit['statement'])}.** Pretrained rows below are marked (leaked)."]
+    return ["", md(audit["statement"][0].upper() + audit["statement"][1:]) + "."]
+
+
+def _class_counts(record: dict) -> list[str]:
+    """Videos (frames) of each class per evaluation fold, and the folds that lack a class."""
+    counts = record["evaluation"].get("class_counts")
+    if not counts:
+        return []
+    n = len(record["evaluation"]["folds"])
+    lines = ["", "Evaluation videos (frames) per class and fold:", "",
+             "| class | " + " | ".join(f"fold {k}" for k in range(n)) + " |", "|---|" + "---|" * n]
+    for name, videos in counts["videos"].items():
+        lines.append(f"| {md(name)} | " + " | ".join(f"{v} ({f})" for v, f in zip(videos, counts["frames"][name]))
+                     + " |")
+    for warning in counts["warnings"]:
+        lines += ["", f"**Warning:** {md(warning)}."]
+    return lines
 
 
 def benchmark_markdown(record: dict) -> str:
@@ -34,6 +60,7 @@ def benchmark_markdown(record: dict) -> str:
          f"{md(cfg['input_size'])} px, {md(cfg['pretrain']['epochs'])} pretraining epochs, "
          f"{md(cfg['finetune']['epochs'])} fine-tuning epochs; device {md(record['device']['type'])}; "
          f"{record['wall_s']['total']:.0f} s in all)."),
+        *_disjointness(record),
         "",
         ("| initialisation | accuracy (honest: final epoch) | per-fold mean ± std | macro F1 (honest) "
          "| accuracy (optimistic: best test epoch, reference protocol) |"),
@@ -41,7 +68,7 @@ def benchmark_markdown(record: dict) -> str:
     ]
     for key, r in results.items():
         h, o = r["honest"], r["optimistic"]
-        lines.append(f"| {_name(key)} | {_pct(h['accuracy'])} | {_pct(h['accuracy_mean'])} ± "
+        lines.append(f"| {_name(key, r)} | {_pct(h['accuracy'])} | {_pct(h['accuracy_mean'])} ± "
                      f"{100 * h['accuracy_std']:.1f} | {h['macro_f1']:.3f} | {_pct(o['accuracy'])} |")
     lines += ["", "Per class (honest figure; precision / recall / F1):", "",
               "| initialisation | " + " | ".join(map(md, classes)) + " |", "|---|" + "---|" * len(classes)]
@@ -72,8 +99,11 @@ def benchmark_markdown(record: dict) -> str:
          "estimate. The honest column takes the final epoch and chooses nothing on test data."),
         "",
         (f"Pretraining: {md(pre['videos']['train'])} training and {md(pre['videos']['validation'])} validation "
-         f"videos ({md(pre['holdout'])}); semi-supervised labels from {md(pre['label_source'])}, "
+         f"videos ({md(pre['holdout'])}); "
+         + (f"loss {md(pre['loss'])}; " if "loss" in pre else "")
+         + f"semi-supervised labels from {md(pre['label_source'])}, "
          f"{md(pre['labelled_videos'])} labelled training videos. {md(pre['note'][0].upper() + pre['note'][1:])}."),
+        *_class_counts(record),
         "",
         (f"Lock sha256: pretrain {md(rel['pretrain']['lock_sha256'][:16])}…, "
          f"eval {md(rel['eval']['lock_sha256'][:16])}…; "

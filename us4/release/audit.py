@@ -1,5 +1,6 @@
-"""Prove that splits hold whole videos, find near-duplicate frames across splits, warn where
-the splits hold a class unevenly, and list the burned-in text the build found."""
+"""Prove that splits hold whole videos, find near-duplicate frames across splits or across
+two releases, warn where the splits hold a class unevenly, and list the burned-in text the
+build found."""
 from __future__ import annotations
 
 import io
@@ -9,13 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from ..contract.balance import class_balance
 from ..contract.lock import Lock
 from ..files import atomic_write
 from ..media import thumbnail
-from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, thumb_difference
+from ..media.neardup import (MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, close_pairs_between, thumb_difference,
+                             thumb_differences)
 from .read import LOCAL_TEXT, Release, local_dir
 
 
@@ -70,11 +75,24 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
 
 
 def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
-    """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels)."""
-    out = {}
-    for fid, png in release.images(wanted).items():
-        with Image.open(io.BytesIO(png)) as im:
-            out[fid] = thumbnail(np.asarray(im))
+    """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels), read one
+    row group at a time and only from row groups whose frame_id range holds a wanted frame:
+    memory holds one row group's images and the thumbnails, not the shards' PNG bytes."""
+    out: dict[int, np.ndarray] = {}
+    ids = pa.array(sorted(wanted), pa.int64())
+    for shard in release.shards("frames", present_only=True) if wanted else []:
+        file = pq.ParquetFile(release.path(shard.path))
+        column = next(c for c in range(file.metadata.num_columns) if file.metadata.schema.column(c).path == "frame_id")
+        for k in range(file.num_row_groups):
+            stats = file.metadata.row_group(k).column(column).statistics
+            if stats is not None and stats.has_min_max and not pc.any(
+                    pc.and_(pc.greater_equal(ids, stats.min), pc.less_equal(ids, stats.max))).as_py():
+                continue
+            part = file.read_row_group(k, columns=["frame_id", "image"], use_threads=False)  # less memory held
+            part = part.filter(pc.is_in(part["frame_id"], value_set=ids))
+            for fid, image in zip(part["frame_id"].to_pylist(), part["image"].to_pylist(), strict=True):
+                with Image.open(io.BytesIO(image["bytes"])) as im:
+                    out[fid] = thumbnail(np.asarray(im))
     return out
 
 
@@ -103,6 +121,65 @@ def balance_warnings(lock: Lock) -> list[str]:
         if b.too_wide:
             lines.append(b.spread_text())
     return lines
+
+
+# --- across two releases ------------------------------------------------------------
+
+_PAIRS_AT_ONCE = 1024  # candidate pairs whose thumbnails are compared in one array operation (4 MiB a side)
+
+
+@dataclass
+class CrossAudit:
+    """Frames of one release that are identical to, or near-duplicates of, frames of another."""
+
+    frames: tuple[int, int]  # frames of (release, other)
+    videos: tuple[int, int]
+    compared: int  # frame pairs whose hashes were compared: every frame of one against every frame of the other
+    candidates: int  # pairs whose hashes lie within the distance: each checked on pixels
+    found: int  # candidates confirmed on pixels
+    identical: int  # of them, frames whose stored pixels hash alike
+    shared_videos: tuple[int, int]  # videos of each release with at least one such frame
+    pairs: list[NearDuplicate]  # the closest found pairs (a: this release, b: the other), at most `keep`
+
+    @property
+    def ok(self) -> bool:
+        return self.found == 0
+
+
+def audit_against(release: Release, other: Release, max_distance: int = MAX_DISTANCE,
+                  max_difference: float = MAX_DIFFERENCE, keep: int = 100) -> CrossAudit:
+    """Every frame of `release` against every frame of `other`, with the within-release audit's
+    measure: difference hashes within `max_distance` bits are candidates, confirmed where their
+    thumbnails differ by at most `max_difference` grey levels on average. Hashes are compared
+    block by block and thumbnails decoded for candidate frames only, so memory grows with the
+    candidate pairs, not with the product of the releases' sizes. The closest `keep` pairs are listed."""
+    columns = ["frame_id", "video_id", "frame_index", "split", "phash", "frame_sha256"]
+    fa, fb = release.frames(columns).to_pandas(), other.frames(columns).to_pandas()
+    dist, i, j = close_pairs_between(fa["phash"].to_numpy(dtype=np.uint64), fb["phash"].to_numpy(dtype=np.uint64),
+                                     max_distance)
+    ta, row_a = _thumb_stack(release, fa["frame_id"].to_numpy()[np.unique(i)])
+    tb, row_b = _thumb_stack(other, fb["frame_id"].to_numpy()[np.unique(j)])
+    ida, idb = fa["frame_id"].to_numpy(), fb["frame_id"].to_numpy()
+    diff = np.concatenate([np.zeros(0)] + [
+        thumb_differences(ta[[row_a[f] for f in ida[i[k:k + _PAIRS_AT_ONCE]]]],
+                          tb[[row_b[f] for f in idb[j[k:k + _PAIRS_AT_ONCE]]]])
+        for k in range(0, len(i), _PAIRS_AT_ONCE)])
+    hit = diff <= max_difference
+    dist, i, j, diff = dist[hit], i[hit], j[hit], diff[hit]
+    order = np.lexsort((j, i, dist, diff))[:keep]
+    return CrossAudit(
+        frames=(len(fa), len(fb)), videos=(fa["video_id"].nunique(), fb["video_id"].nunique()),
+        compared=len(fa) * len(fb), candidates=int(hit.size), found=int(hit.sum()),
+        identical=int((fa["frame_sha256"].to_numpy()[i] == fb["frame_sha256"].to_numpy()[j]).sum()),
+        shared_videos=(fa["video_id"].iloc[i].nunique(), fb["video_id"].iloc[j].nunique()),
+        pairs=[NearDuplicate(int(dist[k]), round(float(diff[k]), 2), _ref(fa, i[k]), _ref(fb, j[k])) for k in order])
+
+
+def _thumb_stack(release: Release, frame_ids: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """(thumbnails of some frames stacked, row of each frame_id in the stack)."""
+    thumbs = _thumbnails(release, {int(f) for f in frame_ids})
+    row = {fid: n for n, fid in enumerate(thumbs)}
+    return (np.stack(list(thumbs.values())) if thumbs else np.zeros((0, 1, 1), np.uint8)), row
 
 
 # --- burned-in text ----------------------------------------------------------------

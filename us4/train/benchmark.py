@@ -31,14 +31,14 @@ from .data import FRAME_COLUMNS, VideoSet, load_videoset
 from .distributed import World, gather_to_main, joined, rank_errors, sigterm_held_off, threads_per_rank
 from .finetune import FoldResult, evaluated_videos, finetune_folds
 from .metrics import summarize
-from .pretrain import PretrainResult, label_mask, pretrain
+from .pretrain import PretrainResult, label_mask, loss_name, pretrain
 from .progress import StageProgress
 
 FORMAT = "us4-benchmark/1"
 Progress = Callable[[str], None]
 #: initialisations by key in benchmark.json, with what each one is
 INITS = {
-    "uscl": "USCL pretraining on the pretrain release (sample pair generation + mixup, NT-Xent + semi-supervised CE)",
+    "uscl": "USCL pretraining on the pretrain release (sample pair generation + mixup, {loss})",
     "simclr_no_spg": "the same trainer without sample pair generation (SimCLR-style: two augmentations of one frame)",
     "random": "random initialisation (no pretraining)",
     "imagenet": "ImageNet weights supplied by the user (torchvision layout)",
@@ -91,14 +91,29 @@ def pretrain_split(vs: VideoSet, holdout_fold: int) -> tuple[np.ndarray, np.ndar
     raise TrainError("pretrain release has neither a 'train' split nor folds")
 
 
-def pretrain_labels(vs: VideoSet) -> tuple[np.ndarray, int, str]:
-    """(label per video, -1 unknown; classifier size; which column) for the semi-supervised term."""
+def release_classes(rel: Release) -> tuple[str, ...]:
+    """The classes a release's recipe gives its sources (each source's, in recipe order; a class
+    two sources share, once)."""
+    from ..recipe import parse_recipe
+
+    names: list[str] = []
+    for src in parse_recipe(rel.lock.recipe, where=f"{rel.root}: recipe").sources.values():
+        names += [c for c in src.classes or [d.name for d in src.definition.classes] if c not in names]
+    return tuple(names)
+
+
+def pretrain_labels(vs: VideoSet, classes: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], str]:
+    """(label per video, -1 unknown; the classifier's classes; where the labels come from) for the
+    semi-supervised term: US-4's joint head where the release sets it, else the video's `label`
+    among the pretrain release's own `classes`."""
     if (vs.us4_labels >= 0).any():
         from ..registry import US4_HEAD
-        return vs.us4_labels.copy(), len(US4_HEAD), "us4_label"
-    if (vs.label_ids >= 0).any():
-        return vs.label_ids.copy(), int(vs.label_ids.max()) + 1, "label_id"
-    return np.full(len(vs), -1, dtype=np.int64), 1, "none"
+        return vs.us4_labels.copy(), US4_HEAD, "us4_label (the joint head of US-4)"
+    index = {name: k for k, name in enumerate(classes)}
+    labels = np.array([index.get(name, -1) for name in vs.label_names], dtype=np.int64)
+    if (labels >= 0).any():
+        return labels, classes, "label (the pretrain release's classes)"
+    return labels, (), "none"
 
 
 def _overlap(pre: VideoSet, ev: VideoSet) -> np.ndarray:
@@ -157,6 +172,48 @@ def _jsonable(x):
     if isinstance(x, float) and not np.isfinite(x):
         return None
     return x
+
+
+def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> dict:
+    """Whether the pretraining release shares frames with the evaluation release (`us4 audit
+    PRETRAIN --against EVAL`: identical or near-duplicate frames), for benchmark.json."""
+    from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE
+    from ..release.audit import audit_against
+
+    if pre_rel.root.resolve() == ev_rel.root.resolve() or pre_rel.lock.sha256 == ev_rel.lock.sha256:
+        return {"status": "same release",
+                "statement": ("pretraining on the evaluation release itself: its test-fold frames are seen "
+                              "unlabelled in pretraining (no cross-release audit)")}
+    a = audit_against(pre_rel, ev_rel, keep=first)
+    figures = (f"{a.compared:,} frame pairs compared by hash, {a.candidates:,} candidate pairs checked on pixels, "
+               f"{a.found:,} found")
+    statement = (f"pretraining corpus disjoint from the evaluation: {figures}" if a.ok else
+                 f"LEAKED: the pretraining release shares frames with the evaluation release ({figures}, "
+                 f"{a.identical:,} identical; {a.shared_videos[0]} pretraining and {a.shared_videos[1]} evaluation "
+                 "videos): the figures of pretrained initialisations are optimistic")
+    side = ("video_id", "frame_index", "split")
+    return {"status": "disjoint" if a.ok else "leaked", "statement": statement,
+            "frames": {"pretrain": a.frames[0], "eval": a.frames[1]},
+            "frame_pairs_compared": a.compared, "candidate_pairs_checked": a.candidates, "pairs_found": a.found,
+            "identical_pairs": a.identical, "videos_sharing_frames": {"pretrain": a.shared_videos[0],
+                                                                      "eval": a.shared_videos[1]},
+            "measure": {"max_distance_bits": MAX_DISTANCE, "max_mean_difference": MAX_DIFFERENCE},
+            "first_pairs": [{"distance": p.distance, "difference": p.difference, "pretrain": dict(zip(side, p.a)),
+                             "eval": dict(zip(side, p.b))} for p in a.pairs]}
+
+
+def fold_class_counts(vs: VideoSet, labels: np.ndarray, videos: np.ndarray, cfg: BenchmarkConfig) -> dict:
+    """Videos and frames of each class in each evaluation fold, and a warning per fold lacking a class."""
+    classes, n_folds = cfg.finetune.classes, cfg.finetune.folds
+    counts: dict[str, dict[str, list[int]]] = {"videos": {}, "frames": {}}
+    for k, name in enumerate(classes):
+        of_class = videos[labels[videos] == k]
+        counts["videos"][name] = [int((vs.folds[of_class] == f).sum()) for f in range(n_folds)]
+        counts["frames"][name] = [vs.frame_counts(of_class[vs.folds[of_class] == f]) for f in range(n_folds)]
+    warnings = [f"evaluation fold {f} holds no {name} video: its accuracy says nothing of {name}, and the "
+                f"summed figures weigh that class by the other folds only"
+                for name in classes for f in range(n_folds) if counts["videos"][name][f] == 0]
+    return {**counts, "warnings": warnings}
 
 
 def check_out(out: Path) -> None:
@@ -231,6 +288,12 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
     same = pre_rel.root.resolve() == ev_rel.root.resolve()
     wall: dict[str, float] = {}
     t = time.perf_counter()
+    disjointness = disjointness_record(pre_rel, ev_rel) if world.main else {}  # only rank 0 writes the record
+    wall["audit"] = time.perf_counter() - t
+    if world.main:
+        say_main(f"{disjointness['statement']} ({wall['audit']:.1f}s)")
+
+    t = time.perf_counter()
     ev_vs = load_release_videoset(ev_rel, cfg.input_size)
     pre_vs = ev_vs if same else load_release_videoset(pre_rel, cfg.input_size)
     ev_vs.images = ev_vs.images.to(dev)
@@ -240,13 +303,17 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
              f"{cfg.input_size}px in {wall['decode']:.1f}s"
              + (f"; {world.size} ranks ({world.backend})" if world.size > 1 else ""))
 
-    evaluated_videos(ev_vs, cfg)  # a release that cannot be evaluated fails now, not after pretraining
+    # a release that cannot be evaluated fails now, not after pretraining
+    class_counts = fold_class_counts(ev_vs, *evaluated_videos(ev_vs, cfg), cfg)
+    for warning in class_counts["warnings"]:
+        say_main(f"warning: {warning}")
 
     # --- pretraining: USCL and the no-SPG baseline, one trainer, same seed and labels
     train_v, val_v, holdout = pretrain_split(pre_vs, cfg.pretrain.holdout_fold)
     if len(train_v) < 2:
         raise TrainError(f"pretrain release has {len(train_v)} training videos; at least 2 are needed")
-    labels, n_classes, label_source = pretrain_labels(pre_vs)
+    labels, classes, label_source = pretrain_labels(pre_vs, release_classes(pre_rel))
+    n_classes = max(len(classes), 1)  # without labels the head is never trained
     seeds = {"base": cfg.seed, "pretrain_model": cfg.seed, "pretrain_sampling": cfg.seed + 1,
              "pretrain_augment": cfg.seed + 2, "pretrain_validation": cfg.seed + 3, "label_mask": cfg.seed + 4,
              "finetune": cfg.seed + 10, "finetune_augment": cfg.seed + 11, "finetune_shuffle": cfg.seed + 12,
@@ -254,6 +321,7 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
     labels[~label_mask(labels, cfg.pretrain.label_fraction, seeds["label_mask"])] = -1
     overlap = _overlap(pre_vs, ev_vs)
     labels[overlap] = -1  # their labels would reach the test folds through the supervised term
+    loss = loss_name(cfg, int((labels[train_v] >= 0).sum()))
     pc = cfg.pretrain
     steps = -(-len(train_v) // pc.batch_size)
     if pc.steps_per_epoch is not None:
@@ -297,7 +365,10 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
     for key in backbones:
         folds = sorted((f for part in gathered for f in part[key]), key=lambda f: f.fold)
         wall[f"finetune_{key}"] = sum(f.wall_s for f in folds)
-        results[key] = _init_record(folds, cfg.finetune.classes, wall[f"finetune_{key}"], INITS[key])
+        results[key] = _init_record(folds, cfg.finetune.classes, wall[f"finetune_{key}"],
+                                    INITS[key].format(loss=loss))
+        # a figure of an initialisation pretrained on frames the audit found in the evaluation release
+        results[key]["leaked"] = key in variants and disjointness["status"] == "leaked"
         say(f"{key}: honest acc {results[key]['honest']['accuracy']:.3f}, "
             f"optimistic acc {results[key]['optimistic']['accuracy']:.3f}")
     fold_layout = folds  # fold membership is the same for every initialisation
@@ -309,7 +380,8 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
         "frames": {"train": pre_vs.frame_counts(train_v), "validation": pre_vs.frame_counts(val_v)},
         "holdout": holdout,
         "label_source": label_source,
-        "classifier_classes": n_classes,
+        "classifier_classes": list(classes),
+        "loss": loss,
         "label_fraction": cfg.pretrain.label_fraction,
         "labelled_videos": int((labels[train_v] >= 0).sum()),
         "videos_in_eval_release": int(overlap[np.concatenate([train_v, val_v])].sum()),
@@ -317,6 +389,7 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
                  "are still seen unlabelled, so test-fold images reach self-supervised pretraining")
         if overlap.any() else "no pretrain video is in the evaluation release",
         "variants": variants,
+        "audit": disjointness,
     }
     evaluation = {
         "classes": list(cfg.finetune.classes),
@@ -327,6 +400,7 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
                      "finetune.bn_frames of them, shuffled; null: all)"),
         "folds": [{"fold": f.fold, "test_videos": len(f.test_videos), "test_frames": f.n_test_frames,
                    "train_videos": len(f.train_videos), "train_frames": f.n_train_frames} for f in fold_layout],
+        "class_counts": class_counts,
         "std": "population standard deviation over folds",
     }
     record = {

@@ -24,7 +24,7 @@ def write_plots(record: dict, out: str | Path) -> list[Path]:
                      color=line.get_color())
         if v["best_val_loss"] is not None:
             axes[1].scatter([v["best_epoch"] + 1], [v["best_val_loss"]], marker="*", s=80, color=line.get_color())
-    axes[0].set(title="pretraining loss (NT-Xent + CE)", xlabel="epoch")
+    axes[0].set(title=f"pretraining loss ({record['pretraining']['loss']})", xlabel="epoch")
     axes[1].set(title="validation NT-Xent (star: selected)", xlabel="epoch")
     for ax in axes:
         ax.legend()

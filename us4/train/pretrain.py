@@ -1,6 +1,7 @@
 """USCL pretraining, and the no-SPG (SimCLR-style) baseline as a flag of the same trainer.
 
-Loss = NT-Xent(view1, view2) + ce_weight * (CE(view1) + CE(view2)) on labelled videos;
+Loss = NT-Xent(view1, view2) + ce_weight * (CE(view1) + CE(view2)) on labelled videos (NT-Xent
+alone where ce_weight is 0 or no training video has a label: `loss_name` says which);
 Adam, cosine annealing stepped only after the warm-up epochs; the validation
 contrastive loss on held-out videos (unmixed views, fixed draws) picks the checkpoint.
 
@@ -42,6 +43,7 @@ class PretrainResult:
     best_epoch: int = -1
     best_val_loss: float | None = None
     selection: str = ""
+    loss: str = ""  # the loss as used (`loss_name`)
     wall_s: float = 0.0
     images_per_s: float = 0.0
 
@@ -110,6 +112,13 @@ def validation_loss(model: USCLModel, images: torch.Tensor, members: list[np.nda
     return total / count if count else None
 
 
+def loss_name(cfg: BenchmarkConfig, labelled_videos: int) -> str:
+    """The pretraining loss as used: the CE term counts only with a weight and labelled training videos."""
+    if cfg.pretrain.ce_weight == 0 or labelled_videos == 0:
+        return "NT-Xent"
+    return f"NT-Xent + {cfg.pretrain.ce_weight:g} x semi-supervised CE"
+
+
 def label_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Which videos keep their label: a deterministic `fraction` of those that have one."""
     known = np.flatnonzero(labels >= 0)
@@ -151,7 +160,8 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
     opt = adam(model.parameters(), pc.lr, pc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs, eta_min=0)
 
-    result = PretrainResult(model=model, spg=spg)
+    result = PretrainResult(model=model, spg=spg, loss=loss_name(cfg, int((labels[train_videos] >= 0).sum())))
+    with_ce = result.loss != "NT-Xent"
     best_state, best = None, float("inf")
     seen, train_time = 0, 0.0
     start = time.perf_counter()
@@ -194,9 +204,9 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
             best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.best_val_loss = epoch, val
         if progress:
-            progress(f"pretrain {name} epoch {epoch + 1}/{n_epochs}: loss {mean[0]:.4f} "
-                     f"(nt-xent {mean[1]:.4f}, ce {mean[2]:.4f}), val {'-' if val is None else f'{val:.4f}'}, "
-                     f"{rate:.0f} images/s")
+            terms = f" (NT-Xent {mean[1]:.4f}, CE {mean[2]:.4f})" if with_ce else ""
+            progress(f"pretrain {name} epoch {epoch + 1}/{n_epochs}: {result.loss} {mean[0]:.4f}{terms}, "
+                     f"val {'-' if val is None else f'{val:.4f}'}, {rate:.0f} images/s")
     if best_state is not None:
         model.load_state_dict(best_state)
         result.selection = "lowest validation contrastive loss"
