@@ -27,7 +27,7 @@ from .registry import SOURCES, ClassDef, Source
 
 _TOP_KEYS = {"name", "version", "description", "seed", "sources", "dedup", "splits", "output"}
 _SOURCE_KEYS = {"sampling", "probes", "classes", "crop", "input", "fps", "label", "ids", "text", "regions",
-                "max_frame_pixels", "fetch", "facts"}
+                "max_frame_pixels", "fetch", "facts", "clips"}
 # keys only a source that the registry does not know declares
 _DECLARED_KEYS = {"organ", "probe", "licence", "description"}
 INPUTS = ("video", "dicom", "image_sequence")
@@ -218,13 +218,14 @@ class SourceRecipe:
     classes: tuple[str, ...] | None = None  # registry sources: None = every class
     crop: CropSpec = field(default_factory=CropSpec)
     facts: FactsSpec | None = None  # per-video facts from a sheet: typed columns of the videos table
+    clips: str = "."  # the folder of the raw folder that holds the clips (sheets lie in the raw folder)
     fetch: FetchPin | None = None  # where its raw files are fetched from (`us4 fetch`); shapes no byte
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"sampling": self.sampling.to_dict(), "crop": self.crop.to_dict(),
                                "input": self.input, "ids": self.ids, "text": self.text,
                                "label": self.label.to_dict(), "regions": self.regions,
-                               "max_frame_pixels": self.max_frame_pixels}
+                               "max_frame_pixels": self.max_frame_pixels, "clips": self.clips}
         if self.fps is not None:
             out["fps"] = self.fps
         if self.probes is not None:
@@ -501,8 +502,14 @@ def _parse_source(name: str, raw: Any, where: str) -> SourceRecipe:
         raise RecipeError(f"{where}: source {name!r}: its ids are content hashes, so its crop overrides are keyed by the "
                           "clip's sha256, never by a path (the recipe is published in the release's lock)")
     facts = _parse_facts(name, raw["facts"], where) if raw.get("facts") is not None else None
+    clips = raw.get("clips", ".")
+    try:
+        if clips != ".":  # a repository's clip folder, beside its README and sheets (which are no clips)
+            clips = safe_relpath(clips if isinstance(clips, str) else repr(clips), "clips folder")
+    except UnsafePathError as exc:
+        raise RecipeError(f"{where}: source {name!r}: {exc} (clips names a folder inside the raw folder)") from None
     return SourceRecipe(name, definition, declared, sampling, kind, float(fps) if fps is not None else None, ids,
-                        text, label, regions, max_pixels, probes, classes, crop, facts,
+                        text, label, regions, max_pixels, probes, classes, crop, facts, clips,
                         fetch=_parse_fetch(name, raw.get("fetch"), where))
 
 

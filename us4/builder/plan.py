@@ -106,7 +106,10 @@ def make_plan(recipe: Recipe, raw: dict[str, Path], threads: int = 4) -> Plan:
         if not folder.is_dir():
             raise RawFolderError(f"--raw {name}={folder}: no such folder")
         plan.phantom |= (folder / PHANTOM_MARKER).is_file()
-        clip_root, registry_sheet = _resolve_folder(spec, folder)
+        clips = folder if spec.clips == "." else inside(folder, spec.clips, "clips folder")
+        if not clips.is_dir():
+            raise RawFolderError(f"--raw {name}={folder}: the recipe's clips folder {spec.clips} is not there")
+        clip_root, registry_sheet = _resolve_folder(spec, clips)
         label_sheet = _sheet_file(spec, folder, spec.label.sheet, "label") if spec.label.kind == "sheet" else None
         facts_sheet = _sheet_file(spec, folder, spec.facts.sheet, "facts") if spec.facts else None
         read = sorted({registry_sheet, label_sheet, facts_sheet} - {None})
