@@ -28,7 +28,7 @@ def job(name: str, label: str) -> ClipJob:
     sha = hashlib.sha256(name.encode()).hexdigest()
     return ClipJob(source="butterfly", video_id=f"butterfly/{name}", rel_path=name, ref=ClipRef("video", (name,)),
                    label=label, label_id=0, us4_label=None, probe="convex", organ="lung", licence="x", sha256=sha,
-                   size=1, group_key=None, params={}, key=sha)
+                   size=1, group_key=None, params={}, key=sha, facts={})
 
 
 def recipe(seed: int = 1, **splits) -> Recipe:

@@ -160,7 +160,7 @@ def test_card_of_a_source_licensed_per_clip_counts_its_clips_terms(pocus_per_cli
     assert len(rel.lock.clips) == 5  # Cov 00, 01; Pneu 00, 01; Reg 00 (Reg 01 is linear)
     first_screen = body((pocus_per_clip / "README.md").read_text()).split("## Sources")[0]
     assert ("**Licences vary per clip.** Source pocus states a licence per clip (its metadata sheet's License "
-            "column; the `licence` column of the `videos` config holds each clip's). Of its 5 clips, 2 forbid "
+            "column; the lock and the `licence` column of the `videos` config hold each clip's). Of its 5 clips, 2 forbid "
             "commercial use (NC: CC BY-NC -SA 4.0, CC BY-NC-ND 4.0), 1 forbids derivatives (ND: CC BY-NC-ND 4.0) "
             "and 1 states terms us4 cannot read (COVID-19 emergency license): read them before use.") in first_screen
     assert "`us4 publish` refuses to upload them" in first_screen

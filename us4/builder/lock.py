@@ -38,7 +38,7 @@ def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings:
                               label=job.label, split=at.split, fold=at.fold, group=at.group, shard=task.index,
                               row=slot.row, frame_id=slot.frame_id, frame_index=indices, frame_sha256=pixels,
                               text=facts[job.key]["text"]["action"] if facts[job.key]["text"]["checked"]
-                              or facts[job.key]["text"]["action"] != "none" else None, facts=job.facts))
+                              or facts[job.key]["text"]["action"] != "none" else None, facts=job.facts, licence=job.licence))
             n = tally.setdefault(at.split, {}).setdefault(f"{job.source}/{job.label}", [0, 0])
             n[0] += 1
             n[1] += slot.rows

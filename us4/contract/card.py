@@ -130,7 +130,7 @@ def render_card(lock: Lock, read_attachment: ReadAttachment, *, alone: str | Non
     }
     parts = [
         "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---",
-        _intro(lock, sources, read_attachment, alone),
+        _intro(lock, sources, alone),
         _sources_table(lock, sources),
         _counts_table(lock),
         "" if alone else _facts_section(lock),
@@ -165,14 +165,14 @@ def _recipe(text: str):
     return parse_recipe(json.loads(text), where="the release's recipe")
 
 
-def _intro(lock: Lock, sources: list[str], read: ReadAttachment, alone: str | None) -> str:
+def _intro(lock: Lock, sources: list[str], alone: str | None) -> str:
     counts = lock.counts
     corpora = sorted({source_definition(lock, s).corpus for s in sources})
     phantom = ([f"**This release is a phantom.** Its {counts.videos} videos are synthetic clips that us4 "
                 "generates for its demo and tests; no patient and no scanner is behind them. Use it to try "
                 "the tools, never as data.", ""] if lock.phantom else [])
     burned_in = [line for note in burned_in_text(lock) for line in (f"**Burned-in text.** {note}", "")]
-    licences = [line for note in licence_notes(lock, read) for line in (note, "")]
+    licences = [line for note in licence_notes(lock) for line in (note, "")]
     return "\n".join([
         f"# {md(title(lock))}",
         "",

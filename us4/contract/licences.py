@@ -3,7 +3,7 @@ frames is rebuilt.
 
 A source's licence comes from the registry, or from the recipe for a source it declares; a
 source licensed per clip (POCUS: its metadata sheet's licence column) has each clip's licence in
-the `licence` column of the `videos` table, which the lock pins by sha256. Terms are read from
+the lock (and in the `licence` column of the `videos` table, which `us4 verify` compares with it). Terms are read from
 the licence's text by `registry.licence_terms`, the one place that parses them. The card's
 first screen, `us4 publish` (which refuses to upload frames derived from a no-derivatives
 source) and a repository holding a lock alone (`us4 publish --lock-only`) all read them here.
@@ -11,20 +11,15 @@ source) and a repository holding a lock alone (`us4 publish --lock-only`) all re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..errors import RecipeError, ReleaseError
+from ..errors import RecipeError
 from ..escape import markdown as md
 from ..registry import NC, ND, licence_terms
 from ..words import plural
 from .lock import Lock
 
-#: reads a file the lock names (and so pins by sha256) by its path in the release
-ReadFile = Callable[[str], bytes]
 #: the file a lock-only repository holds beside the lock and the card: the lock's recipe, written out
 RECIPE_FILE = "recipe.yaml"
 
@@ -40,8 +35,10 @@ class Licensed:
     per_clip: bool  # the source states a licence per clip (its sheet), this is one of them
 
 
-def release_licences(lock: Lock, read: ReadFile) -> list[Licensed]:
-    """Every (source, licence) of the release with its terms and clip count, by source then licence."""
+def release_licences(lock: Lock) -> list[Licensed]:
+    """Every (source, licence) of the release with its terms and clip count, by source then licence.
+    A source licensed per clip takes each clip's from the lock; a lock of us4 0.2.0 did not record
+    them there (its videos table did), and its clips count as of terms not stated."""
     from .card import source_definition  # the card imports this module
 
     clips = Counter(c.source for c in lock.clips)
@@ -51,14 +48,7 @@ def release_licences(lock: Lock, read: ReadFile) -> list[Licensed]:
         if src.sheet_licence is None:
             out.append(Licensed(name, src.licence, licence_terms(src.licence), clips[name], False))
             continue
-        per_clip: Counter[str] = Counter()
-        for shard in lock.shards_of("videos"):
-            if shard.source == name:
-                try:
-                    table = pq.read_table(pa.BufferReader(read(shard.path)), columns=["licence"])
-                except (pa.ArrowException, OSError) as exc:
-                    raise ReleaseError(f"{shard.path}: its clips' licences cannot be read ({exc})") from None
-                per_clip.update("" if v is None else v for v in table.column("licence").to_pylist())
+        per_clip = Counter(c.licence or "" for c in lock.clips if c.source == name)
         out += [Licensed(name, text, licence_terms(text), n, True) for text, n in sorted(per_clip.items())]
     return out
 
@@ -68,12 +58,12 @@ def forbidding(licences: list[Licensed], term: str) -> list[Licensed]:
     return [lic for lic in licences if lic.terms is not None and term in lic.terms]
 
 
-def licence_notes(lock: Lock, read: ReadFile) -> list[str]:
+def licence_notes(lock: Lock) -> list[str]:
     """The card's first-screen sentences (Markdown) for sources whose licence forbids derivatives
     or commercial use, and for sources licensed per clip."""
     from .card import source_definition  # the card imports this module
 
-    licences = release_licences(lock, read)
+    licences = release_licences(lock)
     notes = []
     for source in sorted({lic.source for lic in licences}):
         mine = [lic for lic in licences if lic.source == source]
@@ -113,7 +103,7 @@ def _per_clip_note(source: str, mine: list[Licensed], column: str) -> str:
     nd = (" Frames of a clip whose licence forbids derivatives may be shared only with its licensor's permission "
           "(`us4 publish` refuses to upload them)." if forbidding(mine, ND) else "")
     return (f"**Licences vary per clip.** Source {md(source)} states a licence per clip (its metadata sheet's "
-            f"{md(column)} column; the `licence` column of the `videos` config holds each clip's). Of its "
+            f"{md(column)} column; the lock and the `licence` column of the `videos` config hold each clip's). Of its "
             f"{plural(sum(lic.clips for lic in mine), 'clip')}, " + ", ".join(parts[:-1]) + " and " + parts[-1]
             + "." + nd)
 

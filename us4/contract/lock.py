@@ -29,7 +29,7 @@ FORMAT_V2 = "us4-release/2"
 FORMAT_V1 = "us4-release/1"
 READABLE = (FORMAT_V1, FORMAT_V2, FORMAT)
 #: what format 3 added, by where it lies: absent from a format-2 lock, and left out when one is written back
-_SINCE_V3 = {"lock": ("sheets",), "clip": ("facts",)}
+_SINCE_V3 = {"lock": {"sheets": []}, "clip": {"facts": {}, "licence": None}}  # each with its value in a format-2 lock
 
 LOCK_NAME = "release.json"
 # Bounds checked before a lock is parsed into the model. A lock states every frame's index and
@@ -116,6 +116,9 @@ class Clip(_Strict):
     # the recipe's facts of the clip (its source's fact columns, typed; None: no row or an empty cell),
     # as its videos row holds them
     facts: dict[str, bool | int | float | str | None]
+    # the clip's licence as its source states it (the registry, the recipe, or per clip the source's
+    # metadata sheet); None: a format-2 lock, which kept it in the videos table alone
+    licence: str | None
 
 
 class Failure(_Strict):
@@ -336,9 +339,9 @@ def _from_v2(raw: dict, where: str) -> dict:
         f"clips.{n}.{k}" for n, c in enumerate(clips) if isinstance(c, dict) for k in _SINCE_V3["clip"] if k in c]
     if given:
         raise LockError(f"{where}: invalid {FORMAT_V2} lock: unknown field {given[0]}")
-    out = {**raw, "format": FORMAT, **{k: [] for k in _SINCE_V3["lock"]}}
+    out = {**raw, "format": FORMAT, **_SINCE_V3["lock"]}
     if clips:
-        out["clips"] = [{**c, **{k: {} for k in _SINCE_V3["clip"]}} if isinstance(c, dict) else c for c in clips]
+        out["clips"] = [{**c, **_SINCE_V3["clip"]} if isinstance(c, dict) else c for c in clips]
     return out
 
 
@@ -543,7 +546,8 @@ def _upgrade(v1: LockV1) -> Lock:
             sha256=sha, bytes=item.bytes if item else None, label=None, split=split,
             fold=int(split[4:]) if split.startswith("fold") and split[4:].isdigit() else None, group=None,
             shard=lin.shard[start], row=lin.row[start], frame_id=start,
-            frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end], text=None, facts={}))
+            frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end], text=None, facts={},
+            licence=None))
         start = end
     return Lock(
         format=FORMAT, name=safe_name(v1.name, "name"), version=safe_name(v1.version, "version"),

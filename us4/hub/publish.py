@@ -279,7 +279,7 @@ def check_licences(release: Release, force: bool, lock_only: bool) -> list[str]:
     what the licences say about what is published: ND forced, non-commercial (NC), terms unread."""
     if lock_only:
         return []
-    licences = release_licences(release.lock, lambda name: release.path(name).read_bytes())
+    licences = release_licences(release.lock)
     nd = forbidding(licences, ND)
     if nd and not force:
         more = f" (and {plural(len(nd) - 1, 'other licence')} that forbid derivatives)" if len(nd) > 1 else ""

@@ -30,7 +30,7 @@ from .read import Release
 FRAME_COLUMNS = ("video_id", "frame_id", "frame_index", "frame_sha256", "source", "label", "label_id", "us4_label",
                  "split", "fold", "group", "clip_sha256")
 VIDEO_COLUMNS = ("video_id", "source", "label", "label_id", "us4_label", "split", "fold", "group", "clip_sha256",
-                 "n_kept", "frame_ids", "frame_indices", "text_action")
+                 "n_kept", "frame_ids", "frame_indices", "text_action", "licence")
 #: columns us4 0.1.0 (format 1) never wrote
 V1_ABSENT = frozenset({"group", "text_action"})
 #: what a format-1 lock does not record (labels, class ids), or records only as its split's name (fold)
@@ -159,6 +159,8 @@ class _Expected:
     def per_clip(self, clip: Clip) -> dict[str, Any]:
         """The values every row of the clip carries, in both tables."""
         values = {"video_id": clip.video_id, "source": clip.source, "split": clip.split, "clip_sha256": clip.sha256}
+        if clip.licence is not None:
+            values["licence"] = clip.licence
         if not self.v1:
             label_id, us4_label = self.classes.get((clip.source, clip.label), (NO_CLASS, NO_CLASS))
             values.update(label=clip.label, label_id=label_id, us4_label=us4_label, fold=clip.fold, group=clip.group)
