@@ -23,7 +23,7 @@ from us4.contract.benchmark_card import benchmark_markdown
 from us4.media.phantom import write_phantom_clip
 from us4.release.audit import audit_against
 from us4.release.read import open_release
-from us4.train.benchmark import fold_class_counts, run_benchmark
+from us4.train.benchmark import disjointness_record, fold_class_counts, run_benchmark
 from us4.train.checkpoint import load_weights
 from us4.train.config import get_config
 from us4.train.data import load_videoset
@@ -136,6 +136,11 @@ def test_audit_against_disjoint_releases_finds_nothing_and_exits_0(releases):
     assert last.endswith("; 1 pair with a blank frame (one grey level) not counted: no image shared")
     result = audit_against(a, c)
     assert (result.found, result.blank, result.pairs) == (0, 1, [])
+    record = disjointness_record(a, c)  # what a benchmark pretraining on A, evaluated on C, records
+    assert record["status"] == "disjoint" and record["blank_pairs_not_counted"] == 1
+    assert record["statement"] == (f"pretraining corpus disjoint from the evaluation: {n_a * n_c:,} frame pairs "
+                                   "compared by hash, 1 candidate pairs checked on pixels, 0 found, 1 with a blank "
+                                   "frame not counted")
     refused = CliRunner().invoke(main, ["audit", str(releases["A"]), "--against", str(releases["C"]), "--text"])
     assert refused.exit_code == 2 and "--against compares two releases' frames" in refused.output
 

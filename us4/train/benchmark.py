@@ -186,7 +186,7 @@ def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> d
                               "unlabelled in pretraining (no cross-release audit)")}
     a = audit_against(pre_rel, ev_rel, keep=first)
     figures = (f"{a.compared:,} frame pairs compared by hash, {a.candidates:,} candidate pairs checked on pixels, "
-               f"{a.found:,} found")
+               f"{a.found:,} found" + (f", {a.blank:,} with a blank frame not counted" if a.blank else ""))
     statement = (f"pretraining corpus disjoint from the evaluation: {figures}" if a.ok else
                  f"LEAKED: the pretraining release shares frames with the evaluation release ({figures}, "
                  f"{a.identical:,} identical; {a.shared_videos[0]} pretraining and {a.shared_videos[1]} evaluation "
