@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from ..files import atomic_write
+from ..system import available_cores
 from ..media import thumbnail
 from ..media.neardup import (MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, close_pairs_between, thumb_difference,
                              thumb_differences)
@@ -73,23 +75,30 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
 def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
     """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels), read one
     row group at a time and only from row groups whose frame_id range holds a wanted frame:
-    memory holds one row group's images and the thumbnails, not the shards' PNG bytes."""
+    memory holds one row group's images and the thumbnails, not the shards' PNG bytes. PNG
+    decoding (zlib, PIL) releases the GIL, so a row group's images are decoded in threads."""
     out: dict[int, np.ndarray] = {}
     ids = pa.array(sorted(wanted), pa.int64())
-    for shard in release.shards("frames", present_only=True) if wanted else []:
-        file = pq.ParquetFile(release.path(shard.path))
-        column = next(c for c in range(file.metadata.num_columns) if file.metadata.schema.column(c).path == "frame_id")
-        for k in range(file.num_row_groups):
-            stats = file.metadata.row_group(k).column(column).statistics
-            if stats is not None and stats.has_min_max and not pc.any(
-                    pc.and_(pc.greater_equal(ids, stats.min), pc.less_equal(ids, stats.max))).as_py():
-                continue
-            part = file.read_row_group(k, columns=["frame_id", "image"], use_threads=False)  # less memory held
-            part = part.filter(pc.is_in(part["frame_id"], value_set=ids))
-            for fid, image in zip(part["frame_id"].to_pylist(), part["image"].to_pylist(), strict=True):
-                with Image.open(io.BytesIO(image["bytes"])) as im:
-                    out[fid] = thumbnail(np.asarray(im))
+    with ThreadPoolExecutor(max_workers=available_cores()) as pool:
+        for shard in release.shards("frames", present_only=True) if wanted else []:
+            file = pq.ParquetFile(release.path(shard.path))
+            meta = file.metadata
+            column = next(c for c in range(meta.num_columns) if meta.schema.column(c).path == "frame_id")
+            for k in range(file.num_row_groups):
+                stats = meta.row_group(k).column(column).statistics
+                if stats is not None and stats.has_min_max and not pc.any(
+                        pc.and_(pc.greater_equal(ids, stats.min), pc.less_equal(ids, stats.max))).as_py():
+                    continue
+                part = file.read_row_group(k, columns=["frame_id", "image"], use_threads=False)  # less memory held
+                part = part.filter(pc.is_in(part["frame_id"], value_set=ids))
+                pngs = pc.struct_field(part["image"], "bytes").to_pylist()
+                out.update(zip(part["frame_id"].to_pylist(), pool.map(_png_thumbnail, pngs), strict=True))
     return out
+
+
+def _png_thumbnail(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as im:
+        return thumbnail(np.asarray(im))
 
 
 def _ref(frames, row: int) -> tuple[str, int, str]:
