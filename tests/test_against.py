@@ -23,7 +23,7 @@ from us4.contract.benchmark_card import benchmark_markdown
 from us4.media.phantom import write_phantom_clip
 from us4.release.audit import audit_against
 from us4.release.read import open_release
-from us4.train.benchmark import fold_class_counts, run_benchmark
+from us4.train.benchmark import disjointness_record, fold_class_counts, run_benchmark
 from us4.train.checkpoint import load_weights
 from us4.train.config import get_config
 from us4.train.data import load_videoset
@@ -51,12 +51,16 @@ def build(tmp: Path, name: str, classes: list[str], raw: Path, **source) -> Path
     return tmp / name
 
 
-def reencode_cropped(src: Path, dst: Path, border: int) -> None:
+def reencode(src: Path, dst: Path, *, border: int = 0, black_first: bool = False) -> None:
     """Decode a clip, cut `border` pixels off each side, encode it again with another codec (MPEG-4 part 2:
-    lossy, so every pixel differs a little from the H.264 original)."""
+    lossy, so every pixel differs a little from the H.264 original); `black_first`: its first frame all black,
+    as many scanners' clips begin."""
     with av.open(str(src)) as inp:
-        frames = [f.to_ndarray(format="rgb24")[border:-border, border:-border] for f in inp.decode(video=0)]
-    h, w = frames[0].shape[:2]
+        frames = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+    h, w = frames[0].shape[0] - 2 * border, frames[0].shape[1] - 2 * border
+    frames = [f[border:border + h, border:border + w] for f in frames]
+    if black_first:
+        frames[0] = frames[0] * 0
     with av.open(str(dst), mode="w") as out:
         stream = out.add_stream("mpeg4", rate=15)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -68,17 +72,20 @@ def reencode_cropped(src: Path, dst: Path, border: int) -> None:
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory) -> dict[str, Path]:
-    """A: four phantom clips. B: two other clips, a byte copy of A's Cov_a and A's Reg_b re-encoded
-    and cropped. C: three other clips only."""
+    """A: five phantom clips, one beginning with a black frame. B: two other clips, a byte copy of A's Cov_a
+    and A's Reg_b re-encoded and cropped. C: four other clips, one beginning with a black frame."""
     tmp = tmp_path_factory.mktemp("against")
-    for i, name in enumerate(["Cov_a.mp4", "Cov_b.mp4", "Reg_a.mp4", "Reg_b.mp4"]):
+    for i, name in enumerate(["Cov_a.mp4", "Cov_b.mp4", "Reg_a.mp4", "Reg_b.mp4", "reg_c.mp4"]):
         write_phantom_clip(tmp / "raw_a" / name, seed=i, n_frames=30, size=(128, 112))
     for i, name in enumerate(["Cov_x.mp4", "Reg_x.mp4"]):
         write_phantom_clip(tmp / "raw_b" / name, seed=20 + i, n_frames=30, size=(128, 112))
     shutil.copy(tmp / "raw_a" / "Cov_a.mp4", tmp / "raw_b" / "Cov_copy.mp4")
-    reencode_cropped(tmp / "raw_a" / "Reg_b.mp4", tmp / "raw_b" / "Reg_recut.avi", border=1)
-    for i, name in enumerate(["Cov_y.mp4", "Cov_z.mp4", "Reg_y.mp4"]):
+    reencode(tmp / "raw_a" / "Reg_b.mp4", tmp / "raw_b" / "Reg_recut.avi", border=1)
+    for i, name in enumerate(["Cov_y.mp4", "Cov_z.mp4", "Reg_y.mp4", "reg_z.mp4"]):
         write_phantom_clip(tmp / "raw_c" / name, seed=40 + i, n_frames=30, size=(128, 112))
+    for raw, name in (("raw_a", "reg_c.mp4"), ("raw_c", "reg_z.mp4")):  # lower case: no class prefix yet
+        reencode(tmp / raw / name, tmp / raw / f"Reg_{name[4]}_black.avi", black_first=True)
+        (tmp / raw / name).unlink()
     return {n: build(tmp, n, ["cov", "reg"], tmp / f"raw_{n.lower()}") for n in ("A", "B", "C")}
 
 
@@ -117,12 +124,23 @@ def test_audit_against_finds_a_copied_clip_and_a_reencoded_cropped_one(releases)
 
 
 def test_audit_against_disjoint_releases_finds_nothing_and_exits_0(releases):
+    """Other clips share nothing; two black first frames are identical but share no image: counted apart
+    (they made the two releases look leaked)."""
     out = CliRunner().invoke(main, ["audit", str(releases["A"]), "--against", str(releases["C"])])
     assert out.exit_code == 0, out.output
     a, c = (open_release(releases[n]) for n in "AC")
     n_a, n_c = (sum(s.rows for s in r.shards("frames")) for r in (a, c))
-    assert out.output.splitlines()[-1].startswith(
+    last = out.output.splitlines()[-1]
+    assert last.startswith(
         f"0 near-duplicate frame pairs across the releases (0 identical): {n_a * n_c:,} frame pairs compared by hash")
+    assert last.endswith("; 1 pair with a blank frame (one grey level) not counted: no image shared")
+    result = audit_against(a, c)
+    assert (result.found, result.blank, result.pairs) == (0, 1, [])
+    record = disjointness_record(a, c)  # what a benchmark pretraining on A, evaluated on C, records
+    assert record["status"] == "disjoint" and record["blank_pairs_not_counted"] == 1
+    assert record["statement"] == (f"pretraining corpus disjoint from the evaluation: {n_a * n_c:,} frame pairs "
+                                   "compared by hash, 1 candidate pairs checked on pixels, 0 found, 1 with a blank "
+                                   "frame not counted")
     refused = CliRunner().invoke(main, ["audit", str(releases["A"]), "--against", str(releases["C"]), "--text"])
     assert refused.exit_code == 2 and "--against compares two releases' frames" in refused.output
 
@@ -297,7 +315,7 @@ def test_real_pocus_and_blues_are_disjoint_and_a_copied_clip_is_found(pocus_rele
     assert {p.a[0] for p in found.pairs} == {f"blues_leaky/covid_{pocus_clip.name}"}
     assert {p.b[0] for p in found.pairs} == {f"pocus/convex/{pocus_clip.name}"}
     bad = CliRunner().invoke(main, ["audit", str(leaky), "--against", str(pocus_release)])
-    assert bad.exit_code == 1 and "1 video of blues_leaky share frames with 1 video of pocus" in bad.output
+    assert bad.exit_code == 1 and "1 video of blues_leaky shares frames with 1 video of pocus" in bad.output
 
     record = run_benchmark(clean, pocus_release, "tiny", tmp_path / "b", device="cpu")
     pre = record["pretraining"]

@@ -455,10 +455,13 @@ def _audit_against(rel, other, max_distance: int, max_difference: float, limit: 
                f"({plural(result.frames[1], 'frame')} of {plural(result.videos[1], 'video')})")
     click.echo(f"{plural(result.found, 'near-duplicate frame pair')} across the releases ({result.identical} "
                f"identical): {result.compared:,} frame pairs compared by hash (distance <= {max_distance} bits), "
-               f"{plural(result.candidates, 'candidate pair')} checked on pixels (mean difference <= {max_difference})")
+               f"{plural(result.candidates, 'candidate pair')} checked on pixels (mean difference <= {max_difference})"
+               + (f"; {plural(result.blank, 'pair')} with a blank frame (one grey level) not counted: no image shared"
+                  if result.blank else ""))
     if result.ok:
         return
-    click.echo(f"{plural(result.shared_videos[0], 'video')} of {esc(rel.name)} share frames with "
+    click.echo(f"{plural(result.shared_videos[0], 'video')} of {esc(rel.name)} "
+               f"{'shares' if result.shared_videos[0] == 1 else 'share'} frames with "
                f"{plural(result.shared_videos[1], 'video')} of {esc(other.name)}: training on one and "
                "evaluating on the other is not leak-free")
     sys.exit(1)

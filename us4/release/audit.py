@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image, ImageDraw
 from ..contract.balance import class_balance
 from ..contract.lock import Lock
 from ..files import atomic_write
+from ..system import available_cores
 from ..media import thumbnail
 from ..media.neardup import (MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, close_pairs_between, thumb_difference,
                              thumb_differences)
@@ -77,23 +79,30 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
 def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
     """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels), read one
     row group at a time and only from row groups whose frame_id range holds a wanted frame:
-    memory holds one row group's images and the thumbnails, not the shards' PNG bytes."""
+    memory holds one row group's images and the thumbnails, not the shards' PNG bytes. PNG
+    decoding (zlib, PIL) releases the GIL, so a row group's images are decoded in threads."""
     out: dict[int, np.ndarray] = {}
     ids = pa.array(sorted(wanted), pa.int64())
-    for shard in release.shards("frames", present_only=True) if wanted else []:
-        file = pq.ParquetFile(release.path(shard.path))
-        column = next(c for c in range(file.metadata.num_columns) if file.metadata.schema.column(c).path == "frame_id")
-        for k in range(file.num_row_groups):
-            stats = file.metadata.row_group(k).column(column).statistics
-            if stats is not None and stats.has_min_max and not pc.any(
-                    pc.and_(pc.greater_equal(ids, stats.min), pc.less_equal(ids, stats.max))).as_py():
-                continue
-            part = file.read_row_group(k, columns=["frame_id", "image"], use_threads=False)  # less memory held
-            part = part.filter(pc.is_in(part["frame_id"], value_set=ids))
-            for fid, image in zip(part["frame_id"].to_pylist(), part["image"].to_pylist(), strict=True):
-                with Image.open(io.BytesIO(image["bytes"])) as im:
-                    out[fid] = thumbnail(np.asarray(im))
+    with ThreadPoolExecutor(max_workers=available_cores()) as pool:
+        for shard in release.shards("frames", present_only=True) if wanted else []:
+            file = pq.ParquetFile(release.path(shard.path))
+            meta = file.metadata
+            column = next(c for c in range(meta.num_columns) if meta.schema.column(c).path == "frame_id")
+            for k in range(file.num_row_groups):
+                stats = meta.row_group(k).column(column).statistics
+                if stats is not None and stats.has_min_max and not pc.any(
+                        pc.and_(pc.greater_equal(ids, stats.min), pc.less_equal(ids, stats.max))).as_py():
+                    continue
+                part = file.read_row_group(k, columns=["frame_id", "image"], use_threads=False)  # less memory held
+                part = part.filter(pc.is_in(part["frame_id"], value_set=ids))
+                pngs = pc.struct_field(part["image"], "bytes").to_pylist()
+                out.update(zip(part["frame_id"].to_pylist(), pool.map(_png_thumbnail, pngs), strict=True))
     return out
+
+
+def _png_thumbnail(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as im:
+        return thumbnail(np.asarray(im))
 
 
 def _ref(frames, row: int) -> tuple[str, int, str]:
@@ -136,8 +145,9 @@ class CrossAudit:
     videos: tuple[int, int]
     compared: int  # frame pairs whose hashes were compared: every frame of one against every frame of the other
     candidates: int  # pairs whose hashes lie within the distance: each checked on pixels
-    found: int  # candidates confirmed on pixels
+    found: int  # candidates confirmed on pixels, but for those with a blank frame
     identical: int  # of them, frames whose stored pixels hash alike
+    blank: int  # confirmed pairs with a blank frame (one grey level): they share no image, so are not found
     shared_videos: tuple[int, int]  # videos of each release with at least one such frame
     pairs: list[NearDuplicate]  # the closest found pairs (a: this release, b: the other), at most `keep`
 
@@ -150,7 +160,9 @@ def audit_against(release: Release, other: Release, max_distance: int = MAX_DIST
                   max_difference: float = MAX_DIFFERENCE, keep: int = 100) -> CrossAudit:
     """Every frame of `release` against every frame of `other`, with the within-release audit's
     measure: difference hashes within `max_distance` bits are candidates, confirmed where their
-    thumbnails differ by at most `max_difference` grey levels on average. Hashes are compared
+    thumbnails differ by at most `max_difference` grey levels on average; a pair with a blank frame
+    (a thumbnail of one grey level: the black first frame of many scanners' clips) is counted apart,
+    as it shares no image. Hashes are compared
     block by block and thumbnails decoded for candidate frames only, so memory grows with the
     candidate pairs, not with the product of the releases' sizes. The closest `keep` pairs are listed."""
     columns = ["frame_id", "video_id", "frame_index", "split", "phash", "frame_sha256"]
@@ -159,17 +171,17 @@ def audit_against(release: Release, other: Release, max_distance: int = MAX_DIST
                                      max_distance)
     ta, row_a = _thumb_stack(release, fa["frame_id"].to_numpy()[np.unique(i)])
     tb, row_b = _thumb_stack(other, fb["frame_id"].to_numpy()[np.unique(j)])
-    ida, idb = fa["frame_id"].to_numpy(), fb["frame_id"].to_numpy()
-    diff = np.concatenate([np.zeros(0)] + [
-        thumb_differences(ta[[row_a[f] for f in ida[i[k:k + _PAIRS_AT_ONCE]]]],
-                          tb[[row_b[f] for f in idb[j[k:k + _PAIRS_AT_ONCE]]]])
-        for k in range(0, len(i), _PAIRS_AT_ONCE)])
-    hit = diff <= max_difference
+    ra = np.array([row_a[f] for f in fa["frame_id"].to_numpy()[i]], dtype=np.int64)
+    rb = np.array([row_b[f] for f in fb["frame_id"].to_numpy()[j]], dtype=np.int64)
+    diff = np.concatenate([np.zeros(0)] + [thumb_differences(ta[ra[k:k + _PAIRS_AT_ONCE]], tb[rb[k:k + _PAIRS_AT_ONCE]])
+                                           for k in range(0, len(i), _PAIRS_AT_ONCE)])
+    close, blank = diff <= max_difference, _blank(ta)[ra] | _blank(tb)[rb]
+    hit = close & ~blank
     dist, i, j, diff = dist[hit], i[hit], j[hit], diff[hit]
     order = np.lexsort((j, i, dist, diff))[:keep]
     return CrossAudit(
         frames=(len(fa), len(fb)), videos=(fa["video_id"].nunique(), fb["video_id"].nunique()),
-        compared=len(fa) * len(fb), candidates=int(hit.size), found=int(hit.sum()),
+        compared=len(fa) * len(fb), candidates=int(hit.size), found=int(hit.sum()), blank=int((close & blank).sum()),
         identical=int((fa["frame_sha256"].to_numpy()[i] == fb["frame_sha256"].to_numpy()[j]).sum()),
         shared_videos=(fa["video_id"].iloc[i].nunique(), fb["video_id"].iloc[j].nunique()),
         pairs=[NearDuplicate(int(dist[k]), round(float(diff[k]), 2), _ref(fa, i[k]), _ref(fb, j[k])) for k in order])
@@ -180,6 +192,11 @@ def _thumb_stack(release: Release, frame_ids: np.ndarray) -> tuple[np.ndarray, d
     thumbs = _thumbnails(release, {int(f) for f in frame_ids})
     row = {fid: n for n, fid in enumerate(thumbs)}
     return (np.stack(list(thumbs.values())) if thumbs else np.zeros((0, 1, 1), np.uint8)), row
+
+
+def _blank(thumbs: np.ndarray) -> np.ndarray:
+    """Per thumbnail of a stack: it holds one grey level."""
+    return thumbs.min(axis=(1, 2)) == thumbs.max(axis=(1, 2))
 
 
 # --- burned-in text ----------------------------------------------------------------

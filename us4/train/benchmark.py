@@ -186,7 +186,7 @@ def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> d
                               "unlabelled in pretraining (no cross-release audit)")}
     a = audit_against(pre_rel, ev_rel, keep=first)
     figures = (f"{a.compared:,} frame pairs compared by hash, {a.candidates:,} candidate pairs checked on pixels, "
-               f"{a.found:,} found")
+               f"{a.found:,} found" + (f", {a.blank:,} with a blank frame not counted" if a.blank else ""))
     statement = (f"pretraining corpus disjoint from the evaluation: {figures}" if a.ok else
                  f"LEAKED: the pretraining release shares frames with the evaluation release ({figures}, "
                  f"{a.identical:,} identical; {a.shared_videos[0]} pretraining and {a.shared_videos[1]} evaluation "
@@ -195,8 +195,8 @@ def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> d
     return {"status": "disjoint" if a.ok else "leaked", "statement": statement,
             "frames": {"pretrain": a.frames[0], "eval": a.frames[1]},
             "frame_pairs_compared": a.compared, "candidate_pairs_checked": a.candidates, "pairs_found": a.found,
-            "identical_pairs": a.identical, "videos_sharing_frames": {"pretrain": a.shared_videos[0],
-                                                                      "eval": a.shared_videos[1]},
+            "identical_pairs": a.identical, "blank_pairs_not_counted": a.blank,
+            "videos_sharing_frames": {"pretrain": a.shared_videos[0], "eval": a.shared_videos[1]},
             "measure": {"max_distance_bits": MAX_DISTANCE, "max_mean_difference": MAX_DIFFERENCE},
             "first_pairs": [{"distance": p.distance, "difference": p.difference, "pretrain": dict(zip(side, p.a)),
                              "eval": dict(zip(side, p.b))} for p in a.pairs]}
