@@ -105,6 +105,30 @@ def test_pattern_joined_sheet_labels_each_clip_of_a_patient(study):
                                                                "'patient_id' is '9'")
 
 
+def test_clips_names_the_folder_of_the_clips_and_other_files_are_no_clips(study_raw, tmp_path):
+    """`clips: vids` takes the clips of vids/ alone (a repository's root also holds a sample gif and
+    a README); ids are relative to it, sheets stay relative to the raw folder."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(study_raw, raw)
+    write_phantom_clip(raw / "sample_video.gif", seed=99, n_frames=3, size=(32, 32), text=None)
+    (raw / "README.md").write_text("a study\n")
+    out = build_release(parse_recipe(recipe({"label": LABEL, "clips": "vids"})), {"study": raw}, tmp_path / "rel",
+                        workers=1, progress=False)
+    lock = open_release(out.out).lock
+    assert sorted(c.video_id for c in lock.clips) == ["study/patient_1_L1.mp4", "study/patient_1_R1.mp4",
+                                                     "study/patient_1_R2.mp4", "study/patient_2_L1.mp4",
+                                                     "study/patient_2_R1.mp4", "study/patient_3_L1.mp4"]
+    assert sorted(f.video_id for f in lock.failures) == ["study/other.mp4", "study/patient_9_L1.mp4"]
+    assert lock.excluded == [] and [s.path for s in lock.sheets] == ["patients.csv"]
+    with pytest.raises(RawFolderError, match="the recipe's clips folder videos is not there"):
+        build_release(parse_recipe(recipe({"label": LABEL, "clips": "videos"})), {"study": raw}, tmp_path / "r2",
+                      workers=1, progress=False)
+    with pytest.raises(RecipeError, match="clips folder"):
+        parse_recipe(recipe({"label": LABEL, "clips": "../elsewhere"}))
+
+
 def test_every_sheet_read_is_in_the_lock(study, study_raw):
     lock = open_release(study).lock
     assert [(s.source, s.path, s.sha256, s.bytes) for s in lock.sheets] == [
