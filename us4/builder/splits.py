@@ -6,6 +6,9 @@ and is never divided. The rule, balanced by class:
 
 - Each class has a target in each split: the split's share of the class's videos (a fifth
   in each of 5 folds; the validation fraction of a holdout, so each class keeps that share).
+  A holdout's targets are whole videos, rounded so that the validation split holds its share
+  of all videos: classes too small for a validation video of their own (2 clips at 20 %)
+  give it one in turn, largest remainders first.
 - Units are dealt largest first, each to the split that leaves the sum over classes and
   splits of (videos - target)^2 smallest: the split where its classes lie furthest below
   target. Ties go to the split whose total lies furthest below its share, then to a hash of
@@ -160,8 +163,8 @@ def deal(units: list[Unit], splits: dict, placed: dict[int, str] | None = None) 
     for unit in units:
         total.update(unit.classes)
     size = sum(unit.size for unit in units)
-    # (whole x videos - class total x weight): a class's distance from its target, in whole numbers
-    off = {s: {c: -n * w for c, n in total.items()} for s, w in weights.items()}
+    # (whole x videos - whole x target): a class's distance from its target, in whole numbers
+    off = {s: {c: -n for c, n in row.items()} for s, row in _scaled_targets(total, weights, splits).items()}
     off_all = {s: -size * w for s, w in weights.items()}
     chosen: dict[int, str] = {}
 
@@ -184,6 +187,32 @@ def deal(units: list[Unit], splits: dict, placed: dict[int, str] | None = None) 
         put(n, min(tied, key=lambda s: hashlib.sha256(f"{unit.key}:{s}".encode()).digest()) if len(tied) > 1
             else tied[0])
     return chosen
+
+
+def _scaled_targets(total: Counter, weights: dict[str, int], splits: dict) -> dict[str, dict[str, int]]:
+    """Each class's target in each split, times the sum of the weights (whole numbers). Folds:
+    each class's share, a fraction of a video where it has fewer than k a fold. A holdout:
+    whole videos, each class's share rounded so that a class's targets add up to its videos and
+    the validation split's to its share of all videos, largest remainders first (ties by class):
+    otherwise classes too small for a validation video of their own (2 clips at 20 %) would
+    leave that split empty, each keeping its clips where its own share is nearest."""
+    whole = sum(weights.values())
+    if splits["kind"] == "folds":
+        return {s: {c: n * w for c, n in total.items()} for s, w in weights.items()}
+    target = {s: {c: n * w // whole for c, n in total.items()} for s, w in weights.items()}
+    size = sum(total.values())
+    short_split = {s: size * w // whole + (2 * (size * w % whole) >= whole) - sum(target[s].values())
+                   for s, w in weights.items()}
+    short_class = {c: n - sum(target[s][c] for s in weights) for c, n in total.items()}
+    order = sorted(((c, s) for c in total for s in weights), key=lambda cs: (-(total[cs[0]] * weights[cs[1]] % whole),
+                                                                             cs))
+    for anywhere in (False, True):  # first where the split too is short, then wherever the class is
+        for c, s in order:
+            if short_class[c] > 0 and (anywhere or short_split[s] > 0):
+                target[s][c] += 1
+                short_class[c] -= 1
+                short_split[s] -= 1
+    return {s: {c: whole * n for c, n in row.items()} for s, row in target.items()}
 
 
 def balance(units: list[Unit], chosen: dict[int, str], splits: dict) -> dict[str, ClassBalance]:

@@ -365,7 +365,8 @@ def split_rule_text(splits: dict[str, Any]) -> str:
     plain text: whoever writes it into Markdown escapes it. The rule itself: `builder.splits`."""
     where = "fold" if splits["kind"] == "folds" else "split"
     text = (f"{splits['k']} folds by video" if splits["kind"] == "folds"
-            else f"hold-out by video, {splits['validation']:.0%} of each class's videos for validation")
+            else f"hold-out by video, {splits['validation']:.0%} of each class's videos for validation (rounded to "
+                 "whole videos so that the validation split holds that share of all videos)")
     text += (f", balanced by class: clips, and groups of clips, are dealt largest first, each to the {where} "
              f"that keeps every class closest to its share of each {where} (the least sum of squared differences), "
              "ties by content hash and seed")
