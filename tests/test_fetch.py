@@ -291,8 +291,10 @@ def test_the_pocus_pin_checks_the_shipped_manifests_clips(tmp_path):
     result = us4("fetch", "pocus", "--from", f"file://{repo}", "--revision", "main", "--out", str(out), "-q")
     assert result.returncode == 0, result.stderr
     manifest = read_lock_ref(f"pocus-{load_recipe('pocus').version}")[0]
-    assert f"{len(manifest.clips)} files verified against manifest pocus {manifest.version}" in result.stdout
-    assert "unverified: data/dataset_metadata.csv" in result.stderr and "unverified: README.md" in result.stderr
+    # the sample's own sheet is the one the manifest names: verified too (another copy would be kept, unverified)
+    assert [s.path for s in manifest.sheets] == ["dataset_metadata.csv"]
+    assert f"{len(manifest.clips) + 1} files verified against manifest pocus {manifest.version}" in result.stdout
+    assert "unverified: data/dataset_metadata.csv" not in result.stderr and "unverified: README.md" in result.stderr
     assert f"build it: us4 build pocus --raw pocus={out / 'data'}" in result.stdout
     assert digest(out / "data") == digest(sample)
 
