@@ -244,8 +244,10 @@ def test_shipped_recipes_and_manifests_stay_well_within_the_bounds():
     for path in packaged_recipes():
         assert path.stat().st_size < MAX_RECIPE_BYTES / 100
         load_recipe(path)
+    # A lock grows by about 100 bytes per frame (blues-1.0.0: 821 kB for 7,931 frames), so a
+    # hundredth of the bound still holds a corpus of 50,000 frames, twice US-4.
     for path in sorted((REPO / "manifests").glob("*.json")):
-        assert path.stat().st_size < lock_module.MAX_LOCK_BYTES / 1000
+        assert path.stat().st_size < lock_module.MAX_LOCK_BYTES / 100
         read_lock(path.read_bytes(), str(path))
 
 
