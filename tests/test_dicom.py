@@ -515,8 +515,8 @@ def test_native_decode_reads_only_the_wanted_frames(tmp_path, monkeypatch):
 def test_series_decode_reads_only_the_wanted_files(tmp_path, monkeypatch):
     files = write_phantom_dicom(tmp_path / "s", seed=2, n_frames=10, size=SIZE, multi_frame=False)
     read = []
-    original = dicom_mod._read_header
-    monkeypatch.setattr(dicom_mod, "_read_header", lambda p: read.append(Path(p).name) or original(p))
+    original = dicom_mod.header.read_header
+    monkeypatch.setattr(dicom_mod.header, "read_header", lambda p: read.append(Path(p).name) or original(p))
     frames = decode_clip(ref(*files), [6])
     assert [f.index for f in frames] == [6] and read == ["IMG0001.dcm", "IMG0007.dcm"]
 

@@ -32,6 +32,7 @@ from ..media import (
 )
 from ..media import text as text_check
 from ..media.clips import decode_clip, probe_clip
+from ..media.gate import attempt
 from ..files import atomic_write, private_dir
 from .cache import CLIP_SCHEMA, ClipCache
 from .plan import ClipJob, hide_names
@@ -90,17 +91,16 @@ def _reason(job: ClipJob, exc: MediaError) -> str:
 
 
 def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, dict, list[str]]:
-    try:
-        info = probe_clip(job.ref, job.params["max_frame_pixels"])  # the size from headers, before decoding
-    except MediaError as exc:
-        return _fail(job, Stage.PROBE, _reason(job, exc))
+    # the gate: the clip's problem comes back as a value, ours (disk, memory, a bug) stops the build
+    info = attempt(probe_clip, job.ref, job.params["max_frame_pixels"], where=job.ref.files[0])  # size from headers
+    if isinstance(info, MediaError):
+        return _fail(job, Stage.PROBE, _reason(job, info))
     wanted = SamplingPolicy.from_dict(job.params["sampling"]).indices(info.n_frames, info.fps)
     if not wanted:
         return _fail(job, Stage.SAMPLE, f"the sampling policy keeps no frame of {info.n_frames}")
-    try:
-        decoded = decode_clip(job.ref, wanted)
-    except MediaError as exc:
-        return _fail(job, Stage.DECODE, _reason(job, exc))
+    decoded = attempt(decode_clip, job.ref, wanted, where=job.ref.files[0])
+    if isinstance(decoded, MediaError):
+        return _fail(job, Stage.DECODE, _reason(job, decoded))
     greys = [f.grey for f in decoded]
     height, width = greys[0].shape
     crop = job.params["crop"]

@@ -1,5 +1,7 @@
 """Media layer: one clip at a time.
 
+types (what every part speaks: MediaError, ClipInfo, Box, Region, DecodedFrame), gate (the
+one place that tells a clip's problem from ours, and the checks at every decoder's door),
 clips (one entry point for videos, DICOM files and image sequences: find, probe,
 decode), probe (what a video declares), dicom and imageseq (the other two input
 kinds), sampling (which frames to keep), decode (those frames and no more), crop (the
@@ -11,16 +13,17 @@ Knows nothing of sources, recipes or releases.
 from __future__ import annotations
 
 from .clips import INPUT_KINDS, ClipRef, FoundClip, NotAClip, decode_clip, find_clips, probe_clip
-from .crop import Box, Region, detect_scan_region, is_colour, largest_tissue_region, tissue_regions
-from .decode import DecodedFrame, decode
+from .crop import detect_scan_region, is_colour, largest_tissue_region, tissue_regions
+from .decode import decode
 from .dicom import DICOM_ALLOWED, DICOM_SUFFIXES, allowed_table, is_dicom_file
 from .imageseq import IMAGE_SUFFIXES
 from .phantom import PhantomLayout, phantom_layout, write_broken_files, write_phantom_clip
 from .phantom_dicom import PLANTED_IDENTITY, write_phantom_dicom, write_phantom_sequence
 from .pixels import THUMB, dhash, encode_png, near_duplicate, pixel_sha256, thumbnail, to_grey
-from .probe import VIDEO_SUFFIXES, ClipInfo, MediaError, probe
+from .probe import VIDEO_SUFFIXES, probe
 from .sampling import SamplingPolicy
 from .text import TextBox, TextEngineMissing, detect_text, frames_to_check, mask_text, text_engine_versions
+from .types import Box, ClipInfo, DecodedFrame, MediaError, Region
 
 __all__ = [
     "Box", "ClipInfo", "ClipRef", "DICOM_ALLOWED", "DICOM_SUFFIXES", "DecodedFrame", "FoundClip",

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .decode import DecodedFrame, decode
+from .decode import decode
 from .dicom import decode_dicom, find_dicom, probe_dicom
 from .imageseq import decode_sequence, find_sequences, probe_sequence
-from .probe import VIDEO_SUFFIXES, ClipInfo, probe
+from .probe import VIDEO_SUFFIXES, probe
+from .types import ClipInfo, DecodedFrame
 from .walk import list_files, rel_posix
 
 __all__ = ["INPUT_KINDS", "ClipRef", "FoundClip", "NotAClip", "decode_clip", "find_clips", "probe_clip"]

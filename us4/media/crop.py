@@ -7,60 +7,14 @@ then read off row and column profiles of what is left. numpy only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Box", "Region", "detect_scan_region", "is_colour", "largest_tissue_region", "tissue_regions"]
+from .types import Box, Region
 
-
-@dataclass(frozen=True)
-class Box:
-    """A pixel rectangle: top-left corner (x, y), width w, height h."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-
-    def as_list(self) -> list[int]:
-        return [int(self.x), int(self.y), int(self.w), int(self.h)]
-
-    @classmethod
-    def from_list(cls, values: Sequence[int]) -> "Box":
-        x, y, w, h = (int(v) for v in values)
-        return cls(x, y, w, h)
-
-    def apply(self, arr: np.ndarray) -> np.ndarray:
-        """The box's pixels of an H x W (x C) array, as a view."""
-        return arr[self.y: self.y + self.h, self.x: self.x + self.w]
-
-    @property
-    def area(self) -> int:
-        return int(self.w) * int(self.h)
-
-
-@dataclass(frozen=True)
-class Region:
-    """One scanner region of a frame, as a DICOM Sequence of Ultrasound Regions item states it.
-
-    `box` is the region inside the frame (RegionLocationMinX0/MinY0/MaxX1/MaxY1 are
-    inclusive; a region that is inverted or reaches beyond the frame is left out).
-    `spatial_format` (RegionSpatialFormat): 1 2D, 2 M-mode, 3 spectral, 4 waveform,
-    5 graphics, 0 none; `data_type` (RegionDataType): 1 tissue, 2 colour flow, 3 PW Doppler,
-    ... `units` and `delta` are PhysicalUnitsX/YDirection and PhysicalDeltaX/Y as stored;
-    `spacing_mm` is (x, y) millimetres per pixel where both units are cm (3), else None.
-    Nothing here identifies anyone.
-    """
-
-    box: Box
-    spatial_format: int | None
-    data_type: int | None
-    units: tuple[int | None, int | None]
-    delta: tuple[float | None, float | None]
-    spacing_mm: tuple[float, float] | None
+__all__ = ["detect_scan_region", "is_colour", "largest_tissue_region", "tissue_regions"]
 
 
 def tissue_regions(regions: Sequence[Region]) -> list[Region]:

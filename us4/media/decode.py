@@ -12,7 +12,6 @@ reordered to RGB in numpy (byte for byte what swscale gives). Other formats
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,10 +19,12 @@ import av
 import numpy as np
 from PIL import Image
 
-from .pixels import to_grey, ycbcr_to_rgb
-from .probe import MediaError, environment_error, ffmpeg_message, open_container, present_entries, rotation_of
+from .gate import frame_indices, reading
+from .pixels import to_grey
+from .probe import ffmpeg_message, open_container, present_entries, rotation_of
+from .types import DecodedFrame, MediaError
 
-__all__ = ["PACKED_RGB_FORMATS", "YUV_FORMATS", "DecodedFrame", "decode", "limited_to_full"]
+__all__ = ["PACKED_RGB_FORMATS", "YUV_FORMATS", "decode", "limited_to_full"]
 
 #: Planar 8-bit YUV formats read plane by plane, without swscale.
 YUV_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
@@ -49,65 +50,6 @@ _LIMITED_TO_FULL_LIST = _LIMITED_TO_FULL.tolist()
 def limited_to_full(y: np.ndarray) -> np.ndarray:
     """Limited-range luma (16..235) -> full range (0..255) through the fixed integer table."""
     return _LIMITED_TO_FULL[np.asarray(y, dtype=np.uint8)]
-
-
-@dataclass(frozen=True, eq=False)
-class DecodedFrame:
-    """One decoded frame, upright (display rotation applied).
-
-    `grey` (H x W uint8, full range) is always there. Planar YUV sources also keep
-    their chroma planes `u` and `v` as stored (subsampled, uint8), with
-    `full_range` telling the chroma's range; 8-bit grey sources keep nothing else;
-    other sources keep `rgb` (H x W x 3) and `grey` is its integer BT.601 luma.
-    `rotation` is the counter-clockwise angle that was applied.
-    """
-
-    index: int
-    pts: float
-    grey: np.ndarray
-    u: np.ndarray | None = None
-    v: np.ndarray | None = None
-    rgb: np.ndarray | None = None
-    full_range: bool = True
-    rotation: int = 0
-
-    def chroma_factors(self) -> tuple[int, int]:
-        """(x, y) subsampling factors of `u`/`v` relative to `grey`, in upright orientation."""
-        if self.u is None:
-            return 1, 1
-        return _factor(self.grey.shape[1], self.u.shape[1]), _factor(self.grey.shape[0], self.u.shape[0])
-
-    def to_rgb(self) -> np.ndarray:
-        """H x W x 3 uint8 RGB: `rgb` when stored, else BT.601 from grey and chroma in integers.
-
-        Chroma is upsampled by repetition (in the stored orientation, so odd sizes
-        line up after any rotation). Only colour clips need this; it is exact
-        integer arithmetic, so it gives the same bytes on every machine.
-        """
-        if self.rgb is not None:
-            return self.rgb
-        if self.u is None or self.v is None:
-            return np.repeat(self.grey[..., None], 3, axis=2)
-        k = self.rotation // 90 % 4
-        (h, w), (ch, cw) = self.grey.shape, self.u.shape
-        if k % 2:  # back to the stored orientation
-            h, w, ch, cw = w, h, cw, ch
-        fx, fy = _factor(w, cw), _factor(h, ch)
-
-        def up(c: np.ndarray) -> np.ndarray:
-            c = np.rot90(c, -k) if k else c
-            c = np.repeat(np.repeat(c, fy, axis=0), fx, axis=1)[:h, :w]
-            return np.rot90(c, k) if k else c
-
-        return ycbcr_to_rgb(self.grey, up(self.u), up(self.v), self.full_range)
-
-
-def _factor(full: int, sub: int) -> int:
-    """The subsampling factor s with ceil(full / s) == sub (1, 2 or 4)."""
-    for s in (1, 2, 4):
-        if -(-full // s) == sub:
-            return s
-    return max(1, round(full / max(1, sub)))
 
 
 class _Tally:
@@ -200,11 +142,9 @@ def decode(path: str | os.PathLike[str], indices: Sequence[int]) -> list[Decoded
     spent ~20 % more of it (about 1,700 vs 2,100 frames per CPU-second, decode
     only, identical pixels), and frame threads decode ahead past the stop index.
     """
-    wanted = sorted({int(i) for i in indices})
+    wanted = frame_indices(indices)
     if not wanted:
         return []
-    if wanted[0] < 0:
-        raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
     last = wanted[-1]
     want = set(wanted)
 
@@ -218,7 +158,15 @@ def decode(path: str | os.PathLike[str], indices: Sequence[int]) -> list[Decoded
         fps = float(rate) if rate else 0.0
         stream.thread_type = "SLICE"
         stream.thread_count = 1
-        try:
+
+        def failure(exc: Exception) -> str:
+            # A file cut short fails when the demuxer reads past its end: say so.
+            present = present_entries(stream, Path(path).stat().st_size)
+            if declared > 0 and present is not None and present < declared:
+                return f"truncated: container declares {declared} frames, only {n} decode"
+            return f"decode error at frame {n}: {ffmpeg_message(exc)}"
+
+        with reading(path, failure, (av.error.FFmpegError,)):
             for frame in _iter_frames(container, stream, tally):
                 if n in want:
                     t = frame.time
@@ -231,15 +179,6 @@ def decode(path: str | os.PathLike[str], indices: Sequence[int]) -> list[Decoded
                 n += 1
                 if n > last:
                     break
-        except av.error.FFmpegError as exc:
-            if environment_error(exc):
-                raise
-            # A file cut short fails when the demuxer reads past its end: say so.
-            present = present_entries(stream, Path(path).stat().st_size)
-            if declared > 0 and present is not None and present < declared:
-                raise MediaError(
-                    path, f"truncated: container declares {declared} frames, only {n} decode") from exc
-            raise MediaError(path, f"decode error at frame {n}: {ffmpeg_message(exc)}") from exc
     finally:
         container.close()
 

@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .decode import DecodedFrame
+from .gate import check_frame_size, frame_indices, reading
 from .pixels import range_to_8bit, to_grey
-from .probe import ClipInfo, MediaError, check_frame_size, environment_error
+from .types import ClipInfo, DecodedFrame, MediaError
 from .walk import natural_key, rel_posix, walk_files
 
 __all__ = ["IMAGE_SUFFIXES", "decode_sequence", "find_sequences", "probe_sequence", "sort_frames"]
@@ -65,19 +65,19 @@ def _folder(files: list[Path]) -> Path:
     return files[0].parent
 
 
+def _unreadable(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, UnidentifiedImageError):
+        return "unreadable frame: not an image Pillow can identify"
+    if isinstance(exc, Image.DecompressionBombError):  # beyond Pillow's own limit (2 x 89 M pixels)
+        return f"frame too large to open ({exc})"
+    return f"unreadable frame: {type(exc).__name__}: {exc}"
+
+
 def _open(path: Path) -> Image.Image:
-    try:
+    with reading(path, _unreadable, (OSError, ValueError, Image.DecompressionBombError)):
         return Image.open(path)
-    except FileNotFoundError:
-        raise MediaError(path, "no such file") from None
-    except UnidentifiedImageError:
-        raise MediaError(path, "unreadable frame: not an image Pillow can identify") from None
-    except Image.DecompressionBombError as exc:  # beyond Pillow's own limit (2 x 89 M pixels)
-        raise MediaError(path, f"frame too large to open ({exc})") from None
-    except (OSError, ValueError) as exc:
-        if environment_error(exc):
-            raise
-        raise MediaError(path, f"unreadable frame: {type(exc).__name__}: {exc}") from exc
 
 
 def _files(files: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -148,11 +148,9 @@ def decode_sequence(files: Sequence[str | os.PathLike[str]], indices: Sequence[i
     Indices past the last frame are left out (MediaError when none is left). Every
     decoded frame must have the first frame's size. MediaError names the file at fault.
     """
-    wanted = sorted({int(i) for i in indices})
+    wanted = frame_indices(indices)
     if not wanted:
         return []
-    if wanted[0] < 0:
-        raise ValueError(f"frame indices must be >= 0, got {wanted[0]}")
     paths = _files(files)
     rate = _rate(paths, fps)
     present = [i for i in wanted if i < len(paths)]
@@ -168,12 +166,8 @@ def decode_sequence(files: Sequence[str | os.PathLike[str]], indices: Sequence[i
             if img.size != size:
                 raise MediaError(p, f"mixed sizes: {p.name} is {img.size[0]}x{img.size[1]}, "
                                     f"{paths[0].name} is {size[0]}x{size[1]}")
-            try:
+            with reading(p, _unreadable, (OSError, ValueError, SyntaxError)):
                 img.load()
-            except (OSError, ValueError, SyntaxError) as exc:
-                if environment_error(exc):
-                    raise
-                raise MediaError(p, f"unreadable frame: {type(exc).__name__}: {exc}") from exc
             out.append(_frame(img, p, i, i / rate))
     return out
 

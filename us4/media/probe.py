@@ -5,19 +5,18 @@ FFmpeg only exposes as frame side data) and never converts pixels.
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
-from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
-from .crop import Region
+from .gate import check_file, check_frame_size, reading
+from .types import ClipInfo, MediaError
 
-__all__ = ["MediaError", "ClipInfo", "probe", "VIDEO_SUFFIXES", "check_frame_size", "environment_error",
-           "open_container", "rotation_of", "ffmpeg_message", "present_entries", "stated_size"]
+__all__ = ["probe", "VIDEO_SUFFIXES", "open_container", "rotation_of", "ffmpeg_message", "present_entries",
+           "stated_size"]
 
 #: File suffixes (lower case) treated as video when a folder is walked.
 VIDEO_SUFFIXES = frozenset({
@@ -30,85 +29,6 @@ VIDEO_SUFFIXES = frozenset({
 _BRANDS = {"qt": "mov", "3gp": "3gp", "3g2": "3g2", "mj2": "mj2", "mjp2": "mj2"}
 
 
-# errno values that say the machine failed (storage, permissions, memory, limits), not the file
-_ENVIRONMENT_ERRNOS = frozenset({errno.EIO, errno.EACCES, errno.EPERM, errno.ESTALE, errno.ENOMEM, errno.ENOSPC,
-                                 errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.EROFS, errno.EDQUOT})
-
-
-def environment_error(exc: BaseException) -> bool:
-    """True when `exc` is a failure of this machine (I/O error, no permission, no memory, a full
-    disk), not of the clip: it must end the build and be retried by the next run, never be
-    recorded as the clip's failure. PyAV's errors for these are OSErrors too."""
-    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS)
-
-
-class MediaError(Exception):
-    """A clip cannot be read; `reason` is short and human, `path` names the clip."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):
-        # Exceptions cross process boundaries in parallel builds; keep both fields.
-        return (type(self), (self.path, self.reason))
-
-
-@dataclass(frozen=True)
-class ClipInfo:
-    """What a clip declares about itself, for every input kind.
-
-    `width`/`height` are the upright size (after `rotation`), i.e. the size of the
-    frames `decode` returns. `rotation` is the counter-clockwise angle (0, 90, 180,
-    270) that turns a stored frame upright, FFmpeg's display-matrix convention.
-
-    `kind` is "video", "dicom" or "image_sequence". For DICOM, `container` is
-    "dicom" and `codec` the transfer syntax's short name ("rle", "jpeg-baseline", ...),
-    `transfer_syntax` its UID; for image sequences "image_sequence" and the image
-    format ("png"). `pix_fmt` is FFmpeg's pixel format for video, the photometric
-    interpretation and bits stored for DICOM ("palette_color-8"), and Pillow's mode of the
-    first frame for image sequences ("L"). `photometric`/`bits` are the stored photometric interpretation and
-    bits per sample where known (None for video). `timing` says where `fps` came from:
-    "container" (video), "frame_time", "frame_time_vector", "cine_rate",
-    "recommended_display_frame_rate", "recipe", or "none" (a single frame without a
-    rate: fps 0). `regions` are the scanner regions a DICOM file declares (those inside the
-    frame) and `spacing_mm` (x, y) the mm per pixel of the largest 2D one, when it is in cm;
-    `region_problems` says which declared regions were left out and why (numbers only).
-    `burned_in` is DICOM's Burned In Annotation (None when absent). `attributes` holds
-    only allow-listed DICOM values (`us4.media.dicom.DICOM_ALLOWED`), JSON-ready.
-
-    `path` names the clip on this machine and may itself identify a patient: use it in
-    local messages only, never write it to a release. Every other field is free of
-    identifying values by construction.
-    """
-
-    path: str
-    container: str
-    codec: str
-    fps: float
-    n_frames: int
-    duration: float
-    width: int
-    height: int
-    rotation: int
-    pix_fmt: str
-    frames_counted: bool
-    kind: str = "video"
-    transfer_syntax: str | None = None
-    photometric: str | None = None
-    bits: int | None = None
-    spacing_mm: tuple[float, float] | None = None
-    regions: tuple[Region, ...] = ()
-    burned_in: bool | None = None
-    timing: str = "container"
-    attributes: dict = field(default_factory=dict)
-    region_problems: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def stated_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) of the first video stream as its header states it ((0, 0) where it does
     not), without decoding a frame."""
@@ -117,15 +37,6 @@ def stated_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         return int(stream.codec_context.width), int(stream.codec_context.height)
     finally:
         container.close()
-
-
-def check_frame_size(path: str | os.PathLike[str], width: int, height: int, max_pixels: int | None) -> None:
-    """MediaError when a `width` x `height` frame has more than `max_pixels` pixels (the recipe's
-    max_frame_pixels; None: no limit). Callers pass the size a header states, before decoding:
-    a few hundred kilobytes of H.264 can declare frames that take gigabytes to decode."""
-    if max_pixels is not None and width * height > max_pixels:
-        raise MediaError(path, f"frame {width}x{height} is larger than the recipe's limit of {max_pixels:,} "
-                               "pixels (max_frame_pixels)")
 
 
 def ffmpeg_message(exc: BaseException) -> str:
@@ -141,21 +52,9 @@ def open_container(path: str | os.PathLike[str], skip_frames: bool = False):
     `skip_frames`: then the stream's parameters are what its header states, pixel format aside.
     Raises MediaError for a missing, empty, unopenable or non-video file.
     """
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(path, "no such file")
-    if not p.is_file():
-        raise MediaError(path, "not a file")
-    if p.stat().st_size == 0:
-        raise MediaError(path, "empty file")
-    try:
+    p = check_file(path)
+    with reading(path, lambda exc: f"cannot open: {ffmpeg_message(exc)}", (av.error.FFmpegError, OSError, ValueError)):
         container = av.open(str(p), mode="r", options={"skip_frame": "all"} if skip_frames else None)
-    except av.error.FFmpegError as exc:
-        if environment_error(exc):
-            raise
-        raise MediaError(path, f"cannot open: {ffmpeg_message(exc)}") from exc
-    except (OSError, ValueError) as exc:
-        raise MediaError(path, f"cannot open: {exc}") from exc
     if not container.streams.video:
         container.close()
         raise MediaError(path, "not a video (no video stream)")
@@ -262,12 +161,8 @@ def probe(path: str | os.PathLike[str], max_pixels: int | None = None) -> ClipIn
             if present is not None and present < declared:
                 raise MediaError(
                     path, f"truncated: container declares {declared} frames, only {present} are present")
-        try:
+        with reading(path, lambda exc: f"cannot decode: {ffmpeg_message(exc)}", (av.error.FFmpegError,)):
             first, n_packets = _scan(container, stream, count=declared <= 0)
-        except av.error.FFmpegError as exc:
-            if environment_error(exc):
-                raise
-            raise MediaError(path, f"cannot decode: {ffmpeg_message(exc)}") from exc
         if first is None:
             raise MediaError(path, "no decodable frames")
         check_frame_size(path, first.width, first.height, max_pixels)  # a header that stated no size

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import Us4Error
-from .crop import Box
+from .types import Box
 
 __all__ = ["DET_THRESHOLD", "GRID", "MARGIN", "MAX_LINE", "TextBox", "TextEngineMissing", "detect_text",
            "frames_to_check", "mask_text", "text_engine_versions"]

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
+from ..media.gate import ours
 from ..recipe import parse_recipe
 from .diff import ReleaseDiff, diff_locks
 from .read import LOCAL_STATE, Release
@@ -30,6 +31,11 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def _footer_rows(path: Path) -> int:
+    """The row count a Parquet file's footer states."""
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def verify_release(release: Release, *, expect: Collection[str] | None = None, deep: bool = False,
@@ -68,8 +74,10 @@ def verify_release(release: Release, *, expect: Collection[str] | None = None, d
             out.problems.append(f"{shard.path}: sha256 {digest[:12]}… differs from lock {shard.sha256[:12]}… (modified)")
             continue
         try:
-            rows = pq.ParquetFile(path).metadata.num_rows
-        except Exception as exc:  # noqa: BLE001 - any Parquet failure is a finding here
+            rows = _footer_rows(path)
+        except Exception as exc:  # noqa: BLE001 - any Parquet failure is a finding here, but not a failing disk
+            if ours(exc):
+                raise
             out.problems.append(f"{shard.path}: unreadable Parquet ({exc})")
             continue
         if rows != shard.rows:
