@@ -216,6 +216,11 @@ def test_an_io_error_reading_a_shard_is_no_finding_of_verify(tmp_path, monkeypat
     with pytest.raises(OSError) as err:
         verify_release(release)
     assert err.value.errno == errno.EIO
+    # At the command line it is the disk's one line, not a traceback.
+    result = CliRunner().invoke(main, ["verify", str(out)])
+    assert result.exit_code == 1
+    assert "input/output error (EIO): the disk failed" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_decoder_that_wraps_ours_as_the_clips_problem_still_stops(tmp_path):

@@ -10,15 +10,23 @@ import click
 
 from . import __version__
 from .errors import Us4Error
+from .files import storage_error
 from .train.config import CONFIGS
 
 
 class _Group(click.Group):
-    """Turns the project's own errors into one clear line and exit status 1."""
+    """Turns the project's own errors, and a failing disk under any command, into one clear line
+    and exit status 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except OSError as exc:
+            problem = storage_error(exc)
+            if problem is None:
+                raise
+            click.echo(f"us4: error: {problem}", err=True)
+            sys.exit(1)
         except Us4Error as exc:
             click.echo(f"us4: error: {exc}", err=True)
             for problem in getattr(exc, "problems", [])[:50]:
