@@ -299,8 +299,7 @@ def test_a_fact_column_the_sheet_lacks_stops_the_build_naming_it(study_raw, tmp_
 def test_the_recipe_keeps_its_fact_order_through_the_lock(study):
     lock = open_release(study).lock
     assert lock.fact_fields() == [("score", "float"), ("b_lines", "bool"), ("reader", "int"), ("note", "str")]
-    assert [c["name"] for c in lock.recipe["sources"]["study"]["facts"]["columns"]] == ["score", "b_lines", "reader",
-                                                                                          "note"]
+    assert [c.name for c in lock.recipe.sources["study"].facts.columns] == ["score", "b_lines", "reader", "note"]
 
 
 def test_a_lock_whose_clip_facts_are_not_its_recipes_is_refused(study):

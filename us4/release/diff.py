@@ -112,8 +112,9 @@ def diff_locks(old: Lock, new: Lock, labels: tuple[dict[str, str], dict[str, str
             result.pixels.append((v, added + removed + changed, len(frames_a)))
     if any(c.label is None for c, _, _ in [*a.values(), *b.values()]):
         result.notes.append("a side records no labels (a format-1 lock without its videos table): labels not compared")
-    ra, rb = old.recipe, new.recipe
-    for source in sorted(set(ra["sources"]) | set(rb["sources"])):
+    # every default stated on both sides: a key added since the older lock was written is no change
+    ra, rb = old.recipe.to_dict(), new.recipe.to_dict()
+    for source in sorted(set(old.recipe.sources) | set(new.recipe.sources)):
         sa, sb = ra["sources"].get(source), rb["sources"].get(source)
         if sa is None or sb is None:
             result.recipes_changed[source] = ["source added" if sa is None else "source removed"]

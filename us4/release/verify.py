@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
-from ..recipe import parse_recipe
+from ..recipe import Recipe
 from .diff import ReleaseDiff, diff_locks
 from .read import LOCAL_STATE, Release
 from .rows import check_rows
@@ -231,11 +231,11 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
     return out
 
 
-def _stated(recipe: dict) -> dict:
+def _stated(recipe: Recipe) -> dict:
     """A lock's recipe with every default this us4 knows stated: a key added since the manifest
     was published (its default then implied) is not a difference in what was done. Nor is a
     source's fetch pin: it says where the raw files can be had, and the clips' hashes decide."""
-    stated = parse_recipe(recipe, where="recipe").to_dict()
+    stated = recipe.to_dict()
     for source in stated["sources"].values():
         source.pop("fetch", None)
     return stated
