@@ -807,39 +807,39 @@ def _box(raw: Any, name: str, where: str) -> tuple[int, int, int, int] | None:
     return tuple(raw)
 
 
-def _parse_splits(splits: Any, where: str) -> Splits:
-    if not isinstance(splits, dict):
+def _parse_splits(raw: Any, where: str) -> Splits:
+    if not isinstance(raw, dict):
         raise RecipeError(f"{where}: splits must be a mapping (kind: folds|holdout, ...)")
     known = {"kind", *_SHARE_KEYS.values(), *_RULE_KEYS}
-    unknown = set(splits) - known
+    unknown = set(raw) - known
     if unknown:
         raise RecipeError(f"{where}: splits: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    kind = splits.get("kind")
+    kind = raw.get("kind")
     if kind not in _SPLIT_KINDS:
         raise RecipeError(f"{where}: splits.kind must be 'folds' (with k) or 'holdout' (with validation)")
     for other, key in _SHARE_KEYS.items():  # a holdout given k would silently not be the folds it names
-        if other != kind and key in splits:
+        if other != kind and key in raw:
             raise RecipeError(f"{where}: splits.{key} is a key of kind {other}, not {kind} (a {kind} split takes "
                               f"{_SHARE_KEYS[kind]})")
     if kind == "folds":
-        share = _number(splits, "k", None, 2, MAX_FOLDS, "splits.k (folds)", where, whole=True)
+        share = _number(raw, "k", None, 2, MAX_FOLDS, "splits.k (folds)", where, whole=True)
     else:
-        share = splits.get("validation")
+        share = raw.get("validation")
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
             raise RecipeError(f"{where}: splits.validation must be a fraction in [0, 1)")
-    if splits.get("group") not in (None, NEAR_DUPLICATES):
-        raise RecipeError(f"{where}: splits.group must be {NEAR_DUPLICATES}, got {splits['group']!r}")
-    column = splits.get("group_column")
+    if raw.get("group") not in (None, NEAR_DUPLICATES):
+        raise RecipeError(f"{where}: splits.group must be {NEAR_DUPLICATES}, got {raw['group']!r}")
+    column = raw.get("group_column")
     if column is not None and not ((isinstance(column, str) and column) or (
             isinstance(column, list) and column and all(isinstance(c, str) and c for c in column))):
         raise RecipeError(f"{where}: splits.group_column names a column of the source's sheet, or a list of "
                           "columns whose values together make the key (e.g. [Source ID, Patient ID / Name])")
-    inherit = splits.get("inherit")
+    inherit = raw.get("inherit")
     if inherit is not None:
         try:  # recorded in the lock: a manifest us4 ships, or a path relative to the recipe, never a local absolute one
             safe_relpath(inherit, "splits.inherit")
         except UnsafePathError as exc:
             raise RecipeError(f"{where}: {exc} (name a manifest us4 ships, or a lock beside the recipe; "
                               "use --previous for any other)") from None
-    return _SPLIT_KINDS[kind](**{_SHARE_KEYS[kind]: share}, group=splits.get("group"), inherit=inherit,
+    return _SPLIT_KINDS[kind](**{_SHARE_KEYS[kind]: share}, group=raw.get("group"), inherit=inherit,
                               group_column=tuple(column) if isinstance(column, list) else column)
