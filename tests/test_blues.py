@@ -363,5 +363,5 @@ def test_blues_card_cites_the_paper_and_summarises_severity(blues_release):
 
 def test_the_packaged_recipe_is_found_by_name():
     r = load_recipe("blues")
-    assert r.sources["blues"].label.key.pattern == PATTERN and r.splits["group_column"] == "patient_id"
+    assert r.sources["blues"].label.key.pattern == PATTERN and r.splits.group_column == "patient_id"
     assert r.fact_fields() == [("severity", "float"), ("a_lines", "bool"), ("b_lines", "bool")]
