@@ -299,8 +299,7 @@ def test_a_fact_column_the_sheet_lacks_stops_the_build_naming_it(study_raw, tmp_
 def test_the_recipe_keeps_its_fact_order_through_the_lock(study):
     lock = open_release(study).lock
     assert lock.fact_fields() == [("score", "float"), ("b_lines", "bool"), ("reader", "int"), ("note", "str")]
-    assert [c["name"] for c in lock.recipe["sources"]["study"]["facts"]["columns"]] == ["score", "b_lines", "reader",
-                                                                                          "note"]
+    assert [c.name for c in lock.recipe.sources["study"].facts.columns] == ["score", "b_lines", "reader", "note"]
 
 
 def test_a_lock_whose_clip_facts_are_not_its_recipes_is_refused(study):
@@ -364,5 +363,5 @@ def test_blues_card_cites_the_paper_and_summarises_severity(blues_release):
 
 def test_the_packaged_recipe_is_found_by_name():
     r = load_recipe("blues")
-    assert r.sources["blues"].label.key.pattern == PATTERN and r.splits["group_column"] == "patient_id"
+    assert r.sources["blues"].label.key.pattern == PATTERN and r.splits.group_column == "patient_id"
     assert r.fact_fields() == [("severity", "float"), ("a_lines", "bool"), ("b_lines", "bool")]

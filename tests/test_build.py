@@ -98,7 +98,7 @@ def test_phantom_us4_release_labels_counts_and_layout(phantom_release):
     assert (first["crop_box"][2], first["crop_box"][3]) == img.size
     assert set(frames["split"]) == {"train", "validation"}
     # shards lie per source and split, so one of each can be fetched alone
-    assert {s.path.split("/")[2] for s in rel.lock.shards} == set(rel.lock.recipe["sources"])
+    assert {s.path.split("/")[2] for s in rel.lock.shards} == set(rel.lock.recipe.sources)
     # the lock lists every clip with its label, split and the pixel hash of each frame
     by_id = {c.video_id: c for c in rel.lock.clips}
     for _, v in videos.iterrows():

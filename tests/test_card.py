@@ -85,7 +85,7 @@ def test_card_header_is_read_by_the_hub_tools(phantom_pocus_release, tmp_path, c
 def test_card_facts_come_from_the_lock_and_the_registry(phantom_release):
     rel = open_release(phantom_release)
     card = card_of(rel)
-    sources = sorted(rel.lock.recipe["sources"])
+    sources = sorted(rel.lock.recipe.sources)
     by_source: dict[str, list[int]] = {s: [0, 0] for s in sources}
     for labels in rel.lock.counts.by_split_label.values():
         for key, n in labels.items():
@@ -132,7 +132,7 @@ def test_contact_sheet_is_attached_shown_and_verified(phantom_release, tmp_path)
     first = path.read_bytes()
     assert write_contact_sheet(rel).read_bytes() == first  # deterministic
     with Image.open(path) as im:
-        n_sources = len(rel.lock.recipe["sources"])
+        n_sources = len(rel.lock.recipe.sources)
         assert im.height % n_sources == 0 and im.width > im.height
     rel = add_attachment(rel, path)
     assert rel.lock.attachments == {CONTACT_SHEET: hashlib.sha256(first).hexdigest()}

@@ -7,8 +7,8 @@ data files never moves the version's tag nor main backwards."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,6 +27,7 @@ from us4.hub.mirror import free_port, serve_mirror
 from us4.hub.publish import publish_git, publish_hub
 from us4.media.phantom import write_phantom_clip
 from us4.phantom_corpus import make_pocus_corpus
+from us4.recipe import parse_recipe
 from us4.registry import licence_terms
 from us4.release.attach import add_attachment
 from us4.release.read import open_release
@@ -144,9 +145,10 @@ def test_card_first_screen_says_when_a_source_forbids_derivatives_or_commercial_
     assert "`us4 publish --lock-only`" in first_screen and "also forbids commercial use (NC)" in first_screen
 
     def card_with(licence: str) -> str:
-        recipe = json.loads(json.dumps(rel.lock.recipe))
+        recipe = rel.lock.recipe.to_dict()
         recipe["sources"]["src"]["licence"] = licence
-        return body(render_card(rel.lock.model_copy(update={"recipe": recipe}), lambda p: rel.path(p).read_bytes()))
+        return body(render_card(rel.lock.model_copy(update={"recipe": parse_recipe(recipe)}),
+                                lambda p: rel.path(p).read_bytes()))
 
     nc = card_with("CC BY-NC 4.0").split("## Sources")[0]
     assert ("**Licence: non-commercial.** The source src is licensed CC BY-NC 4.0, which forbids commercial use "
@@ -312,11 +314,11 @@ def test_rebuild_names_the_shipped_recipe_that_states_the_lock_s_recipe(nd_relea
     from us4.recipe import load_recipe
 
     lock = open_release(nd_release).lock
-    shipped = load_recipe("pocus").to_dict()
+    shipped = load_recipe("pocus")
     assert rebuild_commands(lock.model_copy(update={"recipe": shipped}), "org/p@v1.1.0") == [
         "us4 fetch pocus --out raw/pocus", "us4 build pocus --raw pocus=raw/pocus --out nd",
         "us4 verify nd --manifest org/p@v1.1.0"]
-    reseeded = {**shipped, "seed": shipped["seed"] + 1}  # any other recipe: the one written out beside the lock
+    reseeded = dataclasses.replace(shipped, seed=shipped.seed + 1)  # any other recipe: the one written out beside the lock
     assert rebuild_commands(lock.model_copy(update={"recipe": reseeded}), "org/p@v1.1.0")[1] == \
         "us4 build recipe.yaml --raw pocus=raw/pocus --out nd"
 

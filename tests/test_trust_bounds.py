@@ -72,7 +72,7 @@ def test_a_frame_over_the_limit_is_a_probe_failure_in_the_ledger(tmp_path):
     (failure,) = lock.failures
     assert (failure.video_id, failure.stage) == ("clips/a_large.mp4", Stage.PROBE)
     assert failure.reason == "frame 128x96 is larger than the recipe's limit of 6,144 pixels (max_frame_pixels)"
-    assert len(lock.clips) == 2 and lock.recipe["sources"]["clips"]["max_frame_pixels"] == 6144  # stated
+    assert len(lock.clips) == 2 and lock.recipe.sources["clips"].max_frame_pixels == 6144  # stated
 
 
 def test_the_default_limit_is_stated_in_the_lock_and_bounded_in_the_recipe(tmp_path):

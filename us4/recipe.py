@@ -9,16 +9,18 @@ so the copy in a release's lock says exactly what was done.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from fractions import Fraction
+from typing import Any, ClassVar
 
 import yaml
 
-from .contract.schema import FACT_TYPES, VIDEO_FIELDS
+from .contract.schema import FACT_TYPES, TRAIN, VALIDATION, VIDEO_FIELDS, fold_name, fold_of
 from .errors import RecipeError
 from .hashing import sha256_json
 from .media.sampling import SamplingPolicy
@@ -35,7 +37,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ID_MODES = ("path", "hash")
 TEXT_ACTIONS = ("mask", "exclude", "warn", "off")
 REGION_MODES = ("largest", "each")
-_SPLIT_KEYS = {"kind", "k", "validation", "group", "group_column", "inherit"}
+#: what joins clips into one unit of the split rule, besides a sheet column (`group_column`)
+NEAR_DUPLICATES = "near_duplicates"
 #: where a packaged recipe is found by name (`us4 build pocus ...`)
 RECIPES_PACKAGE = "us4.pipelines"
 
@@ -243,6 +246,71 @@ class SourceRecipe:
         return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class SplitRule:
+    """What both kinds of split rule hold besides their shares: what joins clips into one unit
+    (`builder.splits`), and the lock whose clips keep their split."""
+
+    kind: ClassVar[str]
+    group: str | None = None  # NEAR_DUPLICATES: clips sharing near-duplicate frames go to one split
+    group_column: str | tuple[str, ...] | None = None  # the sheet's column, or columns whose values make one key
+    inherit: str | None = None  # a manifest us4 ships, or a lock beside the recipe (--previous says the same)
+
+    @property
+    def near_duplicates(self) -> bool:
+        return self.group == NEAR_DUPLICATES
+
+    @property
+    def group_columns(self) -> tuple[str, ...]:
+        """The sheet's columns whose values, together, join clips (none: no sheet grouping)."""
+        return (self.group_column,) if isinstance(self.group_column, str) else self.group_column or ()
+
+    def fold(self, split: str) -> int | None:
+        """The fold number of a split of this rule (None: a holdout has no folds)."""
+        return None
+
+    def to_dict(self) -> dict:
+        shares = {k: v for k, v in vars(self).items() if k not in ("group", "group_column", "inherit")}
+        column = list(self.group_column) if isinstance(self.group_column, tuple) else self.group_column
+        rest = {"group": self.group, "group_column": column, "inherit": self.inherit}
+        return {"kind": self.kind, **shares, **{k: v for k, v in rest.items() if v is not None}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Folds(SplitRule):
+    """k folds fold0 .. fold{k-1}, each a k-th of every class. `weights`: 1 a fold."""
+
+    kind: ClassVar[str] = "folds"
+    k: int
+
+    def weights(self) -> dict[str, int]:
+        return {fold_name(i): 1 for i in range(self.k)}
+
+    def fold(self, split: str) -> int | None:
+        return fold_of(split)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Holdout(SplitRule):
+    """train and validation, the latter `validation` of each class (a fraction in [0, 1), as written)."""
+
+    kind: ClassVar[str] = "holdout"
+    validation: int | float
+
+    def weights(self) -> dict[str, int]:
+        """train and validation in the ratio of the validation fraction (0.2: 4 and 1). With no
+        share (validation 0) the validation split is left out: nothing goes there."""
+        v = Fraction(str(self.validation)).limit_denominator(10_000)
+        return {TRAIN: 1} if v == 0 else {TRAIN: v.denominator - v.numerator, VALIDATION: v.numerator}
+
+
+Splits = Folds | Holdout
+_SPLIT_KINDS: dict[str, type[SplitRule]] = {"folds": Folds, "holdout": Holdout}
+#: each kind's own keys (its shares), and the keys both kinds have
+_SHARE_KEYS = {"folds": "k", "holdout": "validation"}
+_RULE_KEYS = ("group", "group_column", "inherit")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -251,9 +319,12 @@ class Recipe:
     seed: int
     sources: dict[str, SourceRecipe]
     dedup_threshold: float  # mean absolute grey-level difference; 0 keeps every frame
-    splits: dict  # {"kind": "folds", "k": 5, ...} or {"kind": "holdout", "validation": 0.2, ...}
+    splits: Splits
     png_compress_level: int
     shard_max_bytes: int
+    # the recipe as a lock of an older us4 recorded it (that us4 stated fewer defaults), kept so the
+    # lock is written back byte for byte; None: a recipe this us4 parsed from a file, or wrote
+    recorded: dict | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -263,14 +334,19 @@ class Recipe:
             "seed": self.seed,
             "sources": {n: s.to_dict() for n, s in sorted(self.sources.items())},
             "dedup": {"threshold": self.dedup_threshold},
-            "splits": dict(self.splits),
+            "splits": self.splits.to_dict(),
             "output": {"png_compress_level": self.png_compress_level,
                        "shard_max_mb": self.shard_max_bytes / 2**20},
         }
 
+    def as_recorded(self) -> dict:
+        """The recipe as its lock holds it: `to_dict()`, or as an older us4 wrote it."""
+        return self.to_dict() if self.recorded is None else self.recorded
+
     @property
     def sha256(self) -> str:
-        return sha256_json(self.to_dict())
+        """The hash a lock states of its recipe (`recipe_sha256`)."""
+        return sha256_json(self.as_recorded())
 
     def fact_fields(self) -> list[tuple[str, str]]:
         """(name, type) of every fact column of the videos table: by source name, each source's in
@@ -405,7 +481,9 @@ def _number(raw: dict, key: str, default: float, low: float, high: float, what: 
     return value
 
 
-def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
+def parse_recipe(raw: Any, where: str = "recipe", recorded: bool = False) -> Recipe:
+    """A recipe from its YAML (or JSON) mapping; `recorded`: the mapping is as a lock holds it,
+    and the recipe keeps it to be written back unchanged where this us4 would state it otherwise."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: a recipe is a mapping with keys {sorted(_TOP_KEYS)}")
     _check_bounds(raw, where)
@@ -434,7 +512,7 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     # 50 GB: the largest file the Hub stores
     shard_mb = float(_number(output, "shard_max_mb", 256, 0.01, 50_000, "output.shard_max_mb", where))
     seed = _number(raw, "seed", 0, 0, 2**63 - 1, "seed", where, whole=True)
-    return Recipe(
+    recipe = Recipe(
         name=name,
         version=version,
         description=_text(raw, "description", "", where).strip(),
@@ -445,6 +523,9 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
         png_compress_level=level,
         shard_max_bytes=int(shard_mb * 2**20),
     )
+    if recorded and recipe.to_dict() != raw:
+        return dataclasses.replace(recipe, recorded=raw)
+    return recipe
 
 
 def _choice(raw: dict, key: str, allowed: tuple[str, ...], default: str, name: str, where: str) -> str:
@@ -726,32 +807,39 @@ def _box(raw: Any, name: str, where: str) -> tuple[int, int, int, int] | None:
     return tuple(raw)
 
 
-def _parse_splits(splits: Any, where: str) -> dict:
-    if not isinstance(splits, dict):
+def _parse_splits(raw: Any, where: str) -> Splits:
+    if not isinstance(raw, dict):
         raise RecipeError(f"{where}: splits must be a mapping (kind: folds|holdout, ...)")
-    unknown = set(splits) - _SPLIT_KEYS
+    known = {"kind", *_SHARE_KEYS.values(), *_RULE_KEYS}
+    unknown = set(raw) - known
     if unknown:
-        raise RecipeError(f"{where}: splits: unknown keys {sorted(unknown)}; known: {sorted(_SPLIT_KEYS)}")
-    kind = splits.get("kind")
-    if kind == "folds":
-        _number(splits, "k", None, 2, MAX_FOLDS, "splits.k (folds)", where, whole=True)
-    elif kind == "holdout":
-        v = splits.get("validation")
-        if not isinstance(v, (int, float)) or not 0 <= v < 1:
-            raise RecipeError(f"{where}: splits.validation must be a fraction in [0, 1)")
-    else:
+        raise RecipeError(f"{where}: splits: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    kind = raw.get("kind")
+    if kind not in _SPLIT_KINDS:
         raise RecipeError(f"{where}: splits.kind must be 'folds' (with k) or 'holdout' (with validation)")
-    if splits.get("group") not in (None, "near_duplicates"):
-        raise RecipeError(f"{where}: splits.group must be near_duplicates, got {splits['group']!r}")
-    column = splits.get("group_column")
+    for other, key in _SHARE_KEYS.items():  # a holdout given k would silently not be the folds it names
+        if other != kind and key in raw:
+            raise RecipeError(f"{where}: splits.{key} is a key of kind {other}, not {kind} (a {kind} split takes "
+                              f"{_SHARE_KEYS[kind]})")
+    if kind == "folds":
+        share = _number(raw, "k", None, 2, MAX_FOLDS, "splits.k (folds)", where, whole=True)
+    else:
+        share = raw.get("validation")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+            raise RecipeError(f"{where}: splits.validation must be a fraction in [0, 1)")
+    if raw.get("group") not in (None, NEAR_DUPLICATES):
+        raise RecipeError(f"{where}: splits.group must be {NEAR_DUPLICATES}, got {raw['group']!r}")
+    column = raw.get("group_column")
     if column is not None and not ((isinstance(column, str) and column) or (
             isinstance(column, list) and column and all(isinstance(c, str) and c for c in column))):
         raise RecipeError(f"{where}: splits.group_column names a column of the source's sheet, or a list of "
                           "columns whose values together make the key (e.g. [Source ID, Patient ID / Name])")
-    if "inherit" in splits:
+    inherit = raw.get("inherit")
+    if inherit is not None:
         try:  # recorded in the lock: a manifest us4 ships, or a path relative to the recipe, never a local absolute one
-            safe_relpath(splits["inherit"], "splits.inherit")
+            safe_relpath(inherit, "splits.inherit")
         except UnsafePathError as exc:
             raise RecipeError(f"{where}: {exc} (name a manifest us4 ships, or a lock beside the recipe; "
                               "use --previous for any other)") from None
-    return dict(splits)
+    return _SPLIT_KINDS[kind](**{_SHARE_KEYS[kind]: share}, group=raw.get("group"), inherit=inherit,
+                              group_column=tuple(column) if isinstance(column, list) else column)

@@ -49,7 +49,7 @@ def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings:
         version=recipe.version + ("-phantom" if plan.phantom else ""),
         description=recipe.description,
         phantom=plan.phantom,
-        recipe=recipe.to_dict(),
+        recipe=recipe,
         recipe_sha256=recipe.sha256,
         environment=Environment(bytes=byte_libraries(text=checks_text(recipe)), host=host()),
         previous=previous,

@@ -163,8 +163,7 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
     fact_rows = (_read_sheet(facts_sheet, spec.facts.key_column, public, [c.column for c in spec.facts.columns])
                  if facts_sheet else None)
     no_facts = 0  # clips the facts sheet has no row for
-    group_column = recipe.splits.get("group_column")
-    group_columns = [group_column] if isinstance(group_column, str) else list(group_column or [])
+    group_columns = list(recipe.splits.group_columns)
     # the cells that decide something: rows naming one clip twice must agree on them
     deciding = [source.sheet_label, source.sheet_licence] if rows is not None else [spec.label.column]
     deciding = [c for c in deciding if c] + group_columns

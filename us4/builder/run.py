@@ -99,7 +99,7 @@ def build_release(
     _check_out(out)
     plan = make_plan(recipe, {k: Path(v) for k, v in raw.items()})
     _check_inputs(recipe, plan, raw, allow_empty)
-    prev = read_previous(previous or recipe.splits.get("inherit"), recipe_path.parent if recipe_path else None)
+    prev = read_previous(previous or recipe.splits.inherit, recipe_path.parent if recipe_path else None)
     with BuildMutex(out / WORK_DIR, out, notes=progress):
         executor = LocalExecutor(workers or available_cores()) if scheduler is None else DaskExecutor(scheduler, workers)
         finished = False
@@ -162,7 +162,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
     warnings += _fact_warnings(good, facts)
 
     links = content_links(plan.jobs) + column_links(plan.jobs)
-    if recipe.splits.get("group") == "near_duplicates":
+    if recipe.splits.near_duplicates:
         links += near_duplicate_links(good, cache)
     previous, prev_splits = prev if prev else (None, None)
     if previous is not None:

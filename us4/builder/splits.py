@@ -36,10 +36,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..contract.balance import ClassBalance, class_balance, split_weights
+from ..contract.balance import ClassBalance, class_balance
 from ..contract.lock import BuildWarning, WarningKind
 from ..errors import RecipeError
-from ..recipe import Recipe
+from ..recipe import Folds, Recipe, Splits
 from ..words import plural
 from .plan import ClipJob
 
@@ -88,14 +88,14 @@ def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, st
     know). RecipeError when the recipe asks for more folds than there are units to deal."""
     by_id = {j.video_id: j for j in jobs}
     members = _units(jobs, links)
-    if recipe.splits["kind"] == "folds" and recipe.splits["k"] > len(members):
-        raise RecipeError(f"splits.k is {recipe.splits['k']}, but this build has {plural(len(jobs), 'clip')} "
+    if isinstance(recipe.splits, Folds) and recipe.splits.k > len(members):
+        raise RecipeError(f"splits.k is {recipe.splits.k}, but this build has {plural(len(jobs), 'clip')} "
                           f"({plural(len(members), 'unit')} once clips of one group are kept together): folds would "
                           f"stay empty; choose k <= {len(members)} (the clips ingested are kept for the next run)")
     units = [Unit(m, Counter(_class(by_id[v]) for v in m), _unit_hash(recipe.seed, m, by_id), len(m)) for m in members]
     warnings: list[BuildWarning] = []
     wanted: dict[int, str] = {}
-    order = list(split_weights(recipe.splits))
+    order = list(recipe.splits.weights())
     if previous is not None:
         if previous.name != recipe.name:
             gone = len(previous.removed(jobs))
@@ -119,13 +119,13 @@ def assign_splits(jobs: list[ClipJob], recipe: Recipe, links: list[tuple[str, st
                     source=by_id[v].source, video_id=v, kind=WarningKind.SPLIT_MOVED,
                     message=f"was in {was}; " + why.get(n, "its group now spans splits and goes whole") +
                             f": now in {split}"))
-        fold = int(split[4:]) if recipe.splits["kind"] == "folds" else None
+        fold = recipe.splits.fold(split)
         group = _group_id(unit.members, by_id) if unit.size > 1 else None
         out.update({v: Assignment(split, fold, group) for v in unit.members})
     return out, warnings
 
 
-def settle(units: list[Unit], splits: dict, wanted: dict[int, str]) -> tuple[dict[int, str], dict[int, str]]:
+def settle(units: list[Unit], splits: Splits, wanted: dict[int, str]) -> tuple[dict[int, str], dict[int, str]]:
     """Each unit's split (by index), keeping the `wanted` splits that balance allows (see the
     module's rule), and why each unit that was not allowed to stay was dealt again."""
     fresh = deal(units, splits)
@@ -155,9 +155,9 @@ def _worse(b: ClassBalance, spread: Fraction, empty: int) -> str | None:
     return b.spread_text() if b.spread > spread else None
 
 
-def deal(units: list[Unit], splits: dict, placed: dict[int, str] | None = None) -> dict[int, str]:
+def deal(units: list[Unit], splits: Splits, placed: dict[int, str] | None = None) -> dict[int, str]:
     """Each unit's split (by index): the `placed` ones where they are, the others dealt by the rule."""
-    weights = split_weights(splits)
+    weights = splits.weights()
     whole = sum(weights.values())
     total: Counter = Counter()
     for unit in units:
@@ -189,7 +189,7 @@ def deal(units: list[Unit], splits: dict, placed: dict[int, str] | None = None) 
     return chosen
 
 
-def _scaled_targets(total: Counter, weights: dict[str, int], splits: dict) -> dict[str, dict[str, int]]:
+def _scaled_targets(total: Counter, weights: dict[str, int], splits: Splits) -> dict[str, dict[str, int]]:
     """Each class's target in each split, times the sum of the weights (whole numbers). Folds:
     each class's share, a fraction of a video where it has fewer than k a fold. A holdout:
     whole videos, each class's share rounded so that a class's targets add up to its videos and
@@ -197,7 +197,7 @@ def _scaled_targets(total: Counter, weights: dict[str, int], splits: dict) -> di
     otherwise classes too small for a validation video of their own (2 clips at 20 %) would
     leave that split empty, each keeping its clips where its own share is nearest."""
     whole = sum(weights.values())
-    if splits["kind"] == "folds":
+    if isinstance(splits, Folds):
         return {s: {c: n * w for c, n in total.items()} for s, w in weights.items()}
     target = {s: {c: n * w // whole for c, n in total.items()} for s, w in weights.items()}
     size = sum(total.values())
@@ -215,7 +215,7 @@ def _scaled_targets(total: Counter, weights: dict[str, int], splits: dict) -> di
     return {s: {c: whole * n for c, n in row.items()} for s, row in target.items()}
 
 
-def balance(units: list[Unit], chosen: dict[int, str], splits: dict) -> dict[str, ClassBalance]:
+def balance(units: list[Unit], chosen: dict[int, str], splits: Splits) -> dict[str, ClassBalance]:
     """Each class's balance over the splits when unit n goes to chosen[n]."""
     return class_balance(((chosen[n], unit.classes) for n, unit in enumerate(units)), splits)
 

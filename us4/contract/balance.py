@@ -16,19 +16,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
+from ..recipe import Splits
 from ..words import plural
-
-
-def split_weights(splits: dict[str, Any]) -> dict[str, int]:
-    """Each split's share of the videos as whole weights, in the recipe's order: 1 per fold;
-    train and validation in the ratio of the validation fraction (0.2: 4 and 1). A split
-    with no share (validation 0) is left out: nothing goes there."""
-    if splits["kind"] == "folds":
-        return {f"fold{i}": 1 for i in range(splits["k"])}
-    v = Fraction(str(splits["validation"])).limit_denominator(10_000)
-    return {"train": 1} if v == 0 else {"train": v.denominator - v.numerator, "validation": v.numerator}
 
 
 @dataclass(frozen=True)
@@ -86,10 +76,10 @@ class ClassBalance:
         return f"{split} holds no {self.cls} video ({self.counts_text()}){forced}"
 
 
-def class_balance(units: Iterable[tuple[str, Counter]], splits: dict[str, Any]) -> dict[str, ClassBalance]:
+def class_balance(units: Iterable[tuple[str, Counter]], splits: Splits) -> dict[str, ClassBalance]:
     """{class: its balance} over `units`: (split, videos per class) of each unit. Units in a
     split without a share are left out (an inherited split of another kind)."""
-    weights = split_weights(splits)
+    weights = splits.weights()
     videos: dict[str, Counter] = {}
     largest: Counter = Counter()
     count: Counter = Counter()

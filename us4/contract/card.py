@@ -14,17 +14,16 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from functools import lru_cache
-from typing import Any
 
 import yaml
 
 from ..errors import ReleaseError
+from ..media.sampling import SamplingPolicy
 from ..escape import markdown as md
-from ..registry import CITATIONS, SOURCES
+from ..recipe import CropSpec, Folds, Splits
+from ..registry import CITATIONS, SOURCES, Source
 from ..words import plural
 from .benchmark_card import benchmark_markdown
-from .balance import split_weights
 from .licences import licence_notes, lock_only_notice
 from .lock import CROISSANT_NAME, Lock, WarningKind
 from .schema import release_schemas
@@ -118,7 +117,7 @@ def render_card(lock: Lock, read_attachment: ReadAttachment, *, alone: str | Non
     `alone`: the card of a repository that holds the lock, recipe and card alone (`us4 publish
     --lock-only`), naming the lock a rebuild is verified against (ORG/NAME@vVERSION): it says how
     to rebuild, and offers the Hub no data files to read."""
-    sources = sorted(lock.recipe["sources"])
+    sources = sorted(lock.recipe.sources)
     header = {
         "pretty_name": title(lock),
         "license": "other",
@@ -147,22 +146,9 @@ def render_card(lock: Lock, read_attachment: ReadAttachment, *, alone: str | Non
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def source_definition(lock: Lock, name: str):
+def source_definition(lock: Lock, name: str) -> Source:
     """The registry's (or, for a source the recipe declares, the recipe's) facts of a source."""
-    return _parsed_recipe(lock).sources[name].definition
-
-
-def _parsed_recipe(lock: Lock):
-    """The release's recipe with the defaults of the recipe parser, not of whoever reads the dict."""
-    return _recipe(json.dumps(lock.recipe, sort_keys=True))
-
-
-@lru_cache(maxsize=8)
-def _recipe(text: str):
-    """A recipe parsed once (the card asks for it per section)."""
-    from ..recipe import parse_recipe
-
-    return parse_recipe(json.loads(text), where="the release's recipe")
+    return lock.recipe.sources[name].definition
 
 
 def _intro(lock: Lock, sources: list[str], alone: str | None) -> str:
@@ -213,7 +199,7 @@ def burned_in_text(lock: Lock) -> list[str]:
     """A sentence per source whose released frames keep burned-in text (found by the text
     check, or declared by the file), saying how to paint it out: the build prints these
     and the card opens with them."""
-    specs = _parsed_recipe(lock).sources
+    specs = lock.recipe.sources
     left = Counter(c.source for c in lock.clips if c.text == "warned")
     total = Counter(c.source for c in lock.clips)
     notes = []
@@ -239,24 +225,24 @@ def _per_source_label(lock: Lock) -> dict[str, dict[str, dict[str, tuple[int, in
 
 
 def _sources_table(lock: Lock, sources: list[str]) -> str:
-    recipe = lock.recipe["sources"]
+    recipe = lock.recipe.sources
     tally = _per_source_label(lock)
     rows = ["| source | corpus | organ | probe | input | classes | videos | frames | licence |",
             "|---|---|---|---|---|---|---:|---:|---|"]
     for name in sources:
         src, spec = source_definition(lock, name), recipe[name]
-        classes = spec.get("classes") or [c.name for c in src.classes]
-        probes = spec.get("probes") or [src.probe]
+        classes = spec.classes or [c.name for c in src.classes]
+        probes = spec.probes or [src.probe]
         videos = sum(n[0] for by_split in tally[name].values() for n in by_split.values())
         frames = sum(n[1] for by_split in tally[name].values() for n in by_split.values())
         rows.append(f"| {md(name)} | {md(src.corpus)} | {md(src.organ)} | {md(', '.join(probes))} "
-                    f"| {md(spec.get('input', 'video'))} | {md(', '.join(classes))} | {videos} | {frames} "
+                    f"| {md(spec.input)} | {md(', '.join(classes))} | {videos} | {frames} "
                     f"| {md(src.licence)} |")
     return "## Sources\n\n" + "\n".join(rows)
 
 
 def _counts_table(lock: Lock) -> str:
-    named = list(split_weights(lock.recipe["splits"]))  # a split whose every clip failed is shown too
+    named = list(lock.recipe.splits.weights())  # a split whose every clip failed is shown too
     splits = named + sorted(set(lock.counts.by_split_label) - set(named))
     tally = _per_source_label(lock)
     rows = ["| source | label | " + " | ".join(splits) + " | total |", "|---|---|" + "---:|" * (len(splits) + 1)]
@@ -289,7 +275,7 @@ def _counts_table(lock: Lock) -> str:
 def _facts_section(lock: Lock) -> str:
     """Per source and class, what the recipe's facts say of its clips: the mean of a number, the
     share of yes of a flag, how many clips have a text; each over the clips that have a value."""
-    specs = _parsed_recipe(lock).sources
+    specs = lock.recipe.sources
     sources = [s for s in sorted(specs) if specs[s].facts]
     if not sources:
         return ""
@@ -336,53 +322,52 @@ def _contact_sheet_section(lock: Lock) -> str:
             f"![Sample frames per source]({CONTACT_SHEET})")
 
 
-def _sampling_text(sampling: dict[str, Any]) -> str:
+def _sampling_text(sampling: SamplingPolicy) -> str:
     parts = []
-    if "every_n" in sampling:
-        parts.append(f"every {sampling['every_n']}th frame")
-    if "rate_hz" in sampling:
-        parts.append(f"about {sampling['rate_hz']} frames per second (every int(fps/{sampling['rate_hz']})-th frame)")
-    if "evenly" in sampling:
-        parts.append(f"{sampling['evenly']} frames spread evenly over the clip")
-    if "max_frames" in sampling:
-        parts.append(f"at most {sampling['max_frames']} a clip")
-    known = {"every_n", "rate_hz", "evenly", "max_frames"}
-    parts.extend(f"{k}={v}" for k, v in sorted(sampling.items()) if k not in known)
+    if sampling.every_n is not None:
+        parts.append(f"every {sampling.every_n}th frame")
+    if sampling.rate_hz is not None:
+        parts.append(f"about {sampling.rate_hz} frames per second (every int(fps/{sampling.rate_hz})-th frame)")
+    if sampling.evenly is not None:
+        parts.append(f"{sampling.evenly} frames spread evenly over the clip")
+    if sampling.max_frames is not None:
+        parts.append(f"at most {sampling.max_frames} a clip")
     return md(", ".join(parts))
 
 
-def _crop_text(crop: dict[str, Any]) -> str:
+def _crop_text(crop: CropSpec) -> str:
     text = {"auto": "the scanner's 2D tissue region where the file declares one, else the scan region "
                     "detected per clip", "none": "full frame"}.get(
-        crop["mode"], f"fixed box {md(crop.get('box'))} (x, y, w, h)")
-    if crop.get("clips"):
-        text += f"; {plural(len(crop['clips']), 'clip')} with a box of its own"
+        crop.mode, f"fixed box {md(list(crop.box or ()))} (x, y, w, h)")
+    if crop.clips:
+        text += f"; {plural(len(crop.clips), 'clip')} with a box of its own"
     return text
 
 
-def split_rule_text(splits: dict[str, Any]) -> str:
+def split_rule_text(splits: Splits) -> str:
     """The recipe's split rule in words (the card and the benchmark record say the same), as
     plain text: whoever writes it into Markdown escapes it. The rule itself: `builder.splits`."""
-    where = "fold" if splits["kind"] == "folds" else "split"
-    text = (f"{splits['k']} folds by video" if splits["kind"] == "folds"
-            else f"hold-out by video, {splits['validation']:.0%} of each class's videos for validation (rounded to "
+    folds = isinstance(splits, Folds)
+    where = "fold" if folds else "split"
+    text = (f"{splits.k} folds by video" if folds
+            else f"hold-out by video, {splits.validation:.0%} of each class's videos for validation (rounded to "
                  "whole videos so that the validation split holds that share of all videos)")
     text += (f", balanced by class: clips, and groups of clips, are dealt largest first, each to the {where} "
              f"that keeps every class closest to its share of each {where} (the least sum of squared differences), "
              "ties by content hash and seed")
-    grouping = [("clips sharing near-duplicate frames" if splits.get("group") == "near_duplicates" else None),
-                (f"clips sharing their value of the sheet's {_columns(splits['group_column'])}"
-                 if splits.get("group_column") else None)]
+    grouping = [("clips sharing near-duplicate frames" if splits.near_duplicates else None),
+                (f"clips sharing their value of the sheet's {_columns(splits.group_column)}"
+                 if splits.group_column else None)]
     grouping = [g for g in grouping if g]
     if grouping:
         text += "; whole groups (" + " or ".join(grouping) + ") go to one split"
-    if splits.get("inherit"):
-        text += (f"; clips of {splits['inherit']} keep their split unless that leaves a {where} without a class "
+    if splits.inherit:
+        text += (f"; clips of {splits.inherit} keep their split unless that leaves a {where} without a class "
                  "or spreads a class wider than its largest group forces")
     return text
 
 
-def _columns(column: str | list[str]) -> str:
+def _columns(column: str | tuple[str, ...]) -> str:
     return f"column {column!r}" if isinstance(column, str) else "columns " + " and ".join(repr(c) for c in column)
 
 
@@ -390,9 +375,9 @@ def _recipe_section(lock: Lock, sources: list[str]) -> str:
     recipe = lock.recipe
     rows = ["| source | sampling | crop |", "|---|---|---|"]
     for name in sources:
-        spec = recipe["sources"][name]
-        rows.append(f"| {name} | {_sampling_text(spec['sampling'])} | {_crop_text(spec['crop'])} |")
-    threshold = recipe["dedup"]["threshold"]
+        spec = recipe.sources[name]
+        rows.append(f"| {name} | {_sampling_text(spec.sampling)} | {_crop_text(spec.crop)} |")
+    threshold = recipe.dedup_threshold
     dedup = (f"a kept frame whose mean absolute grey-level difference to the previous kept frame is "
              f"below {threshold} is dropped as a near-duplicate" if threshold > 0 else "no near-duplicate dropping")
     moved = sum(w.kind == WarningKind.SPLIT_MOVED for w in lock.warnings)
@@ -407,10 +392,10 @@ def _recipe_section(lock: Lock, sources: list[str]) -> str:
         "",
         *rows,
         "",
-        f"- Splits: {md(split_rule_text(recipe['splits']))}; seed {recipe['seed']}.{previous}",
+        f"- Splits: {md(split_rule_text(recipe.splits))}; seed {recipe.seed}.{previous}",
         f"- Near-duplicates: {dedup} ({lock.counts.duplicates_dropped} dropped).",
-        f"- Storage: PNG (compression level {recipe['output']['png_compress_level']}), grey (mode L) unless "
-        f"the clip carries colour; Parquet shards of at most {recipe['output']['shard_max_mb']:g} MB.",
+        f"- Storage: PNG (compression level {recipe.png_compress_level}), grey (mode L) unless "
+        f"the clip carries colour; Parquet shards of at most {recipe.shard_max_bytes / 2**20:g} MB.",
         f"- Every frame records its clip's sha256, its index and time in the clip and its crop box; "
         f"the recipe's sha256 is `{lock.recipe_sha256}`.",
     ])
@@ -437,7 +422,7 @@ _TEXT_WORDS = {"mask": "found boxes painted black in every released frame", "exc
 
 def _identity_section(lock: Lock, sources: list[str]) -> str:
     """What of a clip's identity can reach the release: names, header values, burned-in text."""
-    specs = _parsed_recipe(lock).sources
+    specs = lock.recipe.sources
     rows = ["| source | input | video ids | burned-in text |", "|---|---|---|---|"]
     for name in sources:
         spec = specs[name]
@@ -525,7 +510,7 @@ def _licence_section(lock: Lock, sources: list[str]) -> str:
 
 
 def citation_keys(lock: Lock) -> list[str]:
-    keys = ["uscl", *(source_definition(lock, s).citation for s in sorted(lock.recipe["sources"]))]
+    keys = ["uscl", *(source_definition(lock, s).citation for s in sorted(lock.recipe.sources))]
     if BENCHMARK in lock.attachments:
         keys.append(SOURCES["pocus"].citation)  # the benchmark evaluates on POCUS
     return [k for k in dict.fromkeys(keys) if k in CITATIONS]

@@ -16,7 +16,7 @@ from ..escape import json_in_html
 from ..registry import CITATIONS
 from .card import CONFIGS, citation_keys, source_definition, title
 from .lock import Lock
-from .schema import IMAGE, release_schemas
+from .schema import IMAGE, TEST, TRAIN, VALIDATION, release_schemas
 
 #: Bump when the description's layout changes; recorded in the lock beside its sha256.
 CROISSANT_FORMAT = 2
@@ -57,7 +57,7 @@ _CONTEXT = {
     "subField": "cr:subField",
     "transform": "cr:transform",
 }
-_SPLIT_URLS = {"train": "cr:TrainingSplit", "validation": "cr:ValidationSplit", "test": "cr:TestSplit"}
+_SPLIT_URLS = {TRAIN: "cr:TrainingSplit", VALIDATION: "cr:ValidationSplit", TEST: "cr:TestSplit"}
 _PARQUET = "application/x-parquet"
 _KEYS = {"frames": "frame_id", "videos": "video_id"}
 
@@ -65,7 +65,7 @@ _KEYS = {"frames": "frame_id", "videos": "video_id"}
 def render_croissant(lock: Lock) -> bytes:
     """croissant.json of a release with this lock (deterministic bytes). Pages embed Croissant as
     JSON-LD in a `<script>` block: no string of it (a description, a licence) can close that block."""
-    sources = sorted(lock.recipe["sources"])
+    sources = sorted(lock.recipe.sources)
     definitions = [source_definition(lock, s) for s in sources]
     doc = {
         "@context": _CONTEXT,

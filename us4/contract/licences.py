@@ -43,7 +43,7 @@ def release_licences(lock: Lock) -> list[Licensed]:
 
     clips = Counter(c.source for c in lock.clips)
     out: list[Licensed] = []
-    for name in sorted(lock.recipe["sources"]):
+    for name in sorted(lock.recipe.sources):
         src = source_definition(lock, name)
         if src.sheet_licence is None:
             out.append(Licensed(name, src.licence, licence_terms(src.licence), clips[name], False))
@@ -113,9 +113,9 @@ def _per_clip_note(source: str, mine: list[Licensed], column: str) -> str:
 
 def shipped_recipe(lock: Lock) -> str | None:
     """The name of a recipe this us4 ships that states exactly the lock's recipe, if one does."""
-    from ..recipe import load_recipe, packaged_recipes, parse_recipe
+    from ..recipe import load_recipe, packaged_recipes
 
-    stated = parse_recipe(lock.recipe, where="the release's recipe").to_dict()
+    stated = lock.recipe.to_dict()
     for path in packaged_recipes():
         try:
             if load_recipe(path).to_dict() == stated:
@@ -128,7 +128,7 @@ def shipped_recipe(lock: Lock) -> str | None:
 def rebuild_commands(lock: Lock, manifest: str) -> list[str]:
     """The commands that rebuild a release from its sources' raw files and check it against the lock
     `manifest` names (ORG/NAME@REVISION): fetch each source, build with the lock's recipe, verify."""
-    sources = sorted(lock.recipe["sources"])
+    sources = sorted(lock.recipe.sources)
     raw = " ".join(f"--raw {s}=raw/{s}" for s in sources)
     return [*(f"us4 fetch {s} --out raw/{s}" for s in sources),
             f"us4 build {shipped_recipe(lock) or RECIPE_FILE} {raw} --out {lock.name}",

@@ -18,11 +18,14 @@ from collections.abc import Collection
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr,
+                      ValidationError, model_validator)
 
-from ..errors import ReleaseError
+from ..errors import RecipeError, ReleaseError
 from ..hashing import sha256_json
 from ..paths import safe_name, safe_relpath
+from ..recipe import Recipe, parse_recipe
+from .schema import fold_of
 
 FORMAT = "us4-release/3"
 FORMAT_V2 = "us4-release/2"
@@ -48,6 +51,20 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 RelPath = Annotated[str, AfterValidator(safe_relpath)]
 Name = Annotated[str, AfterValidator(safe_name)]
 Count = Annotated[int, Field(ge=0)]
+
+
+def _typed_recipe(value: Any) -> Recipe:
+    """A lock's recipe, checked as a recipe file is (every key, type and bound), kept as recorded."""
+    if isinstance(value, Recipe):
+        return value
+    try:
+        return parse_recipe(value, where="recipe", recorded=True)
+    except RecipeError as exc:
+        raise ValueError(str(exc)) from None  # "recipe: KEY: what is wrong"
+
+
+#: the typed recipe, written as the lock recorded it (`Recipe.as_recorded`)
+LockRecipe = Annotated[Recipe, PlainValidator(_typed_recipe), PlainSerializer(Recipe.as_recorded, return_type=dict)]
 
 
 class LockError(ReleaseError):
@@ -212,7 +229,7 @@ class Lock(_Strict):
     version: Name
     description: str
     phantom: bool  # built from phantom clips that us4 generated, not from real data
-    recipe: dict[str, Any]
+    recipe: LockRecipe
     recipe_sha256: Sha256
     environment: Environment
     previous: Previous | None
@@ -256,7 +273,7 @@ class Lock(_Strict):
 
     def fact_fields(self) -> list[tuple[str, str]]:
         """(name, type) of the fact columns its recipe adds to the videos table, in the recipe's order."""
-        return _recipe_of(self).fact_fields()
+        return self.recipe.fact_fields()
 
     def shards_of(self, config: str) -> list[Shard]:
         return [s for s in self.shards if s.config == config]
@@ -366,16 +383,13 @@ def _explain(exc: ValidationError, limit: int = 6) -> str:
             parts.append(f"missing field {loc}")
         elif kind == "extra_forbidden":
             parts.append(f"unknown field {loc}")
+        elif kind == "value_error":  # our own validators' line says what is wrong, and with what
+            line = str(err["ctx"]["error"])
+            parts.append(line if line.startswith(f"{loc}: ") else f"{loc}: {line}")  # the recipe's names its key
         else:
             parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r:.60})")
     more = len(exc.errors()) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def _recipe_of(lock: Lock):
-    from ..recipe import parse_recipe
-
-    return parse_recipe(lock.recipe, where="recipe")
 
 
 #: a fact's type in a recipe -> the Python types its values have in a lock (a float fact may read as a whole number)
@@ -385,14 +399,9 @@ _FACT_VALUES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (s
 def _check_consistent(lock: Lock, where: str) -> None:
     """What types cannot say: cross-references inside the lock point where they should, the
     recipe is a valid recipe whose hash the lock states, and each clip has its source's facts."""
-    from ..errors import RecipeError
-
-    if sha256_json(lock.recipe) != lock.recipe_sha256:
+    recipe = lock.recipe
+    if recipe.sha256 != lock.recipe_sha256:
         raise LockError(f"{where}: recipe_sha256 is not the hash of the recipe the lock holds")
-    try:
-        recipe = _recipe_of(lock)
-    except RecipeError as exc:
-        raise LockError(f"{where}: the lock's recipe is not valid: {exc}") from None
     declared = {name: {c.name: c.type for c in spec.facts.columns} if spec.facts else {}
                 for name, spec in recipe.sources.items()}
     n = len(lock.shards)
@@ -504,7 +513,7 @@ class LockV1(_Strict):
     name: str
     version: str
     description: str
-    recipe: dict[str, Any]
+    recipe: LockRecipe
     recipe_sha256: Sha256
     environment: dict[str, str]
     inputs: list[_V1Input]
@@ -544,7 +553,7 @@ def _upgrade(v1: LockV1) -> Lock:
         clips.append(Clip(
             video_id=f"{item.source}/{item.path}" if item else sha, source=item.source if item else "",
             sha256=sha, bytes=item.bytes if item else None, label=None, split=split,
-            fold=int(split[4:]) if split.startswith("fold") and split[4:].isdigit() else None, group=None,
+            fold=fold_of(split), group=None,
             shard=lin.shard[start], row=lin.row[start], frame_id=start,
             frame_index=lin.frame_index[start:end], frame_sha256=lin.frame_sha256[start:end], text=None, facts={},
             licence=None))
@@ -574,5 +583,5 @@ def _upgrade(v1: LockV1) -> Lock:
 
 def _only_source(v1: LockV1) -> str:
     # format 1 shards mixed every source of a split: its source where it had one, else "mixed"
-    sources = sorted(v1.recipe.get("sources", {}))
+    sources = sorted(v1.recipe.sources)
     return safe_name(sources[0], "source") if len(sources) == 1 else "mixed"

@@ -11,6 +11,23 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+#: The split names a release uses, spelled here only: a holdout's train and validation, Croissant's
+#: test, and the folds fold0 .. fold{k-1} (`fold_name`).
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+_FOLD = "fold"
+
+
+def fold_name(fold: int) -> str:
+    """The split of fold `fold`: fold0, fold1, ..."""
+    return f"{_FOLD}{fold}"
+
+
+def fold_of(split: str) -> int | None:
+    """The fold a split name is (fold3 -> 3), or None for a split that is no fold."""
+    number = split.removeprefix(_FOLD)
+    return int(number) if split.startswith(_FOLD) and number.isdigit() else None
+
+
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 BOX = pa.list_(pa.int32(), 4)
 

@@ -125,7 +125,7 @@ def lock_only_plan(release: Release, repo_id: str, folder: Path) -> PublishPlan:
     full = publish_plan(release, repo_id)
     lock = release.lock
     shutil.copyfile(release.path(LOCK_NAME), folder / LOCK_NAME)
-    (folder / RECIPE_FILE).write_text(yaml.safe_dump(lock.recipe, sort_keys=False, allow_unicode=True),
+    (folder / RECIPE_FILE).write_text(yaml.safe_dump(lock.recipe.as_recorded(), sort_keys=False, allow_unicode=True),
                                       encoding="utf-8")
     card = render_card(lock, lambda name: release.path(name).read_bytes(), alone=f"{repo_id}@{full.tag}")
     (folder / CARD_NAME).write_text(card, encoding="utf-8")

@@ -57,7 +57,7 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
     frames = release.frames(["frame_id", "video_id", "frame_index", "split", "phash"]).to_pandas()
     videos = release.videos(["video_id", "split"]).to_pandas()
     result = Audit(videos=videos["video_id"].nunique(), frames=len(frames),
-                   grouped=release.lock.recipe["splits"].get("group") == "near_duplicates")
+                   grouped=release.lock.recipe.splits.near_duplicates)
     seen = frames.groupby("video_id")["split"].unique()
     declared = videos.groupby("video_id")["split"].unique()
     for video_id in sorted(set(seen.index) | set(declared.index)):
@@ -125,7 +125,7 @@ def balance_warnings(lock: Lock) -> list[str]:
                     "is not checked"]
         units[(clip.group or clip.video_id, clip.split)][f"{clip.source}/{clip.label}"] += 1
     lines = []
-    for b in class_balance(((split, n) for (_, split), n in units.items()), lock.recipe["splits"]).values():
+    for b in class_balance(((split, n) for (_, split), n in units.items()), lock.recipe.splits).values():
         lines += [b.empty_text(s) for s in b.empty]
         if b.too_wide:
             lines.append(b.spread_text())

@@ -112,14 +112,15 @@ def diff_locks(old: Lock, new: Lock, labels: tuple[dict[str, str], dict[str, str
             result.pixels.append((v, added + removed + changed, len(frames_a)))
     if any(c.label is None for c, _, _ in [*a.values(), *b.values()]):
         result.notes.append("a side records no labels (a format-1 lock without its videos table): labels not compared")
-    ra, rb = old.recipe, new.recipe
-    for source in sorted(set(ra["sources"]) | set(rb["sources"])):
-        sa, sb = ra["sources"].get(source), rb["sources"].get(source)
+    # every default stated on both sides: a key added since the older lock was written is no change
+    for source in sorted(set(old.recipe.sources) | set(new.recipe.sources)):
+        sa, sb = (r.sources[source].to_dict() if source in r.sources else None for r in (old.recipe, new.recipe))
         if sa is None or sb is None:
             result.recipes_changed[source] = ["source added" if sa is None else "source removed"]
         elif sa != sb:
             result.recipes_changed[source] = [f"{k}: {sa.get(k)} -> {sb.get(k)}"
                                               for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+    ra, rb = old.recipe.to_dict(), new.recipe.to_dict()
     result.recipe_shared_changed = [f"{k}: {ra.get(k)} -> {rb.get(k)}"
                                     for k in _SHARED_RECIPE_KEYS if ra.get(k) != rb.get(k)]
     return result

@@ -169,11 +169,8 @@ class _Expected:
 
 def _class_ids(lock: Lock) -> dict[tuple[str, str], tuple[int, int | None]]:
     """(source, class) -> (label_id, us4_label) as the lock's recipe defines them (what the build wrote)."""
-    from ..recipe import parse_recipe
-
-    recipe = parse_recipe(lock.recipe, where=LOCK_NAME)
     return {(name, cls.name): (spec.definition.label_id(cls), cls.us4_head)
-            for name, spec in recipe.sources.items() for cls in spec.definition.classes}
+            for name, spec in lock.recipe.sources.items() for cls in spec.definition.classes}
 
 
 def _read(release: Release, shard: Shard, columns: tuple[str, ...], expect: _Expected,

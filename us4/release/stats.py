@@ -26,7 +26,7 @@ def release_stats(release: Release) -> Stats:
               .agg(videos=("video_id", "nunique"), frames=("video_id", "size"))
               .reset_index())
     # every source of the recipe, with 0 where none of its clips made it into the release
-    sources = sorted(release.lock.recipe["sources"])
+    sources = sorted(release.lock.recipe.sources)
     per_source = (counts.groupby("source")[["videos", "frames"]].sum()
                   .reindex(sources, fill_value=0).rename_axis("source").reset_index())
     definitions = [source_definition(release.lock, n) for n in sources]

@@ -1,6 +1,7 @@
 """Check a release's files against its lock, and a lock against a published manifest."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
 from ..media.gate import ours
-from ..recipe import parse_recipe
+from ..recipe import Recipe
 from .diff import ReleaseDiff, diff_locks
 from .read import LOCAL_STATE, Release
 from .rows import check_rows
@@ -239,14 +240,12 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
     return out
 
 
-def _stated(recipe: dict) -> dict:
+def _stated(recipe: Recipe) -> dict:
     """A lock's recipe with every default this us4 knows stated: a key added since the manifest
     was published (its default then implied) is not a difference in what was done. Nor is a
     source's fetch pin: it says where the raw files can be had, and the clips' hashes decide."""
-    stated = parse_recipe(recipe, where="recipe").to_dict()
-    for source in stated["sources"].values():
-        source.pop("fetch", None)
-    return stated
+    unpinned = {name: dataclasses.replace(spec, fetch=None) for name, spec in recipe.sources.items()}
+    return dataclasses.replace(recipe, sources=unpinned).to_dict()
 
 
 def _verdict(r: Reproduction) -> str:

@@ -20,6 +20,7 @@ from .. import __version__
 from ..errors import TrainError
 from ..hashing import sha256_file
 from ..contract.card import split_rule_text
+from ..contract.schema import TRAIN, VALIDATION
 from ..release.read import Release, open_release
 from ..release.verify import Verification, verify_release
 
@@ -60,7 +61,7 @@ def release_info(rel: Release, verified: Verification) -> dict:
     verification it passed before the first training step."""
     return {"name": rel.name, "version": rel.version, "phantom": rel.lock.phantom,
             "lock_sha256": rel.lock.sha256,  # the same name publish and verify use
-            "split_rule": split_rule_text(rel.lock.recipe["splits"]),
+            "split_rule": split_rule_text(rel.lock.recipe.splits),
             "verified": {"files": verified.checked, "problems": len(verified.problems), "notes": verified.notes}}
 
 
@@ -81,8 +82,8 @@ def load_release_videoset(rel: Release, size: int) -> VideoSet:
 def pretrain_split(vs: VideoSet, holdout_fold: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(training videos, validation videos, how they were chosen) of a pretrain release."""
     splits = np.array(vs.splits)
-    if (splits == "train").any():
-        return np.flatnonzero(splits == "train"), np.flatnonzero(splits == "validation"), \
+    if (splits == TRAIN).any():
+        return np.flatnonzero(splits == TRAIN), np.flatnonzero(splits == VALIDATION), \
             "release splits: train for training, validation for checkpoint selection"
     if (vs.folds >= 0).any():
         val = np.flatnonzero(vs.folds == holdout_fold)
@@ -94,10 +95,8 @@ def pretrain_split(vs: VideoSet, holdout_fold: int) -> tuple[np.ndarray, np.ndar
 def release_classes(rel: Release) -> tuple[str, ...]:
     """The classes a release's recipe gives its sources (each source's, in recipe order; a class
     two sources share, once)."""
-    from ..recipe import parse_recipe
-
     names: list[str] = []
-    for src in parse_recipe(rel.lock.recipe, where=f"{rel.root}: recipe").sources.values():
+    for src in rel.lock.recipe.sources.values():
         names += [c for c in src.classes or [d.name for d in src.definition.classes] if c not in names]
     return tuple(names)
 

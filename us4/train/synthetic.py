@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from ..contract.schema import FRAME_FIELDS, TRAIN, VALIDATION, VIDEO_FIELDS, fold_name
+
 CLASSES = ("covid", "pneumonia", "regular")
 
 
@@ -54,7 +56,7 @@ def synthetic_tables(n_videos: int = 15, frames_per_video: int | list[int] = 6, 
         cls = v % 3
         fold = per_class_seen[cls] % n_folds if layout == "pocus" else None
         per_class_seen[cls] += 1
-        split = f"fold{fold}" if layout == "pocus" else ("validation" if v % 5 == 4 else "train")
+        split = fold_name(fold) if layout == "pocus" else (VALIDATION if v % 5 == 4 else TRAIN)
         us4 = (None if layout == "pocus" else (10 if cls == 2 else 11))
         source = "pocus" if layout == "pocus" else "butterfly"
         vid = f"{source}/synthetic/{CLASSES[cls]}_{v:03d}.mp4"
@@ -75,15 +77,12 @@ def synthetic_tables(n_videos: int = 15, frames_per_video: int | list[int] = 6, 
                          ("clip_sha256", hashlib.sha256(vid.encode()).hexdigest()), ("n_kept", len(ids)),
                          ("frame_ids", ids), ("frame_indices", list(range(len(ids))))):
             videos[col].append(val)
-    frame_schema = pa.schema([
-        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("frame_id", pa.int64()),
-        ("source", pa.string()), ("video_id", pa.string()), ("frame_index", pa.int32()), ("label", pa.string()),
-        ("label_id", pa.int16()), ("us4_label", pa.int16()), ("split", pa.string()), ("fold", pa.int8()),
-        ("width", pa.int32()), ("height", pa.int32())])
-    video_schema = pa.schema([
-        ("video_id", pa.string()), ("source", pa.string()), ("label", pa.string()), ("label_id", pa.int16()),
-        ("us4_label", pa.int16()), ("split", pa.string()), ("fold", pa.int8()), ("clip_sha256", pa.string()),
-        ("n_kept", pa.int32()), ("frame_ids", pa.list_(pa.int64())), ("frame_indices", pa.list_(pa.int32()))])
     order = np.argsort(videos["video_id"], kind="stable")  # videos rows are sorted by video_id
     videos = {k: [col[i] for i in order] for k, col in videos.items()}
-    return pa.table(frames, schema=frame_schema), pa.table(videos, schema=video_schema)
+    return pa.table(frames, schema=_release_columns(FRAME_FIELDS, frames)), \
+        pa.table(videos, schema=_release_columns(VIDEO_FIELDS, videos))
+
+
+def _release_columns(fields: list[tuple[str, pa.DataType]], names: dict) -> pa.Schema:
+    """The release schema's columns that a synthetic table fills (those the trainer reads), typed as a release's."""
+    return pa.schema([(n, t) for n, t in fields if n in names])
