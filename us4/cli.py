@@ -21,16 +21,16 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Us4Error as exc:
+            click.echo(f"us4: error: {exc}", err=True)
+            for problem in getattr(exc, "problems", [])[:50]:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(1)
         except OSError as exc:
             problem = storage_error(exc)
             if problem is None:
                 raise
             click.echo(f"us4: error: {problem}", err=True)
-            sys.exit(1)
-        except Us4Error as exc:
-            click.echo(f"us4: error: {exc}", err=True)
-            for problem in getattr(exc, "problems", [])[:50]:
-                click.echo(f"  {problem}", err=True)
             sys.exit(1)
 
 
