@@ -44,7 +44,8 @@ PAGE = "index.html"
 ORIGINAL_PX = 360  # longest side of a shown original frame
 STRIP_PX = 72  # height of a kept frame in a card's strip
 STRIP_FRAMES = 12  # kept frames shown per clip, spread over the clip
-PAIRS_SHOWN = 60  # near-duplicate pairs drawn (the closest)
+PAIRS_SHOWN = 60  # near-duplicate pairs drawn (the closest that share an image)
+PAIRS_CHECKED = 1000  # the closest pairs whose frames are looked at for a blank one (one grey level)
 _CROP_COLOUR, _TEXT_COLOUR = (0, 220, 90), (255, 170, 0)
 _SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 
@@ -123,8 +124,8 @@ def write_review(release: Release, raw: Mapping[str, Path] | None = None, worker
             found = _find_raw(lock, raw, workers)
             with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
                 list(pool.map(lambda c: _originals(c, found, raw, stage), cards))
-            pairs = _draw_strips_and_pairs(release, cards, audit.near_duplicates[:PAIRS_SHOWN], stage)
-            page = _page(release, cards, audit, pairs, time.perf_counter() - start)
+            pairs, blank = _draw_strips_and_pairs(release, cards, audit.near_duplicates[:PAIRS_CHECKED], stage)
+            page = _page(release, cards, audit, pairs, blank, time.perf_counter() - start)
             (stage / PAGE).write_text(page, encoding="utf-8")
             target = parent / REVIEW_DIR
             if target.exists():
@@ -255,10 +256,12 @@ def _position(p: int, n: int) -> str:
     return "first" if p == 0 else "last" if p == n - 1 else "middle"
 
 
-def _draw_strips_and_pairs(release: Release, cards: list[_Card], pairs: list, stage: Path) -> list[tuple]:
+def _draw_strips_and_pairs(release: Release, cards: list[_Card], pairs: list, stage: Path
+                           ) -> tuple[list[tuple], int]:
     """Each card's strip of kept frames (one image) and, where originals are not shown, its
-    first, middle and last stored frames with the text boxes; thumbnails of the near-duplicate
-    pairs. One pass over the frames shards, reading only row groups that hold a wanted frame;
+    first, middle and last stored frames with the text boxes; thumbnails of the closest
+    near-duplicate pairs that share an image, and how many pairs hold a blank frame (one grey
+    level, as many clips begin: no image shared), which are not drawn. One pass over the frames shards, reading only row groups that hold a wanted frame;
     each frame is drawn as it is read, so memory holds thumbnails, never the frames."""
     clip_of = {c.clip.video_id: c.clip for c in cards}
     strip = {c.index: [c.clip.frame_id + i for i in _spread(len(c.clip.frame_index), STRIP_FRAMES)] for c in cards}
@@ -270,7 +273,7 @@ def _draw_strips_and_pairs(release: Release, cards: list[_Card], pairs: list, st
                 stored[c.clip.frame_id + p] = (c, k, p)
     pair_ids = [tuple(clip_of[ref[0]].frame_id + clip_of[ref[0]].frame_index.index(ref[1]) for ref in (p.a, p.b))
                 for p in pairs]
-    in_pair = {f: (n, side) for n, ab in enumerate(pair_ids) for side, f in zip("ab", ab)}
+    in_pair = {f for ab in pair_ids for f in ab}
     in_strip = {f for ids in strip.values() for f in ids}
 
     def draw(fid: int, png: bytes) -> dict:
@@ -286,13 +289,14 @@ def _draw_strips_and_pairs(release: Release, cards: list[_Card], pairs: list, st
             small = im.copy()
             small.thumbnail((STRIP_PX * 4, STRIP_PX), Image.Resampling.BILINEAR)
             if fid in in_pair:
-                n, side = in_pair[fid]
-                out["pair"] = (_save(stage, f"img/p{n}-{side}.jpg", small), small.width, small.height)
+                low, high = small.convert("L").getextrema()
+                out["pair"] = None if low == high else (_save(stage, f"img/f{fid}.jpg", small), small.width,
+                                                        small.height)
             if fid in in_strip:
                 out["strip"] = small
         return out
 
-    drawn = stored_images(release, in_strip | set(stored) | set(in_pair), draw)
+    drawn = stored_images(release, in_strip | set(stored) | in_pair, draw)
     for c in cards:
         for fid in sorted(f for f in stored if stored[f][0] is c):
             k, name, caption, w, ht = drawn[fid]["stored"]
@@ -305,7 +309,9 @@ def _draw_strips_and_pairs(release: Release, cards: list[_Card], pairs: list, st
             x += t.width + 2
         c.strip = (_save(stage, f"img/c{c.index}-s.jpg", sheet), sheet.width, sheet.height,
                    [c.clip.frame_index[f - c.clip.frame_id] for f in strip[c.index]])
-    return [(p, drawn[a]["pair"], drawn[b]["pair"]) for p, (a, b) in zip(pairs, pair_ids)]
+    drawable = [(p, drawn[a]["pair"], drawn[b]["pair"]) for p, (a, b) in zip(pairs, pair_ids)]
+    shared = [d for d in drawable if d[1] and d[2]]
+    return shared[:PAIRS_SHOWN], len(drawable) - len(shared)
 
 
 def _save(stage: Path, name: str, im: Image.Image) -> str:
@@ -325,7 +331,7 @@ def _split_key(split: str) -> tuple:
     return (_SPLIT_ORDER.get(split, 3), split.rstrip("0123456789"), int(digits) if digits else -1, split)
 
 
-def _page(release: Release, cards: list[_Card], audit, pairs: list[tuple], took: float) -> str:
+def _page(release: Release, cards: list[_Card], audit, pairs: list[tuple], blank: int, took: float) -> str:
     lock = release.lock
     script, style = _asset("review.js"), _asset("review.css")
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
@@ -352,7 +358,7 @@ def _page(release: Release, cards: list[_Card], audit, pairs: list[tuple], took:
         '<nav><a href="#counts">counts</a> <a href="#warnings">warnings</a> <a href="#failures">failures</a> '
         '<a href="#near-duplicates">near-duplicates</a> <a href="#groups">groups</a> <a href="#clips">clips</a></nav>',
         "</header>",
-        _counts(lock, splits), _warnings(lock, index), _failures(lock), _pairs(audit, pairs, index),
+        _counts(lock, splits), _warnings(lock, index), _failures(lock), _pairs(audit, pairs, blank, index),
         _groups(groups), _filters(cards, splits),
         '<section id="clips"><div class="cards">', *(_card(c, groups) for c in cards), "</div></section>",
         f"<script>{script}</script></body></html>",
@@ -414,7 +420,7 @@ def _failures(lock: Lock) -> str:
             + "</section>")
 
 
-def _pairs(audit, pairs: list[tuple], index: Mapping[str, int]) -> str:
+def _pairs(audit, pairs: list[tuple], blank: int, index: Mapping[str, int]) -> str:
     def side(ref, thumb) -> str:
         return (f'<figure><img src="{thumb[0]}" width="{thumb[1]}" height="{thumb[2]}" alt="" loading="lazy">'
                 f"<figcaption>{_link(ref[0], index)} frame {ref[1]} [{h(ref[2])}]</figcaption></figure>")
@@ -423,7 +429,9 @@ def _pairs(audit, pairs: list[tuple], index: Mapping[str, int]) -> str:
     n = len(audit.near_duplicates)
     return (f'<section id="near-duplicates"><h2>Near-duplicate frames across splits: {n}</h2>'
             f"<p>{plural(audit.candidates, 'candidate pair')} with close hashes checked on pixels"
-            + (f"; the closest {len(pairs)} shown" if n > len(pairs) else "") + ".</p>"
+            + (f"; {plural(blank, 'pair')} of the closest {min(n, PAIRS_CHECKED)} hold a blank frame (one grey "
+               "level, as many clips begin: no image shared), not drawn" if blank else "")
+            + (f"; the closest {len(pairs)} that share an image shown" if n - blank > len(pairs) else "") + ".</p>"
             + f'<div class="pairs">{shown}</div></section>')
 
 
