@@ -29,14 +29,16 @@ TEXT = "SAINT NOWHERE INFIRMARY"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def noise_clip(path: Path, seed: int, n: int = 8, size: tuple[int, int] = (96, 80)) -> None:
-    """A clip with no scan region to find (noise over the whole frame): its crop falls back to the full frame."""
+def noise_clip(path: Path, seed: int, n: int = 8, size: tuple[int, int] = (96, 80), black_first: bool = False) -> None:
+    """A clip with no scan region to find (noise over the whole frame): its crop falls back to
+    the full frame. `black_first`: it begins with a black frame, as many clips do."""
     rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for _ in range(n):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "rgb24")
+        for k in range(n):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels * (k > 0 or not black_first), "rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
@@ -189,3 +191,27 @@ def test_the_page_in_chromium_loads_offline_filters_searches_and_runs_no_planted
     assert errors == []
     with Image.open(io.BytesIO(shot.read_bytes())) as im:
         assert im.size == (1400, 1000)
+
+
+def test_pairs_across_splits_that_share_only_a_blank_frame_are_counted_apart_not_drawn(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for n, name in enumerate(["reg_x.avi", "reg_y.avi", "pneu_x.avi", "pneu_y.avi"]):
+        noise_clip(raw / name, seed=10 + n, black_first=name.startswith("reg"))
+    recipe = tmp_path / "blank.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "blank", "version": "0.1.0", "seed": 1, "dedup": {"threshold": 0},
+        "splits": {"kind": "holdout", "validation": 0.5},
+        "sources": {"scans": {"organ": "lung", "probe": "convex", "input": "video", "classes": ["pneu", "reg"],
+                              "label": {"prefix": True}, "sampling": {"evenly": 3}, "crop": "none", "text": "off"}}}))
+    out = tmp_path / "rel"
+    result = CliRunner().invoke(main, ["build", str(recipe), "--raw", f"scans={raw}", "--out", str(out),
+                                       "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    splits = {c.video_id: c.split for c in open_release(out).lock.clips}
+    assert splits["scans/reg_x.avi"] != splits["scans/reg_y.avi"], splits
+    page, output = review(out)
+    assert "1 near-duplicate pair across splits" in output  # the two black first frames
+    html = page.read_text()
+    assert "1 pair (of the closest 1) with a blank frame (one grey level" in html
+    assert 'class="pair"' not in html and not list((page.parent / "img").glob("f*.jpg"))

@@ -429,7 +429,7 @@ def _pairs(audit, pairs: list[tuple], blank: int, index: Mapping[str, int]) -> s
     n = len(audit.near_duplicates)
     return (f'<section id="near-duplicates"><h2>Near-duplicate frames across splits: {n}</h2>'
             f"<p>{plural(audit.candidates, 'candidate pair')} with close hashes checked on pixels"
-            + (f"; {plural(blank, 'pair')} of the closest {min(n, PAIRS_CHECKED)} hold a blank frame (one grey "
+            + (f"; {plural(blank, 'pair')} (of the closest {min(n, PAIRS_CHECKED)}) with a blank frame (one grey "
                "level, as many clips begin: no image shared), not drawn" if blank else "")
             + (f"; the closest {len(pairs)} that share an image shown" if n - blank > len(pairs) else "") + ".</p>"
             + f'<div class="pairs">{shown}</div></section>')
