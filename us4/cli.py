@@ -535,6 +535,28 @@ def card(release: Path, record: Path | None) -> None:
                + (", with the benchmark section" if record is not None else ""))
 
 
+@main.command()
+@click.argument("release", type=click.Path(path_type=Path))
+@click.option("--raw", "raw", multiple=True, metavar="SOURCE=DIR",
+              help="Folder of a source's raw clips, as given to build (repeat per source): cards show the original "
+                   "frames, found by content hash; without it, the stored (cropped) frames.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Threads [default: the cores available].")
+def review(release: Path, raw: tuple[str, ...], workers: int | None) -> None:
+    """Write the curator's view of RELEASE: one local HTML page (counts per class and split,
+    warnings, failures, near-duplicates, groups, a card per clip with its crop and text boxes
+    drawn, filters and a search), into RELEASE.local/review/, beside the release, never in it.
+    Its path is the last line printed."""
+    from .release.read import open_release
+    from .release.review import write_review
+    from .words import plural
+
+    done = write_review(open_release(release), _parse_raw(raw), workers)
+    click.echo(f"review: {plural(done.cards, 'clip card')} ({done.originals} with original frames), "
+               f"{plural(done.failures, 'failure')}, {plural(done.near_duplicates, 'near-duplicate pair')} across "
+               f"splits; written in {done.seconds:.1f} s")
+    click.echo(str(done.page))
+
+
 # --- hub: publish, download, mirror -----------------------------------------
 
 _ENDPOINT_HELP = "Hub or mirror URL [default: $HF_ENDPOINT, else https://huggingface.co]."

@@ -3,6 +3,7 @@ write them: one function per target (a leaf module). A value is data: it never b
 heading, a tag, a link, a formula or a second line of whatever holds it."""
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 
@@ -36,6 +37,12 @@ def markdown(text: object) -> str:
     line = "".join(_MD_ENTITIES.get(c, c) for c in line)
     return _MD_LINE_START.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2)[0].isdigit()
                                                       else "\\" + m.group(2)), line, count=1)
+
+
+def html_text(value: object) -> str:
+    """Text that an HTML page shows as written, in an element or a quoted attribute value: one
+    line (`one_line`), with `& < > " '` as character references."""
+    return html.escape(one_line(value), quote=True)
 
 
 def csv_cell(value: object) -> str:

@@ -11,7 +11,6 @@ the release or its lock, only the local id map in the folder beside it (`OUT.loc
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import re
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, SheetFile, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
-from ..hashing import sha256_file, sha256_json
+from ..hashing import clip_digest, sha256_file, sha256_json
 from ..paths import inside
 from ..media import MediaError, tissue_regions
 from ..media.clips import ClipRef, FoundClip, NotAClip, find_clips, probe_clip
@@ -499,13 +498,6 @@ def _sheet_rows_without_files(source: Source, spec: SourceRecipe, sheet: _Sheet,
 
 
 def _hash_all(groups: list[tuple[str, ...]], threads: int) -> list[tuple[str, int]]:
-    """(sha256, bytes) of each clip: of its file, or for a multi-file clip (a series, an image
-    sequence) of the ordered list of its files' hashes (content only: names are identity)."""
-    def one(files: tuple[str, ...]) -> tuple[str, int]:
-        if len(files) == 1:
-            return sha256_file(files[0]), os.path.getsize(files[0])
-        digests = [sha256_file(f) for f in files]
-        return hashlib.sha256(("\n".join(digests)).encode()).hexdigest(), sum(os.path.getsize(f) for f in files)
-
+    """(sha256, bytes) of each clip (`hashing.clip_digest`)."""
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(one, groups))
+        return list(pool.map(clip_digest, groups))

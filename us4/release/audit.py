@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +27,7 @@ from ..media.neardup import (MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, close_pa
                              thumb_differences)
 from .read import LOCAL_TEXT, Release, local_dir
 
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,16 @@ def audit_release(release: Release, max_distance: int = MAX_DISTANCE, max_differ
 
 
 def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
-    """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels), read one
-    row group at a time and only from row groups whose frame_id range holds a wanted frame:
-    memory holds one row group's images and the thumbnails, not the shards' PNG bytes. PNG
-    decoding (zlib, PIL) releases the GIL, so a row group's images are decoded in threads."""
-    out: dict[int, np.ndarray] = {}
+    """Thumbnails of the wanted frames (the build's `thumbnail` of the stored pixels)."""
+    return stored_images(release, wanted, lambda _, png: _png_thumbnail(png))
+
+
+def stored_images(release: Release, wanted: set[int], convert: Callable[[int, bytes], T]) -> dict[int, T]:
+    """`convert(frame_id, png)` of the stored PNG bytes of each wanted frame, by frame_id, read one row group
+    at a time and only from row groups whose frame_id range holds a wanted frame: memory holds
+    one row group's images and what `convert` returns, not the shards' PNG bytes. PNG decoding
+    (zlib, PIL) releases the GIL, so a row group's images are converted in threads."""
+    out: dict[int, T] = {}
     ids = pa.array(sorted(wanted), pa.int64())
     with ThreadPoolExecutor(max_workers=available_cores()) as pool:
         for shard in release.shards("frames", present_only=True) if wanted else []:
@@ -96,7 +104,8 @@ def _thumbnails(release: Release, wanted: set[int]) -> dict[int, np.ndarray]:
                 part = file.read_row_group(k, columns=["frame_id", "image"], use_threads=False)  # less memory held
                 part = part.filter(pc.is_in(part["frame_id"], value_set=ids))
                 pngs = pc.struct_field(part["image"], "bytes").to_pylist()
-                out.update(zip(part["frame_id"].to_pylist(), pool.map(_png_thumbnail, pngs), strict=True))
+                fids = part["frame_id"].to_pylist()
+                out.update(zip(fids, pool.map(convert, fids, pngs), strict=True))
     return out
 
 
