@@ -89,9 +89,9 @@ def write_review(release: Release, raw: Mapping[str, Path] | None = None, worker
     lock = release.lock
     raw = dict(raw or {})
     for source in raw:
-        if source not in lock.recipe["sources"]:
+        if source not in lock.recipe.sources:
             raise ReviewError(f"--raw {source}={raw[source]}: release {lock.name} {lock.version} has no source "
-                              f"{source!r} (it has {', '.join(sorted(lock.recipe['sources']))})")
+                              f"{source!r} (it has {', '.join(sorted(lock.recipe.sources))})")
         if not Path(raw[source]).is_dir():
             raise ReviewError(f"--raw {source}={raw[source]}: no such folder")
     root = release.root.absolute()
@@ -161,11 +161,11 @@ def _crop_mode(lock: Lock, clip: Clip, row: dict, fallback: bool) -> str:
     """How the clip's crop was chosen: detected, declared (by the recipe or the DICOM file), none, or the fallback."""
     if fallback:
         return "fallback: no scan region found, full frame kept"
-    crop = lock.recipe["sources"][clip.source].get("crop") or {"mode": "auto"}
-    overrides = crop.get("clips") or {}
-    if clip.sha256 in overrides or (row.get("path") and row["path"] in overrides) or crop.get("mode") == "box":
+    crop = lock.recipe.sources[clip.source].crop
+    overrides = {key for key, _ in crop.clips}
+    if clip.sha256 in overrides or (row.get("path") and row["path"] in overrides) or crop.mode == "box":
         return "declared by the recipe"
-    if crop.get("mode") == "none":
+    if crop.mode == "none":
         return "none: full frame, as the recipe says"
     box = row["crop_box"]
     for region in json.loads(row["attributes"] or "{}").get("SequenceOfUltrasoundRegions", []):
@@ -182,9 +182,9 @@ def _find_raw(lock: Lock, raw: Mapping[str, Path], workers: int | None) -> dict[
     the build finds clips, then hashed, only those whose size is that of a clip of the release."""
     found: dict[str, ClipRef] = {}
     for source, folder in raw.items():
-        spec = lock.recipe["sources"][source]
+        spec = lock.recipe.sources[source]
         sizes = {c.bytes for c in lock.clips if c.source == source}
-        clips, _ = find_clips(spec["input"], folder, spec.get("fps"))
+        clips, _ = find_clips(spec.input, folder, spec.fps)
         candidates = [f for f in clips if sum(Path(p).stat().st_size for p in f.files) in sizes]
         with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
             for f, (sha256, _) in zip(candidates, pool.map(lambda f: clip_digest(f.files), candidates)):
