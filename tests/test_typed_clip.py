@@ -24,10 +24,9 @@ from us4.builder.plan import INGEST_VERSION, ClipParams, checks_text, make_plan
 from us4.cli import main
 from us4.contract.lock import Stage
 from us4.hashing import sha256_json
-from us4.media.phantom import write_broken_files
 from us4.recipe import DEFAULT_MAX_FRAME_PIXELS, load_recipe
 
-from .test_build import clips, digest, tiny_recipe
+from .test_build import clips, digest, tiny_recipe, write_broken_files
 
 GOOD = ["Regphantom_0.mp4", "Covphantom_1.mp4", "Regphantom_2.mp4"]
 
