@@ -17,12 +17,13 @@ from ..contract.lock import (
 )
 from ..recipe import Recipe
 from .environment import byte_libraries, host
+from .cache import ClipFacts
 from .plan import Plan, checks_text
 from .writer import ShardResult, ShardTask
 
 
 def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings: Sequence[BuildWarning],
-              tasks: Sequence[ShardTask], results: dict[int, ShardResult], facts: dict[str, dict],
+              tasks: Sequence[ShardTask], results: dict[int, ShardResult], facts: dict[str, ClipFacts],
               previous: Previous | None) -> Lock:
     """The lock of a finished build (no attachments, no generated files yet)."""
     shards = [results[t.index].shard for t in tasks]
@@ -34,11 +35,12 @@ def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings:
         for slot in task.slots:
             job, at = slot.job, slot.at
             indices, pixels = results[task.index].frames[job.video_id]
+            text = facts[job.key].text
             clips.append(Clip(video_id=job.video_id, source=job.source, sha256=job.sha256, bytes=job.size,
                               label=job.label, split=at.split, fold=at.fold, group=at.group, shard=task.index,
                               row=slot.row, frame_id=slot.frame_id, frame_index=indices, frame_sha256=pixels,
-                              text=facts[job.key]["text"]["action"] if facts[job.key]["text"]["checked"]
-                              or facts[job.key]["text"]["action"] != "none" else None, facts=job.facts, licence=job.licence))
+                              text=text.action if text.checked or text.action != "none" else None,
+                              facts=job.facts, licence=job.licence))
             n = tally.setdefault(at.split, {}).setdefault(f"{job.source}/{job.label}", [0, 0])
             n[0] += 1
             n[1] += slot.rows
@@ -61,7 +63,7 @@ def make_lock(recipe: Recipe, plan: Plan, failures: Sequence[Failure], warnings:
         sheets=sorted(plan.sheets, key=lambda f: (f.source, f.path)),
         counts=Counts(
             videos=len(clips), frames=frames,
-            duplicates_dropped=sum(facts[s.job.key]["n_duplicates_dropped"] for t in tasks if t.config == "frames"
+            duplicates_dropped=sum(facts[s.job.key].n_duplicates_dropped for t in tasks if t.config == "frames"
                                    for s in t.slots),
             failures=len(failures), excluded=len(plan.excluded),
             by_split_label={sp: {k: SplitTally(videos=v[0], frames=v[1]) for k, v in sorted(labels.items())}

@@ -19,14 +19,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, field_serializer, model_validator
 
 from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, SheetFile, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
 from ..hashing import clip_digest, sha256_file, sha256_json
 from ..paths import inside
-from ..media import MediaError, tissue_regions
+from ..media import MediaError, SamplingPolicy, tissue_regions
 from ..media.clips import ClipRef, FoundClip, NotAClip, find_clips, probe_clip
-from ..recipe import MAX_FACT_CHARS, Recipe, SourceRecipe
+from ..recipe import INPUTS, MAX_FACT_CHARS, REGION_MODES, TEXT_ACTIONS, Recipe, SourceRecipe
 from ..registry import ClassDef, Source
 from ..words import plural
 from .environment import byte_libraries
@@ -36,6 +39,48 @@ INGEST_VERSION = 3
 #: a file that us4's phantom generator leaves in every folder it fills
 PHANTOM_MARKER = ".us4-phantom"
 _HASH_ID_CHARS = 20  # 80 bits of the content sha256 name a clip of an `ids: hash` source
+
+
+def _policy(value: Any) -> SamplingPolicy:
+    return value if isinstance(value, SamplingPolicy) else SamplingPolicy.from_dict(value)
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CropParams(_Params):
+    """The crop one clip gets: the recipe's mode, or its box (the recipe's, or an override naming the clip)."""
+
+    mode: Literal["auto", "none", "box"]
+    box: tuple[int, int, int, int] | None = None
+
+    @model_validator(mode="after")
+    def _box_with_box_mode(self) -> CropParams:
+        if (self.box is not None) != (self.mode == "box"):
+            raise ValueError("a crop has a box exactly when its mode is box")
+        return self
+
+
+class ClipParams(_Params):
+    """Everything in the recipe that shapes one clip's frames. Its JSON form (`model_dump(mode="json")`)
+    is what the clip's cache key hashes: the sampling policy's set fields only, a crop's box only
+    in box mode, as the recipe's dict of them always was, so caches made before it was typed stay valid."""
+
+    input: Literal[INPUTS]
+    fps: float | None  # image sequences, and DICOM files without timing
+    sampling: Annotated[SamplingPolicy, PlainValidator(_policy), PlainSerializer(lambda p: p.to_dict())]
+    crop: CropParams
+    regions: Literal[REGION_MODES]
+    max_frame_pixels: int
+    text: Literal[TEXT_ACTIONS]
+    dedup: float  # mean absolute grey-level difference below which a frame repeats the last kept one
+    png_compress_level: int
+    view: int | None  # one view (2D region) of a multi-view DICOM file, with the recipe's regions: each
+
+    @field_serializer("crop")
+    def _crop(self, crop: CropParams) -> dict:
+        return crop.model_dump(mode="json", exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -53,7 +98,7 @@ class ClipJob:
     sha256: str
     size: int
     group_key: str | None  # the sheet's grouping column, when the recipe names one
-    params: dict  # the recipe's part that shapes this clip
+    params: ClipParams  # the recipe's part that shapes this clip
     facts: dict  # the recipe's facts of the clip: {column: value or None}, empty where it declares none
     key: str  # cache key: clip bytes + params + byte-shaping library versions
 
@@ -227,14 +272,14 @@ def _plan_source(plan: Plan, recipe: Recipe, spec: SourceRecipe, candidates: lis
                                       "reason": f"{reason}: it is {value!r:.200}"})
                 continue
         for view in _views(spec, cand.found):
-            params = {**recipe.clip_params(spec.name, rel, cand.sha256), "view": view}
+            params = ClipParams.model_validate({**recipe.clip_params(spec.name, rel, cand.sha256), "view": view})
             plan.jobs.append(ClipJob(
                 source=spec.name, video_id=video_id + (f"#view{view + 1}" if view is not None else ""),
                 rel_path=rel if spec.ids == "path" else None, ref=cand.found.ref, label=cls.name,
                 label_id=source.label_id(cls), us4_label=cls.us4_head, probe=probe, organ=source.organ,
                 licence=licence, sha256=cand.sha256, size=cand.size, group_key=group_key, params=params,
-                key=sha256_json({"sha256": cand.sha256, "params": params, "ingest": INGEST_VERSION,
-                                 "libraries": libraries}),
+                key=sha256_json({"sha256": cand.sha256, "params": params.model_dump(mode="json"),
+                                 "ingest": INGEST_VERSION, "libraries": libraries}),
                 facts=facts,
             ))
     if no_facts:

@@ -24,7 +24,7 @@ from ..release.contact_sheet import write_contact_sheet
 from ..release.read import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir, open_release
 from ..release.verify import files_here
 from ..system import available_cores
-from .cache import STAGING, ClipCache, remove_partial_writes
+from .cache import STAGING, ClipCache, ClipFacts, remove_partial_writes
 from .executor import DaskExecutor, Executor, LocalExecutor
 from .groups import column_links, content_links, near_duplicate_links
 from .ingest import ingest_in_worker
@@ -249,30 +249,30 @@ def _check_usable(recipe: Recipe, plan: Plan, good: list[ClipJob], failures: lis
                                      message=f"no usable clip ({lost} failed); built without it (--allow-empty)"))
 
 
-def _fact_warnings(good: list[ClipJob], facts: dict[str, dict]) -> list[BuildWarning]:
+def _fact_warnings(good: list[ClipJob], facts: dict[str, ClipFacts]) -> list[BuildWarning]:
     out = []
     for job in good:
         f = facts[job.key]
-        if f["crop_fallback"]:
+        if f.crop_fallback:
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.CROP_FALLBACK,
                                     message="no scan region narrower than the frame was found: the full frame "
                                             "is kept (right for a clip already cropped to its image)"))
-        if f["text"]["action"] == "warned":
-            boxes = len(f["text"]["boxes"])
+        if f.text.action == "warned":
+            boxes = len(f.text.boxes)
             found = (f"burned-in text found ({plural(boxes, 'box', 'boxes')}), left in the pixels" if boxes else
                      "the file declares burned-in text (Burned In Annotation = YES) "
-                     + ("but none was found inside the crop" if f["text"]["checked"] else "and no text check ran")
+                     + ("but none was found inside the crop" if f.text.checked else "and no text check ran")
                      + "; left in the pixels")
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.TEXT_FOUND,
                                     message=found))
-        if f["views_left_out"]:
-            n = f["views_left_out"]
+        if f.views_left_out:
+            n = f.views_left_out
             out.append(BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.VIEW_LEFT_OUT,
                                     message=f"the file holds {n + 1} views (2D regions); the largest is kept and "
                                             f"{plural(n, 'view')} left out: the recipe's regions: each makes "
                                             "each view a clip of its own"))
         out += [BuildWarning(source=job.source, video_id=job.video_id, kind=WarningKind.REGION_LEFT_OUT,
-                             message=problem) for problem in f["region_problems"]]
+                             message=problem) for problem in f.region_problems]
     return out
 
 

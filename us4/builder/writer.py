@@ -23,7 +23,7 @@ from ..contract.lock import Shard
 from ..contract.schema import FRAMES_SCHEMA, release_schemas
 from ..files import writing
 from ..hashing import sha256_file
-from .cache import ClipCache
+from .cache import ClipCache, ClipFacts
 from .plan import ClipJob
 from .splits import Assignment
 
@@ -60,7 +60,7 @@ class ShardResult:
     frames: dict[str, tuple[list[int], list[str]]]  # video_id -> (frame indices, frame sha256s): frames shards
 
 
-def plan_shards(jobs: list[ClipJob], splits: dict[str, Assignment], facts: dict[str, dict],
+def plan_shards(jobs: list[ClipJob], splits: dict[str, Assignment], facts: dict[str, ClipFacts],
                 shard_max_bytes: int, fact_fields: list[tuple[str, str]]) -> list[ShardTask]:
     """Every shard of the release, frames shards first (in frame_id order), then videos shards."""
     by_part: dict[tuple[str, str], list[ClipJob]] = defaultdict(list)
@@ -74,13 +74,13 @@ def plan_shards(jobs: list[ClipJob], splits: dict[str, Assignment], facts: dict[
         size = row = 0
         for job in part:
             f = facts[job.key]
-            if groups[-1] and size + f["png_bytes"] > shard_max_bytes:
+            if groups[-1] and size + f.png_bytes > shard_max_bytes:
                 groups.append([])
                 size = row = 0
-            groups[-1].append(Slot(job, splits[job.video_id], frame_id, row, f["rows"]))
-            size += f["png_bytes"]
-            row += f["rows"]
-            frame_id += f["rows"]
+            groups[-1].append(Slot(job, splits[job.video_id], frame_id, row, f.rows))
+            size += f.png_bytes
+            row += f.rows
+            frame_id += f.rows
         frames += [(source, split, g) for g in groups]
         videos.append((source, split, [s for g in groups for s in g]))
     tasks = []
@@ -149,18 +149,18 @@ def _parquet_options(schema: pa.Schema) -> dict:
     return {"compression": codecs, "write_statistics": True}
 
 
-def _spacing(facts: dict) -> tuple[float | None, float | None]:
-    return tuple(facts["spacing_mm"]) if facts.get("spacing_mm") else (None, None)
+def _spacing(facts: ClipFacts) -> tuple[float | None, float | None]:
+    return facts.spacing_mm or (None, None)
 
 
-def _frame_table(slot: Slot, table: pa.Table, facts: dict) -> pa.Table:
+def _frame_table(slot: Slot, table: pa.Table, facts: ClipFacts) -> pa.Table:
     """A clip's frame rows, built column by column (the PNG bytes are never copied into Python)."""
     job, at, n = slot.job, slot.at, table.num_rows
     sx, sy = _spacing(facts)
     per_clip = {
         "source": job.source, "video_id": job.video_id, "label": job.label, "label_id": job.label_id,
         "us4_label": job.us4_label, "split": at.split, "fold": at.fold, "group": at.group,
-        "crop_box": facts["crop_box"], "probe": job.probe, "organ": job.organ, "colour": facts["colour"],
+        "crop_box": list(facts.crop_box), "probe": job.probe, "organ": job.organ, "colour": facts.colour,
         "spacing_x_mm": sx, "spacing_y_mm": sy, "clip_sha256": job.sha256,
     }
     columns = {
@@ -173,22 +173,21 @@ def _frame_table(slot: Slot, table: pa.Table, facts: dict) -> pa.Table:
     return pa.table([columns[name] for name in FRAMES_SCHEMA.names], schema=FRAMES_SCHEMA)
 
 
-def _video_row(slot: Slot, facts: dict, frame_indices: list[int]) -> dict:
-    job, at, info = slot.job, slot.at, facts["info"]
+def _video_row(slot: Slot, facts: ClipFacts, frame_indices: list[int]) -> dict:
+    job, at, info, text = slot.job, slot.at, facts.info, facts.text
     sx, sy = _spacing(facts)
-    text = facts["text"]
     return {
         "video_id": job.video_id, "source": job.source, "path": job.rel_path, "label": job.label,
         "label_id": job.label_id, "us4_label": job.us4_label, "split": at.split, "fold": at.fold,
         "group": at.group, "probe": job.probe, "organ": job.organ, "licence": job.licence,
-        "input": job.input, "container": info["container"], "codec": info["codec"],
-        "transfer_syntax": info.get("transfer_syntax"), "fps": info["fps"] if info["fps"] else None,
-        "timing": info.get("timing", "container"), "n_frames": info["n_frames"], "duration": info["duration"],
-        "orig_width": info["width"], "orig_height": info["height"], "rotation": info["rotation"],
-        "crop_box": facts["crop_box"], "colour": facts["colour"], "spacing_x_mm": sx, "spacing_y_mm": sy,
-        "text_boxes": text["boxes"], "text_action": text["action"],
-        "attributes": json.dumps(info["attributes"], sort_keys=True) if info.get("attributes") else None,
-        "clip_sha256": job.sha256, "n_kept": slot.rows, "n_duplicates_dropped": facts["n_duplicates_dropped"],
+        "input": job.input, "container": info.container, "codec": info.codec,
+        "transfer_syntax": info.transfer_syntax, "fps": info.fps or None, "timing": info.timing,
+        "n_frames": info.n_frames, "duration": info.duration, "orig_width": info.width, "orig_height": info.height,
+        "rotation": info.rotation, "crop_box": list(facts.crop_box), "colour": facts.colour,
+        "spacing_x_mm": sx, "spacing_y_mm": sy, "text_boxes": [list(b) for b in text.boxes],
+        "text_action": text.action,
+        "attributes": json.dumps(info.attributes, sort_keys=True) if info.attributes else None,
+        "clip_sha256": job.sha256, "n_kept": slot.rows, "n_duplicates_dropped": facts.n_duplicates_dropped,
         "frame_ids": list(range(slot.frame_id, slot.frame_id + slot.rows)), "frame_indices": frame_indices,
         **job.facts,
     }
