@@ -23,6 +23,7 @@ from us4.builder import build_release
 from us4.cli import main
 from us4.contract.lock import Stage, WarningKind
 from us4.errors import BuildError, RawFolderError, RecipeError, ReleaseError
+from us4.media.gate import OursError
 from us4.media.phantom import write_broken_files, write_phantom_clip
 from us4.recipe import load_recipe, parse_recipe
 from us4.registry import SOURCES
@@ -246,9 +247,11 @@ def test_a_failure_that_is_ours_ends_the_build_and_is_never_cached(tmp_path, mon
         def bug(frames):
             raise ZeroDivisionError("a bug in us4")
         monkeypatch.setattr(ingest, "detect_scan_region", bug)
-        expected = ZeroDivisionError
-    with pytest.raises(expected):
+        expected = OursError  # the gate's one line naming the clip, the bug its cause
+    with pytest.raises(expected) as stopped:
         build_release(recipe, {"butterfly": raw}, out, workers=1, progress=False)
+    if where == "detector":
+        assert isinstance(stopped.value.__cause__, ZeroDivisionError) and "Regphantom_0.mp4" in str(stopped.value)
     work = out / ".us4-work" / "clips"
     assert not list(work.glob("*.fail.json")) and not list(work.glob("*.arrow"))
     assert not (out / "release.json").exists()
