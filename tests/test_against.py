@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from us4.builder import build_release
 from us4.cli import main
 from us4.contract.benchmark_card import benchmark_markdown
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 from us4.release.audit import audit_against
 from us4.release.read import open_release
 from us4.train.benchmark import disjointness_record, fold_class_counts, run_benchmark

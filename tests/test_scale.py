@@ -20,7 +20,7 @@ from us4.builder import build_release
 from us4.cli import main
 from us4.errors import BuildError
 from us4.hub.mirror import free_port
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 
 from .conftest import as_in_a_terminal, wait_for_cached_clips
 from .test_build import digest, tiny_recipe

@@ -27,7 +27,7 @@ from us4.errors import TrainError, VerificationError
 from us4.hub.download import download_release
 from us4.hub.mirror import serve_mirror
 from us4.hub.publish import publish_git
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 from us4.media.pixels import encode_png
 from us4.release.read import open_release
 from us4.release.verify import verify_release
