@@ -10,7 +10,8 @@ of the tests and the demo are `us4.phantom`.
 """
 from __future__ import annotations
 
-from .clips import INPUT_KINDS, ClipRef, FoundClip, NotAClip, decode_clip, find_clips, probe_clip
+from .clips import (INPUT_KINDS, ClipRef, FoundClip, ListedClip, NotAClip, decode_clip, find_clips, list_clips,
+                    probe_clip)
 from .crop import Box, Region, detect_scan_region, is_colour, largest_tissue_region, tissue_regions
 from .decode import DecodedFrame, decode
 from .dicom import DICOM_ALLOWED, DICOM_SUFFIXES, allowed_table, is_dicom_file
@@ -21,10 +22,10 @@ from .sampling import SamplingPolicy
 from .text import TextBox, TextEngineMissing, detect_text, frames_to_check, mask_text, text_engine_versions
 
 __all__ = [
-    "Box", "ClipInfo", "ClipRef", "DICOM_ALLOWED", "DICOM_SUFFIXES", "DecodedFrame", "FoundClip",
-    "IMAGE_SUFFIXES", "INPUT_KINDS", "MediaError", "NotAClip", "Region",
-    "SamplingPolicy", "THUMB", "TextBox", "TextEngineMissing", "VIDEO_SUFFIXES", "allowed_table", "decode",
-    "decode_clip", "detect_scan_region", "detect_text", "dhash", "encode_png", "find_clips", "frames_to_check",
-    "is_colour", "is_dicom_file", "largest_tissue_region", "mask_text", "near_duplicate", "pixel_sha256", "probe",
-    "probe_clip", "text_engine_versions", "thumbnail", "tissue_regions", "to_grey",
+    "Box", "ClipInfo", "ClipRef", "DICOM_ALLOWED", "DICOM_SUFFIXES", "DecodedFrame", "FoundClip", "IMAGE_SUFFIXES",
+    "INPUT_KINDS", "ListedClip", "MediaError", "NotAClip", "Region", "SamplingPolicy", "THUMB", "TextBox",
+    "TextEngineMissing", "VIDEO_SUFFIXES", "allowed_table", "decode", "decode_clip", "detect_scan_region",
+    "detect_text", "dhash", "encode_png", "find_clips", "frames_to_check", "is_colour", "is_dicom_file",
+    "largest_tissue_region", "list_clips", "mask_text", "near_duplicate", "pixel_sha256", "probe", "probe_clip",
+    "text_engine_versions", "thumbnail", "tissue_regions", "to_grey",
 ]

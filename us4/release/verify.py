@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..contract.layout import LOCAL_STATE
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
 from ..recipe import parse_recipe
 from .diff import ReleaseDiff, diff_locks
-from .read import LOCAL_STATE, Release
+from .read import Release
 from .rows import check_rows
 
 

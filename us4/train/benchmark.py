@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..errors import TrainError
 from ..hashing import sha256_file
 from ..contract.card import split_rule_text
