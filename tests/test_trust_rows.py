@@ -335,7 +335,7 @@ def with_evidence(release: Path, tmp: Path, monkeypatch) -> Path:
     from us4.release.attach import add_attachment
 
     rel = copy(release, tmp / f"evidence-{release.name}")
-    (tmp / "benchmark.json").write_text(json.dumps({"format": "us4-benchmark/1", "note": "evidence"}))
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "benchmark-0.2.0.json", tmp / "benchmark.json")
     monkeypatch.setattr(card, "benchmark_markdown", lambda record: "## Benchmark\n\nevidence\n")
     add_attachment(open_release(rel), tmp / "benchmark.json")
     return rel
