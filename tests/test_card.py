@@ -170,7 +170,7 @@ def test_benchmark_section_renders_the_attached_record(phantom_release, tmp_path
     monkeypatch.setattr(card_module, "benchmark_markdown", fake_markdown)
     rel = copy_release(phantom_release, tmp_path / "rel")
     data = rel.lock.data_sha256()
-    record = Path(__file__).parent / "fixtures" / "benchmark-0.2.0.json".read_text()  # a record of us4 0.2.0
+    record = (Path(__file__).parent / "fixtures" / "benchmark-0.2.0.json").read_text()  # a record of us4 0.2.0
     (tmp_path / BENCHMARK).write_text(record)
     rel = add_attachment(rel, tmp_path / BENCHMARK)
     card = (rel.root / "README.md").read_text()
