@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pydicom
 
-from us4.media import ClipRef, decode_clip, write_phantom_dicom
+from us4.media import ClipRef, decode_clip
+from us4.phantom import write_phantom_dicom
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "dicom" / "US-PAL-8-10x-echo.dcm"
 

@@ -146,7 +146,7 @@ def dicom_case(tmp: Path, workers: int, repeats: int, size: tuple[int, int]) -> 
 
     import yaml
 
-    from us4.media import write_phantom_dicom
+    from us4.phantom import write_phantom_dicom
     from us4.release.read import open_release
 
     tmp = tmp / f"dicom-{size[0]}x{size[1]}"

@@ -52,7 +52,7 @@ def pocus_sample_or_skip() -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_us4_raw(tmp_path_factory) -> dict[str, Path]:
-    from us4.phantom_corpus import make_us4_corpus
+    from us4.phantom.corpus import make_us4_corpus
 
     return make_us4_corpus(tmp_path_factory.mktemp("raw_us4"))
 
@@ -69,7 +69,7 @@ def phantom_release(phantom_us4_raw, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_pocus_raw(tmp_path_factory) -> Path:
-    from us4.phantom_corpus import make_pocus_corpus
+    from us4.phantom.corpus import make_pocus_corpus
 
     return make_pocus_corpus(tmp_path_factory.mktemp("raw_pocus"))
 

@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from us4.builder import build_release
 from us4.cli import main
+from us4.contract.benchmark import read_benchmark
 from us4.contract.benchmark_card import benchmark_markdown
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 from us4.release.audit import audit_against
 from us4.release.read import open_release
 from us4.train.benchmark import disjointness_record, fold_class_counts, run_benchmark
@@ -137,8 +138,8 @@ def test_audit_against_disjoint_releases_finds_nothing_and_exits_0(releases):
     result = audit_against(a, c)
     assert (result.found, result.blank, result.pairs) == (0, 1, [])
     record = disjointness_record(a, c)  # what a benchmark pretraining on A, evaluated on C, records
-    assert record["status"] == "disjoint" and record["blank_pairs_not_counted"] == 1
-    assert record["statement"] == (f"pretraining corpus disjoint from the evaluation: {n_a * n_c:,} frame pairs "
+    assert record.status == "disjoint" and record.blank_pairs_not_counted == 1
+    assert record.statement == (f"pretraining corpus disjoint from the evaluation: {n_a * n_c:,} frame pairs "
                                    "compared by hash, 1 candidate pairs checked on pixels, 0 found, 1 with a blank "
                                    "frame not counted")
     refused = CliRunner().invoke(main, ["audit", str(releases["A"]), "--against", str(releases["C"]), "--text"])
@@ -198,7 +199,7 @@ def test_benchmark_records_a_disjoint_pretraining_corpus(disjoint_run, phantom_r
     covid = zip(counts["videos"]["covid"], counts["frames"]["covid"])
     assert "| covid | " + " | ".join(f"{v} ({n})" for v, n in covid) + " |" in md
     empty = [(f, c) for c, per in counts["videos"].items() for f, n in enumerate(per) if n == 0]
-    assert [w.split(":")[0] for w in counts["warnings"]] == [f"evaluation fold {f} holds no {c} video" for f, c in empty]
+    assert [w.split(":")[0] for w in counts.warnings] == [f"evaluation fold {f} holds no {c} video" for f, c in empty]
     for warning in counts["warnings"]:
         assert f"**Warning:** {warning}." in md and f"warning: {warning}" in result.stderr
 
@@ -210,14 +211,14 @@ def test_fold_class_counts_warn_where_a_fold_lacks_a_class(disjoint_run):
     vs = load_videoset(frames, videos, 32)
     cfg = get_config("tiny")
     counts = fold_class_counts(vs, *evaluated_videos(vs, cfg), cfg)
-    assert counts["videos"] == {"covid": [1, 1, 1, 1, 1], "pneumonia": [1, 1, 1, 1, 0], "regular": [1, 1, 1, 1, 0]}
-    assert counts["frames"] == {"covid": [2, 5, 8, 11, 14], "pneumonia": [3, 6, 9, 12, 0],
+    assert counts.videos == {"covid": [1, 1, 1, 1, 1], "pneumonia": [1, 1, 1, 1, 0], "regular": [1, 1, 1, 1, 0]}
+    assert counts.frames == {"covid": [2, 5, 8, 11, 14], "pneumonia": [3, 6, 9, 12, 0],
                                 "regular": [4, 7, 10, 13, 0]}
-    assert [w.split(":")[0] for w in counts["warnings"]] == ["evaluation fold 4 holds no pneumonia video",
+    assert [w.split(":")[0] for w in counts.warnings] == ["evaluation fold 4 holds no pneumonia video",
                                                             "evaluation fold 4 holds no regular video"]
-    record = json.loads((disjoint_run[1] / "benchmark.json").read_text())  # the card is a function of the record
-    record["evaluation"]["class_counts"] = counts
-    md = benchmark_markdown(record)
+    record = read_benchmark((disjoint_run[1] / "benchmark.json").read_bytes())  # the card is a function of the record
+    md = benchmark_markdown(record.model_copy(update={
+        "evaluation": record.evaluation.model_copy(update={"class_counts": counts})}))
     assert "| pneumonia | 1 (3) | 1 (6) | 1 (9) | 1 (12) | 0 (0) |" in md
     assert md.count("**Warning:** evaluation fold ") == 2
     assert "**Warning:** evaluation fold 4 holds no regular video: its accuracy says nothing of regular" in md
@@ -227,6 +228,7 @@ def test_benchmark_pretraining_on_the_evaluation_release_still_says_so(phantom_p
     """One release in both roles: no cross-release audit, the record says the test-fold frames are seen
     unlabelled; every label is withheld, so the loss is NT-Xent alone (it was printed "NT-Xent + CE")."""
     record = run_benchmark(phantom_pocus_release, phantom_pocus_release, "tiny", tmp_path / "b", device="cpu")
+    record = json.loads(record.dump())
     pre = record["pretraining"]
     assert pre["audit"]["status"] == "same release"
     assert "test-fold frames are seen unlabelled in pretraining" in pre["audit"]["statement"]
@@ -249,7 +251,7 @@ def test_benchmark_flags_a_leak_and_trains_the_pretraining_releases_own_classes(
         write_phantom_clip(raw / f"covid_{i}.mp4", seed=70 + i, n_frames=40, size=(128, 112))
     shutil.copy(phantom_pocus_raw / "pocus_videos" / "convex" / "Cov_phantom_00.mp4", raw / "covid_copy.mp4")
     pre_rel = build(tmp_path, "blueslike", ["covid", "negative"], raw)
-    record = run_benchmark(pre_rel, phantom_pocus_release, "tiny", tmp_path / "b", device="cpu")
+    record = json.loads(run_benchmark(pre_rel, phantom_pocus_release, "tiny", tmp_path / "b", device="cpu").dump())
     audit, pre = record["pretraining"]["audit"], record["pretraining"]
     assert audit["status"] == "leaked" and audit["pairs_found"] > 0 and audit["identical_pairs"] > 0
     assert audit["videos_sharing_frames"] == {"pretrain": 1, "eval": 1}
@@ -317,7 +319,7 @@ def test_real_pocus_and_blues_are_disjoint_and_a_copied_clip_is_found(pocus_rele
     bad = CliRunner().invoke(main, ["audit", str(leaky), "--against", str(pocus_release)])
     assert bad.exit_code == 1 and "1 video of blues_leaky shares frames with 1 video of pocus" in bad.output
 
-    record = run_benchmark(clean, pocus_release, "tiny", tmp_path / "b", device="cpu")
+    record = json.loads(run_benchmark(clean, pocus_release, "tiny", tmp_path / "b", device="cpu").dump())
     pre = record["pretraining"]
     assert pre["audit"]["status"] == "disjoint" and pre["audit"]["statement"].startswith(
         "pretraining corpus disjoint from the evaluation")

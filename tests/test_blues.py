@@ -23,7 +23,7 @@ from us4.builder import build_release
 from us4.cli import main
 from us4.contract.lock import FORMAT_V2, LockError, read_lock
 from us4.errors import RawFolderError, RecipeError
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 from us4.recipe import MAX_FACTS, load_recipe, parse_recipe
 from us4.release.read import open_release
 from us4.release.verify import verify_release

@@ -24,7 +24,7 @@ from us4.cli import main
 from us4.contract.lock import Stage, WarningKind
 from us4.errors import BuildError, RawFolderError, RecipeError, ReleaseError
 from us4.media.gate import OursError
-from us4.media.phantom import write_broken_files, write_phantom_clip
+from us4.phantom import write_broken_files, write_phantom_clip
 from us4.recipe import load_recipe, parse_recipe
 from us4.registry import SOURCES
 from us4.release.audit import audit_release

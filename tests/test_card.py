@@ -161,20 +161,20 @@ def test_attachment_names_the_release_owns_are_refused(phantom_pocus_release, tm
 def test_benchmark_section_renders_the_attached_record(phantom_release, tmp_path, monkeypatch):
     from us4.contract import card as card_module
 
-    seen: list[dict] = []
+    seen: list = []
 
-    def fake_markdown(record: dict) -> str:  # the section's own content is tested with the trainer
+    def fake_markdown(record) -> str:  # the section's own content is tested with the trainer
         seen.append(record)
-        return "## Benchmark\n\nrecord of " + record["format"] + "\n"
+        return "## Benchmark\n\nrecord of " + record.format + "\n"
 
     monkeypatch.setattr(card_module, "benchmark_markdown", fake_markdown)
     rel = copy_release(phantom_release, tmp_path / "rel")
     data = rel.lock.data_sha256()
-    record = {"format": "us4-benchmark/1", "results": {}}
-    (tmp_path / BENCHMARK).write_text(json.dumps(record))
+    record = (Path(__file__).parent / "fixtures" / "benchmark-0.2.0.json").read_text()  # a record of us4 0.2.0
+    (tmp_path / BENCHMARK).write_text(record)
     rel = add_attachment(rel, tmp_path / BENCHMARK)
     card = (rel.root / "README.md").read_text()
-    assert seen[-1] == record
+    assert seen[-1].model_dump(mode="json", exclude_unset=True) == json.loads(record)
     assert "## Benchmark\n\nrecord of us4-benchmark/1\n\nBenchmark results are evidence" in card
     assert CITATIONS["pocus"].bibtex in card  # the benchmark evaluates on POCUS
     assert verify_release(open_release(rel.root)).ok

@@ -20,12 +20,13 @@ from pydicom.pixels.decoders.base import DecodeRunner
 
 from us4.cli import main
 from us4.media import (
-    DICOM_ALLOWED, PLANTED_IDENTITY, Box, ClipRef, MediaError, Region, allowed_table, decode_clip, find_clips,
-    largest_tissue_region, phantom_layout, probe_clip, to_grey, write_phantom_dicom,
+    DICOM_ALLOWED, Box, ClipRef, MediaError, Region, allowed_table, decode_clip, find_clips, largest_tissue_region,
+    probe_clip, to_grey,
 )
 from us4.media import dicom as dicom_mod
 from us4.media.dicom import SYNTAXES
 from us4.media.pixels import ycbcr_to_rgb
+from us4.phantom import PLANTED_IDENTITY, phantom_layout, write_phantom_dicom
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "dicom"
 SIZE = (64, 48)
@@ -680,7 +681,7 @@ def test_phantom_dicom_rejects_what_it_cannot_write(tmp_path):
 # --- us4 probe ----------------------------------------------------------------
 
 def test_cli_probe_shows_dicom_and_sequences(tmp_path):
-    from us4.media import write_phantom_sequence
+    from us4.phantom import write_phantom_sequence
 
     root = tmp_path / "raw"
     cine = phantom(root, "cine.dcm", transfer_syntax="jpeg-baseline")

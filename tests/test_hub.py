@@ -242,7 +242,7 @@ def test_evidence_joins_a_published_version_without_moving_its_tag(phantom_pocus
     repo_id = "org/evidence-phantom"
     first = publish_git(open_release(phantom_pocus_release), root, repo_id, quiet=True)
     rel_dir = copy_release(phantom_pocus_release, tmp_path / "rel")
-    (tmp_path / "benchmark.json").write_text(json.dumps({"format": "us4-benchmark/1", "note": "evidence"}))
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "benchmark-0.2.0.json", tmp_path / "benchmark.json")
     import us4.contract.card as card
 
     monkeypatch.setattr(card, "benchmark_markdown", lambda record: "## Benchmark\n\nevidence\n")

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from us4.media import ClipRef, MediaError, decode_clip, find_clips, probe_clip, to_grey, write_phantom_sequence
+from us4.media import ClipRef, MediaError, decode_clip, find_clips, probe_clip, to_grey
 from us4.media import imageseq as imageseq_mod
+from us4.phantom import write_phantom_sequence
 
 SIZE = (64, 48)
 

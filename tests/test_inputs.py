@@ -19,7 +19,7 @@ from PIL import Image
 from us4.builder import build_release
 from us4.cli import main
 from us4.contract.lock import Stage, WarningKind
-from us4.media.phantom_dicom import PLANTED_IDENTITY, write_phantom_dicom, write_phantom_sequence
+from us4.phantom import PLANTED_IDENTITY, write_phantom_dicom, write_phantom_sequence
 from us4.release.read import open_release
 from us4.release.verify import verify_release
 

@@ -25,8 +25,8 @@ from us4.errors import HubError
 from us4.hub.download import download_release, staging_dir
 from us4.hub.mirror import free_port, serve_mirror
 from us4.hub.publish import publish_git, publish_hub
-from us4.media.phantom import write_phantom_clip
-from us4.phantom_corpus import make_pocus_corpus
+from us4.phantom import write_phantom_clip
+from us4.phantom.corpus import make_pocus_corpus
 from us4.recipe import parse_recipe
 from us4.registry import licence_terms
 from us4.release.attach import add_attachment

@@ -17,10 +17,10 @@ from PIL import Image
 from us4.cli import main
 from us4.media import (
     Box, ClipInfo, ClipRef, DecodedFrame, MediaError, SamplingPolicy, decode, decode_clip, detect_scan_region,
-    dhash, encode_png, find_clips, is_colour, near_duplicate, phantom_layout, pixel_sha256, probe, probe_clip,
-    to_grey, write_broken_files, write_phantom_clip,
+    dhash, encode_png, find_clips, is_colour, near_duplicate, pixel_sha256, probe, probe_clip, to_grey,
 )
 from us4.media.decode import limited_to_full
+from us4.phantom import phantom_layout, write_broken_files, write_phantom_clip
 
 # The package re-exports the function `decode`, which hides the submodule's attribute.
 decode_mod = importlib.import_module("us4.media.decode")

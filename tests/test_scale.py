@@ -20,7 +20,7 @@ from us4.builder import build_release
 from us4.cli import main
 from us4.errors import BuildError
 from us4.hub.mirror import free_port
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 
 from .conftest import as_in_a_terminal, wait_for_cached_clips
 from .test_build import digest, tiny_recipe
@@ -177,7 +177,7 @@ def test_a_scheduler_that_does_not_answer_is_one_line_within_seconds(tmp_path, s
 
 def test_a_worker_on_another_us4_is_refused_naming_both_versions(tmp_path, slow_raw):
     preload = tmp_path / "other_us4.py"
-    preload.write_text("import us4\nus4.__version__ = '0.0.9'\n")
+    preload.write_text("import us4.version\nus4.version.__version__ = '0.0.9'\n")
     c = start_cluster(0)
     try:
         c.add_worker("--preload", str(preload))

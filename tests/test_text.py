@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from us4.media import Box, decode, phantom_layout, write_phantom_clip
+from us4.media import Box, decode
 from us4.media import text as text_mod
 from us4.media.text import (
     GRID, TextBox, TextEngineMissing, detect_text, frames_to_check, mask_text, text_engine_versions,
 )
+from us4.phantom import phantom_layout, write_phantom_clip
 
 REPO = Path(__file__).resolve().parents[1]
 DICOM = REPO.parent / "shared" / "dicom"

@@ -395,15 +395,15 @@ def test_benchmark_record_sets_its_figures_beside_the_papers(phantom_pocus_relea
     verified = []
     monkeypatch.setattr(benchmark, "verify_release", lambda rel: verified.append(rel.root) or verify_release(rel))
     record = benchmark.run_benchmark(phantom_pocus_release, phantom_pocus_release, "tiny", tmp_path / "b", device="cpu")
-    assert verified == [phantom_pocus_release] and record["releases"]["eval"]["verified"]["problems"] == 0
-    comparison = record["comparison"]
-    assert [f["accuracy"] for f in comparison["published"]] == [f["accuracy"] for f in PUBLISHED["figures"]]
-    uscl = next(f for f in comparison["published"] if f["initialisation"] == "uscl")
-    assert uscl["accuracy"] == 0.9419
-    assert uscl["this_run_optimistic"] == record["results"]["uscl"]["optimistic"]["accuracy"]
-    imagenet = next(f for f in comparison["published"] if f["initialisation"] == "imagenet")
-    assert imagenet["this_run_optimistic"] is None  # no --imagenet weights given
-    differences = "\n".join(comparison["differences"])
+    assert verified == [phantom_pocus_release] and record.releases.eval.verified.problems == 0
+    comparison = record.comparison
+    assert [f.accuracy for f in comparison.published] == [f["accuracy"] for f in PUBLISHED["figures"]]
+    uscl = next(f for f in comparison.published if f.initialisation == "uscl")
+    assert uscl.accuracy == 0.9419
+    assert uscl.this_run_optimistic == record.results["uscl"].optimistic.accuracy
+    imagenet = next(f for f in comparison.published if f.initialisation == "imagenet")
+    assert imagenet.this_run_optimistic is None  # no --imagenet weights given
+    differences = "\n".join(comparison.differences)
     for expected in ("input_size: 32 (paper 224)", "pretrain.epochs: 2 (paper 300)", "finetune.epochs: 2 (paper 100)",
-                     f"pretraining corpus: {record['releases']['pretrain']['name']}", "evaluation: "):
+                     f"pretraining corpus: {record.releases.pretrain.name}", "evaluation: "):
         assert expected in differences

@@ -27,8 +27,7 @@ from us4.hub.download import staging_dir
 from us4.hub.mirror import serve_mirror
 from us4.media import Box, MediaError, Region, SamplingPolicy
 from us4.media.clips import ClipRef, probe_clip
-from us4.media.phantom import write_phantom_clip
-from us4.media.phantom_dicom import write_phantom_dicom, write_phantom_sequence
+from us4.phantom import write_phantom_clip, write_phantom_dicom, write_phantom_sequence
 from us4.recipe import DEFAULT_MAX_FRAME_PIXELS, MAX_RECIPE_BYTES, load_recipe, packaged_recipes, parse_recipe
 from us4.release.read import open_release
 

@@ -27,8 +27,7 @@ from us4.builder.plan import make_plan
 from us4.cli import main
 from us4.contract.lock import Stage
 from us4.errors import ReleaseError
-from us4.media.phantom import write_broken_files, write_phantom_clip
-from us4.media.phantom_dicom import write_phantom_dicom, write_phantom_sequence
+from us4.phantom import write_broken_files, write_phantom_clip, write_phantom_dicom, write_phantom_sequence
 from us4.recipe import load_recipe
 from us4.release.attach import add_attachment
 from us4.release.read import open_release

@@ -19,8 +19,7 @@ from PIL import Image
 
 from us4.cli import main
 from us4.escape import csv_cell, json_in_html, markdown, one_line
-from us4.media.phantom import write_phantom_clip
-from us4.media.phantom_dicom import PLANTED_IDENTITY, write_phantom_dicom
+from us4.phantom import PLANTED_IDENTITY, write_phantom_clip, write_phantom_dicom
 from us4.release.read import open_release
 
 MRN = "MRN12345678"

@@ -27,7 +27,7 @@ from us4.errors import TrainError, VerificationError
 from us4.hub.download import download_release
 from us4.hub.mirror import serve_mirror
 from us4.hub.publish import publish_git
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 from us4.media.pixels import encode_png
 from us4.release.read import open_release
 from us4.release.verify import verify_release
@@ -335,7 +335,7 @@ def with_evidence(release: Path, tmp: Path, monkeypatch) -> Path:
     from us4.release.attach import add_attachment
 
     rel = copy(release, tmp / f"evidence-{release.name}")
-    (tmp / "benchmark.json").write_text(json.dumps({"format": "us4-benchmark/1", "note": "evidence"}))
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "benchmark-0.2.0.json", tmp / "benchmark.json")
     monkeypatch.setattr(card, "benchmark_markdown", lambda record: "## Benchmark\n\nevidence\n")
     add_attachment(open_release(rel), tmp / "benchmark.json")
     return rel

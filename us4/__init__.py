@@ -4,22 +4,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .version import __version__
 
-def _version() -> str:
-    """pyproject.toml is the one place the version is written; an installed us4 reads it from its metadata."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("us4")
-    except PackageNotFoundError:  # a checkout on sys.path without an install
-        import tomllib
-        from pathlib import Path
-
-        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
-            return tomllib.load(f)["project"]["version"]
-
-
-__version__ = _version()
+__all__ = ["__version__", "load"]
 
 
 def load(source: str | os.PathLike[str], revision: str | None = None, config: str = "frames", *,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .version import __version__
 from .errors import Us4Error
 from .files import storage_error
 from .train.config import CONFIGS
@@ -64,31 +64,6 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 
 # --- media: probe -----------------------------------------------------------
 
-def _video_paths(paths: tuple[str, ...], fps: float | None) -> list[tuple[str, object, str]]:
-    """What `us4 probe` lists, as (shown path, ClipRef or None, problem).
-
-    A file is a DICOM clip when it looks like DICOM (suffix or DICM marker), else a video.
-    A folder is walked (sorted, hidden files skipped) for videos, DICOM clips (series
-    grouped) and image sequences; DICOM files that are no clip are listed with the reason.
-    """
-    from .media import INPUT_KINDS, ClipRef, find_clips, is_dicom_file
-
-    out: list[tuple[str, object, str]] = []
-    for arg in paths:
-        p = Path(arg)
-        if not p.is_dir():
-            out.append((str(p), ClipRef("dicom" if is_dicom_file(p) else "video", (str(p),), fps), ""))
-            continue
-        rows: list[tuple[str, object, str]] = []
-        for kind in INPUT_KINDS:
-            found, others = find_clips(kind, p, fps)
-            rows += [(f.rel, f.ref, "") for f in found]
-            if kind == "dicom":
-                rows += [(o.rel, None, o.reason) for o in others if is_dicom_file(p / o.rel)]
-        out += [(str(p) if rel == "." else str(p / rel), ref, problem) for rel, ref, problem in sorted(rows)]
-    return out
-
-
 @main.command("probe")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -104,24 +79,24 @@ def probe_cmd(paths: tuple[str, ...], fps: float | None) -> None:
     files found in a folder that are no clips (a DICOMDIR, a report) are listed with
     their reason and do not change the exit status.
     """
-    from .media import MediaError, probe_clip
+    from .media import MediaError, list_clips, probe_clip
     from .media.dicom import syntax_name
 
     rows = [("path", "container", "codec", "fps", "frames", "duration", "size", "rotation", "transfer syntax",
              "problem")]
     failed = not_clips = 0
-    for shown, ref, problem in _video_paths(paths, fps):
-        if ref is None:
+    for listed in list_clips(paths, fps):
+        shown = listed.path
+        if listed.ref is None:
             not_clips += 1
-            rows.append((shown, "-", "-", "-", "-", "-", "-", "-", "-", problem))
+            rows.append((shown, "-", "-", "-", "-", "-", "-", "-", "-", listed.problem))
             continue
         try:
-            info = probe_clip(ref)
+            i = probe_clip(listed.ref)
         except MediaError as exc:
             failed += 1
             rows.append((shown, "-", "-", "-", "-", "-", "-", "-", "-", exc.reason))
             continue
-        i = info
         rows.append((shown, i.container, i.codec, f"{i.fps:.3f}".rstrip("0").rstrip("."),
                      str(i.n_frames), f"{i.duration:.2f}s", f"{i.width}x{i.height}", str(i.rotation),
                      syntax_name(i.transfer_syntax) if i.transfer_syntax else "-", ""))
@@ -184,7 +159,8 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
     from .builder import build_release
     from .contract.card import burned_in_text
     from .escape import one_line
-    from .release.read import WORK_DIR, open_release
+    from .contract.layout import WORK_DIR
+    from .release.read import open_release
     from .words import plural
 
     with _stops_cleanly(f"finished clips are kept in {out / WORK_DIR}: run the same command again to resume"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .builder import build_release
 from .errors import VerificationError
-from .phantom_corpus import make_pocus_corpus, make_us4_corpus
+from .phantom.corpus import make_pocus_corpus, make_us4_corpus
 from .recipe import find_recipe
 from .release.audit import audit_release
 from .release.read import open_release

@@ -59,6 +59,6 @@ def _dicom_libraries() -> dict[str, str]:
 def host() -> dict[str, str]:
     """Where and by which us4 the build ran: information, never a reason for bytes to differ
     (what us4 makes of a clip is versioned by the ingest version in the cache key)."""
-    from .. import __version__
+    from ..version import __version__
 
     return {"us4": __version__, "python": platform.python_version(), "platform": f"{sys.platform}-{platform.machine()}"}

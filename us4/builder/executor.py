@@ -295,7 +295,7 @@ def _worker_facts(paths: list[str], work: str, text: bool) -> dict:
     """Which paths this process sees, the token it reads from the work folder, and the versions its bytes depend on."""
     import os
 
-    from .. import __version__
+    from ..version import __version__
     from .environment import byte_libraries
 
     try:

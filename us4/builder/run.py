@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..contract.layout import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir
 from ..contract.lock import LOCK_NAME, BuildWarning, Failure, WarningKind
 from ..errors import BuildError, CacheError, RawFolderError, ReleaseError
 from ..escape import csv_cell
@@ -21,7 +22,7 @@ from ..paths import inside, safe_relpath
 from ..recipe import Recipe, load_recipe
 from ..release.attach import add_attachment, seal
 from ..release.contact_sheet import write_contact_sheet
-from ..release.read import LOCAL_IDS, LOCAL_TEXT, WORK_DIR, local_dir, open_release
+from ..release.read import open_release
 from ..release.verify import files_here
 from ..system import available_cores
 from .cache import STAGING, ClipCache, ClipFacts, remove_partial_writes

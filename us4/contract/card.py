@@ -23,6 +23,7 @@ from ..escape import markdown as md
 from ..recipe import CropSpec, Folds, Splits
 from ..registry import CITATIONS, SOURCES, Source
 from ..words import plural
+from .benchmark import read_benchmark
 from .benchmark_card import benchmark_markdown
 from .licences import licence_notes, lock_only_notice
 from .lock import CROISSANT_NAME, Lock, WarningKind
@@ -487,11 +488,9 @@ def _benchmark_section(lock: Lock, read_attachment: ReadAttachment) -> str:
     if BENCHMARK not in lock.attachments:
         return ""
     try:
-        record = json.loads(read_attachment(BENCHMARK))
-        section = benchmark_markdown(record).strip()
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise ReleaseError(f"{BENCHMARK}: not a record written by us4 benchmark ({type(exc).__name__}: {exc}); "
-                           "the release was left as it was") from None
+        section = benchmark_markdown(read_benchmark(read_attachment(BENCHMARK), BENCHMARK)).strip()
+    except ReleaseError as exc:
+        raise ReleaseError(f"{exc}; the release was left as it was") from None
     return (section + "\n\n"
             "Benchmark results are evidence about this release, not part of its data: they were attached "
             "after the build, and publishing them adds a commit whose data files are unchanged (see the "

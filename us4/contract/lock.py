@@ -325,7 +325,7 @@ def read_lock(data: bytes | str, where: str = LOCK_NAME) -> Lock:
     if not isinstance(fmt, str) or not fmt.startswith("us4-release/"):
         raise LockError(f"{where}: not a us4 release lock (format {fmt!r})")
     if fmt not in READABLE:
-        from .. import __version__
+        from ..version import __version__
 
         raise LockError(f"{where}: format {fmt} is not one this us4 ({__version__}) reads "
                         f"({', '.join(READABLE)}); it was written by a newer us4: upgrade us4 to read it")

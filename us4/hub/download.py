@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..contract.layout import DOWNLOAD_STATE
 from ..contract.licences import RECIPE_FILE, rebuild_commands, shipped_recipe
 from ..contract.lock import LOCK_NAME, Lock, read_lock
 from ..errors import HubError, ReleaseError, Us4Error, VerificationError
 from ..paths import UnsafePathError, safe_commit, safe_name
-from ..release.read import DOWNLOAD_STATE, open_release
+from ..release.read import open_release
 from ..release.verify import verify_release
 from ..system import in_background
 from ._hf import REPO_TYPE, check_repo_id, hub_errors, progress_bars

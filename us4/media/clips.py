@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Sequence
 
 from .decode import decode
-from .dicom import decode_dicom, find_dicom, probe_dicom
+from .dicom import decode_dicom, find_dicom, is_dicom_file, probe_dicom
 from .imageseq import decode_sequence, find_sequences, probe_sequence
 from .probe import VIDEO_SUFFIXES, probe
 from .types import ClipInfo, DecodedFrame
 from .walk import list_files, rel_posix
 
-__all__ = ["INPUT_KINDS", "ClipRef", "FoundClip", "NotAClip", "decode_clip", "find_clips", "probe_clip"]
+__all__ = ["INPUT_KINDS", "ClipRef", "FoundClip", "ListedClip", "NotAClip", "decode_clip", "find_clips", "list_clips",
+           "probe_clip"]
 
 INPUT_KINDS = ("video", "dicom", "image_sequence")
 
@@ -134,3 +135,36 @@ def find_clips(kind: str, root: str | os.PathLike[str],
     found = [FoundClip(rel, files, ClipRef(kind, files, fps)) for rel, files in clips]
     refused = [NotAClip(rel_posix(path, root), reason, refused=True) for path, reason in listing.refused]
     return found, sorted([NotAClip(rel, reason) for rel, reason in others] + refused, key=lambda o: o.rel)
+
+
+@dataclass(frozen=True)
+class ListedClip:
+    """A clip given or found (`ref`), or a DICOM file found that is no clip (`ref` None, `problem` why)."""
+
+    path: str
+    ref: ClipRef | None
+    problem: str = ""
+
+
+def list_clips(paths: Sequence[str | os.PathLike[str]], fps: float | None = None) -> list[ListedClip]:
+    """The clips named by `paths` (what `us4 probe` lists), in the order given, each folder's sorted.
+
+    A file is a DICOM clip when it looks like DICOM (suffix or DICM marker), else a video.
+    A folder is walked (`find_clips` of every kind) for videos, DICOM clips (series grouped)
+    and image sequences; DICOM files that are no clip are listed with the reason.
+    """
+    out: list[ListedClip] = []
+    for arg in paths:
+        p = Path(arg)
+        if not p.is_dir():
+            out.append(ListedClip(str(p), ClipRef("dicom" if is_dicom_file(p) else "video", (str(p),), fps)))
+            continue
+        rows: list[tuple[str, ClipRef | None, str]] = []
+        for kind in INPUT_KINDS:
+            found, others = find_clips(kind, p, fps)
+            rows += [(f.rel, f.ref, "") for f in found]
+            if kind == "dicom":
+                rows += [(o.rel, None, o.reason) for o in others if is_dicom_file(p / o.rel)]
+        out += [ListedClip(str(p) if rel == "." else str(p / rel), ref, problem)
+                for rel, ref, problem in sorted(rows, key=lambda r: (r[0], r[2]))]
+    return out

@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from ..contract.balance import class_balance
+from ..contract.layout import LOCAL_TEXT, local_dir
 from ..contract.lock import Lock
 from ..files import atomic_write
 from ..system import available_cores
 from ..media import thumbnail
 from ..media.neardup import (MAX_DIFFERENCE, MAX_DISTANCE, close_pairs, close_pairs_between, thumb_difference,
                              thumb_differences)
-from .read import LOCAL_TEXT, Release, local_dir
+from .read import Release
 
 T = TypeVar("T")
 

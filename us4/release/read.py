@@ -15,15 +15,6 @@ from ..paths import inside
 __all__ = ["CARD_NAME", "LOCK_NAME", "Release", "locate_lock", "open_release", "read_lock_ref"]
 
 MANIFESTS_PACKAGE = "us4.manifests"
-#: the folder beside a release with the files of the machine that built it (where each hashed
-#: id came from, the text read): never inside the release, never published; they may identify patients
-LOCAL_SUFFIX = ".local"
-#: folders a release folder may hold beside its files, never published nor verified: the
-#: build's resume cache, and a download's resume records (huggingface_hub's)
-WORK_DIR, DOWNLOAD_STATE = ".us4-work", ".cache"
-LOCAL_STATE = (WORK_DIR, DOWNLOAD_STATE)
-#: in the local folder: where each video id came from, and the burned-in text read in each clip
-LOCAL_IDS, LOCAL_TEXT = "ids.csv", "text.json"
 
 
 @dataclass(frozen=True)
@@ -78,11 +69,6 @@ class Release:
 
     def videos(self, columns: list[str] | None = None) -> pa.Table:
         return self.table("videos", columns)
-
-
-def local_dir(root: Path) -> Path:
-    """`OUT.local`, beside the release folder `OUT`."""
-    return root.parent / f"{root.name}{LOCAL_SUFFIX}"
 
 
 def open_release(path: str | Path) -> Release:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..contract.layout import LOCAL_STATE
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
 from ..hashing import sha256_file
 from ..media.gate import ours
 from ..recipe import Recipe
 from .diff import ReleaseDiff, diff_locks
-from .read import LOCAL_STATE, Release
+from .read import Release
 from .rows import check_rows
 
 

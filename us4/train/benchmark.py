@@ -2,40 +2,36 @@
 initialisation on a POCUS release's folds, write benchmark.json, benchmark.md and plots."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import platform
 import shutil
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import __version__
+from ..contract.benchmark import (BENCHMARK_FORMAT, BenchmarkRecord, ClassCounts, Code, Comparison, Config, Device,
+                                  Disjointness, Evaluation, Pretraining, PublishedFigure, PublishedSetting, Releases,
+                                  ReleaseUsed, Result, Seeds, Variant, Verified, WallTimes)
+from ..contract.card import split_rule_text
 from ..errors import TrainError
 from ..hashing import sha256_file
-from ..contract.card import split_rule_text
 from ..contract.schema import TRAIN, VALIDATION
 from ..release.read import Release, open_release
 from ..release.verify import Verification, verify_release
-
-from ..system import available_cores
-from ..contract.benchmark_card import benchmark_markdown
+from ..version import __version__
 from .checkpoint import load_backbone, save_weights
 from .config import PUBLISHED, BenchmarkConfig, config_differences, get_config
 from .data import FRAME_COLUMNS, VideoSet, load_videoset
-from .distributed import World, gather_to_main, joined, rank_errors, sigterm_held_off, threads_per_rank
+from .distributed import World, gather_to_main, joined, rank_errors, sigterm_held_off
 from .finetune import FoldResult, evaluated_videos, finetune_folds
+from .machinery import Speakers, code_sha256, deal, environment, jsonable, prepare_device, speakers, write_record
 from .metrics import summarize
-from .pretrain import PretrainResult, label_mask, loss_name, pretrain
+from .pretrain import label_mask, loss_name, pretrain
 from .progress import StageProgress
 
-FORMAT = "us4-benchmark/1"
 Progress = Callable[[str], None]
 #: initialisations by key in benchmark.json, with what each one is
 INITS = {
@@ -56,13 +52,14 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def release_info(rel: Release, verified: Verification) -> dict:
+def release_info(rel: Release, verified: Verification) -> ReleaseUsed:
     """What a benchmark record says of a release it used: identity, split rule, and the
     verification it passed before the first training step."""
-    return {"name": rel.name, "version": rel.version, "phantom": rel.lock.phantom,
-            "lock_sha256": rel.lock.sha256,  # the same name publish and verify use
-            "split_rule": split_rule_text(rel.lock.recipe.splits),
-            "verified": {"files": verified.checked, "problems": len(verified.problems), "notes": verified.notes}}
+    return ReleaseUsed(name=rel.name, version=rel.version, phantom=rel.lock.phantom,
+                       lock_sha256=rel.lock.sha256,  # the same name publish and verify use
+                       split_rule=split_rule_text(rel.lock.recipe.splits),
+                       verified=Verified(files=verified.checked, problems=len(verified.problems),
+                                         notes=list(verified.notes)))
 
 
 def verified_release(path: str | Path) -> tuple[Release, Verification]:
@@ -121,68 +118,29 @@ def _overlap(pre: VideoSet, ev: VideoSet) -> np.ndarray:
     return np.array([(c in keys) if c else (v in keys) for c, v in zip(pre.clip_sha256, pre.video_ids)], dtype=bool)
 
 
-def _code_sha256() -> str:
-    h = hashlib.sha256()
-    for p in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
-def _environment(device: torch.device) -> dict:
-    import PIL
-    import pyarrow
-    import safetensors
-    env = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
-           "pyarrow": pyarrow.__version__, "pillow": PIL.__version__, "safetensors": safetensors.__version__,
-           "platform": platform.platform(), "machine": platform.machine(), "cpus": available_cores(),
-           "torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        env["cuda"] = torch.version.cuda
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
-
-
-def _pretrain_record(r: PretrainResult, checkpoint: str, sha: str) -> dict:
-    return {"spg": r.spg, "best_epoch": r.best_epoch, "best_val_loss": r.best_val_loss, "selection": r.selection,
-            "wall_s": r.wall_s, "images_per_s": r.images_per_s, "checkpoint": checkpoint,
-            "checkpoint_sha256": sha, "history": r.history}
-
-
-def _init_record(folds: list[FoldResult], classes: tuple[str, ...], wall_s: float, description: str) -> dict:
+def _result(folds: list[FoldResult], classes: tuple[str, ...], wall_s: float, description: str, *,
+            leaked: bool) -> Result:
     optimistic = summarize([f.optimistic_confusion for f in folds], classes)
     honest = summarize([f.honest_confusion for f in folds], classes)
     optimistic["best_epochs"] = [f.best_epoch for f in folds]
     optimistic["selection"] = "per fold, the epoch of best test-fold accuracy (reference protocol; optimistic)"
     honest["selection"] = "final epoch of every fold; nothing chosen on the test fold"
-    return {"description": description, "honest": honest, "optimistic": optimistic,
-            "curves": {"test_accuracy": [f.test_accuracy for f in folds], "train_loss": [f.train_loss for f in folds]},
-            "wall_s": wall_s}
+    return Result.model_validate(jsonable({
+        "description": description, "honest": honest, "optimistic": optimistic,
+        "curves": {"test_accuracy": [f.test_accuracy for f in folds], "train_loss": [f.train_loss for f in folds]},
+        "wall_s": wall_s, "leaked": leaked}))
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
-def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> dict:
+def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> Disjointness:
     """Whether the pretraining release shares frames with the evaluation release (`us4 audit
     PRETRAIN --against EVAL`: identical or near-duplicate frames), for benchmark.json."""
     from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE
     from ..release.audit import audit_against
 
     if pre_rel.root.resolve() == ev_rel.root.resolve() or pre_rel.lock.sha256 == ev_rel.lock.sha256:
-        return {"status": "same release",
-                "statement": ("pretraining on the evaluation release itself: its test-fold frames are seen "
-                              "unlabelled in pretraining (no cross-release audit)")}
+        return Disjointness(status="same release",
+                            statement=("pretraining on the evaluation release itself: its test-fold frames are seen "
+                                       "unlabelled in pretraining (no cross-release audit)"))
     a = audit_against(pre_rel, ev_rel, keep=first)
     figures = (f"{a.compared:,} frame pairs compared by hash, {a.candidates:,} candidate pairs checked on pixels, "
                f"{a.found:,} found" + (f", {a.blank:,} with a blank frame not counted" if a.blank else ""))
@@ -191,17 +149,17 @@ def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> d
                  f"{a.identical:,} identical; {a.shared_videos[0]} pretraining and {a.shared_videos[1]} evaluation "
                  "videos): the figures of pretrained initialisations are optimistic")
     side = ("video_id", "frame_index", "split")
-    return {"status": "disjoint" if a.ok else "leaked", "statement": statement,
+    return Disjointness.model_validate({"status": "disjoint" if a.ok else "leaked", "statement": statement,
             "frames": {"pretrain": a.frames[0], "eval": a.frames[1]},
             "frame_pairs_compared": a.compared, "candidate_pairs_checked": a.candidates, "pairs_found": a.found,
             "identical_pairs": a.identical, "blank_pairs_not_counted": a.blank,
             "videos_sharing_frames": {"pretrain": a.shared_videos[0], "eval": a.shared_videos[1]},
             "measure": {"max_distance_bits": MAX_DISTANCE, "max_mean_difference": MAX_DIFFERENCE},
             "first_pairs": [{"distance": p.distance, "difference": p.difference, "pretrain": dict(zip(side, p.a)),
-                             "eval": dict(zip(side, p.b))} for p in a.pairs]}
+                             "eval": dict(zip(side, p.b))} for p in a.pairs]})
 
 
-def fold_class_counts(vs: VideoSet, labels: np.ndarray, videos: np.ndarray, cfg: BenchmarkConfig) -> dict:
+def fold_class_counts(vs: VideoSet, labels: np.ndarray, videos: np.ndarray, cfg: BenchmarkConfig) -> ClassCounts:
     """Videos and frames of each class in each evaluation fold, and a warning per fold lacking a class."""
     classes, n_folds = cfg.finetune.classes, cfg.finetune.folds
     counts: dict[str, dict[str, list[int]]] = {"videos": {}, "frames": {}}
@@ -212,7 +170,7 @@ def fold_class_counts(vs: VideoSet, labels: np.ndarray, videos: np.ndarray, cfg:
     warnings = [f"evaluation fold {f} holds no {name} video: its accuracy says nothing of {name}, and the "
                 f"summed figures weigh that class by the other folds only"
                 for name in classes for f in range(n_folds) if counts["videos"][name][f] == 0]
-    return {**counts, "warnings": warnings}
+    return ClassCounts(**counts, warnings=warnings)
 
 
 def check_out(out: Path) -> None:
@@ -233,7 +191,7 @@ def _commit(staging: Path, out: Path) -> None:
 
 def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str | BenchmarkConfig, out: str | Path,
                   *, device: str | None = None, seed: int | None = None, label_fraction: float | None = None,
-                  imagenet: str | Path | None = None, progress: Progress | None = None) -> dict | None:
+                  imagenet: str | Path | None = None, progress: Progress | None = None) -> BenchmarkRecord | None:
     """Run the whole benchmark and write its files into `out`; returns the benchmark.json record.
 
     The files appear at `out` at once: rank 0 writes them into a hidden staging folder beside
@@ -273,87 +231,49 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
 
 def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, imagenet_backbone: dict | None,
          dev: torch.device, world: World, progress: Progress | None, t_all: float,
-         verified: tuple[Verification, Verification]) -> dict | None:
+         verified: tuple[Verification, Verification]) -> BenchmarkRecord | None:
     """The benchmark on this rank; rank 0 writes into `out` (the staging folder)."""
-    if dev.type == "cpu":
-        torch.set_num_threads(threads_per_rank(available_cores(), world))
-    else:  # seeds must make a run repeatable on the same device: no autotuned, nondeterministic kernels
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    say = progress or (lambda _msg: None)
-    say_main = say if world.main else (lambda _msg: None)
-    say_rank = (lambda msg: say(f"rank {world.rank}: {msg}")) if world.size > 1 else say
-
-    same = pre_rel.root.resolve() == ev_rel.root.resolve()
+    prepare_device(dev, world)
+    say = speakers(progress, world)
     wall: dict[str, float] = {}
     t = time.perf_counter()
-    disjointness = disjointness_record(pre_rel, ev_rel) if world.main else {}  # only rank 0 writes the record
+    disjointness = disjointness_record(pre_rel, ev_rel) if world.main else None  # only rank 0 writes the record
     wall["audit"] = time.perf_counter() - t
-    if world.main:
-        say_main(f"{disjointness['statement']} ({wall['audit']:.1f}s)")
+    if disjointness is not None:
+        say.main(f"{disjointness.statement} ({wall['audit']:.1f}s)")
 
     t = time.perf_counter()
     ev_vs = load_release_videoset(ev_rel, cfg.input_size)
+    same = pre_rel.root.resolve() == ev_rel.root.resolve()
     pre_vs = ev_vs if same else load_release_videoset(pre_rel, cfg.input_size)
     ev_vs.images = ev_vs.images.to(dev)
     pre_vs.images = pre_vs.images.to(dev)
     wall["decode"] = time.perf_counter() - t
-    say_main(f"decoded {len(pre_vs.images)} pretrain and {len(ev_vs.images)} evaluation frames at "
+    say.main(f"decoded {len(pre_vs.images)} pretrain and {len(ev_vs.images)} evaluation frames at "
              f"{cfg.input_size}px in {wall['decode']:.1f}s"
              + (f"; {world.size} ranks ({world.backend})" if world.size > 1 else ""))
 
     # a release that cannot be evaluated fails now, not after pretraining
     class_counts = fold_class_counts(ev_vs, *evaluated_videos(ev_vs, cfg), cfg)
-    for warning in class_counts["warnings"]:
-        say_main(f"warning: {warning}")
+    for warning in class_counts.warnings:
+        say.main(f"warning: {warning}")
 
-    # --- pretraining: USCL and the no-SPG baseline, one trainer, same seed and labels
-    train_v, val_v, holdout = pretrain_split(pre_vs, cfg.pretrain.holdout_fold)
-    if len(train_v) < 2:
-        raise TrainError(f"pretrain release has {len(train_v)} training videos; at least 2 are needed")
-    labels, classes, label_source = pretrain_labels(pre_vs, release_classes(pre_rel))
-    n_classes = max(len(classes), 1)  # without labels the head is never trained
-    seeds = {"base": cfg.seed, "pretrain_model": cfg.seed, "pretrain_sampling": cfg.seed + 1,
-             "pretrain_augment": cfg.seed + 2, "pretrain_validation": cfg.seed + 3, "label_mask": cfg.seed + 4,
-             "finetune": cfg.seed + 10, "finetune_augment": cfg.seed + 11, "finetune_shuffle": cfg.seed + 12,
-             "finetune_bn_frames": cfg.seed + 13}
-    labels[~label_mask(labels, cfg.pretrain.label_fraction, seeds["label_mask"])] = -1
-    overlap = _overlap(pre_vs, ev_vs)
-    labels[overlap] = -1  # their labels would reach the test folds through the supervised term
-    loss = loss_name(cfg, int((labels[train_v] >= 0).sum()))
-    pc = cfg.pretrain
-    steps = -(-len(train_v) // pc.batch_size)
-    if pc.steps_per_epoch is not None:
-        steps = min(steps, pc.steps_per_epoch)
-    variants: dict[str, dict] = {}
-    backbones: dict[str, dict | None] = {}
-    for key, spg in (("uscl", True), ("simclr_no_spg", False)):
-        say_main(f"stage: pretrain {key}, {pc.epochs} epochs of up to {steps} steps of {pc.batch_size} videos "
-                 f"({len(train_v)} training videos)")
-        r = pretrain(pre_vs, train_v, val_v, labels, n_classes, cfg, spg=spg, device=dev, seed=cfg.seed,
-                     progress=StageProgress(say_main, pc.epochs), name=key, world=world)
-        if world.main:
-            path = out / f"{key}.safetensors"
-            save_weights(r.model.state_dict(), path, metadata={
-                "format": "us4-uscl-model/1", "layout": "USCL ResNetSimCLR (features.*, l1, l2, fc)",
-                "variant": key, "pretrain_release": f"{pre_rel.name}@{pre_rel.version}", "config": cfg.name,
-                "best_epoch": str(r.best_epoch)})
-            variants[key] = _pretrain_record(r, path.name, sha256_file(path))
-        wall[f"pretrain_{key}"] = r.wall_s
-        backbones[key] = {k: v.detach().cpu() for k, v in r.model.features.state_dict().items()}
-    backbones["random"] = None
+    seeds = _seeds(cfg.seed)
+    pre = _pretrain_variants(pre_rel, pre_vs, ev_vs, cfg, seeds, out, dev, world, say)
+    wall.update(pre.wall)
+    backbones = {**pre.backbones, "random": None}
     if imagenet_backbone is not None:
         backbones["imagenet"] = imagenet_backbone
 
     # --- evaluation: every initialisation over the same folds, with the same seed; the
     # (initialisation, fold) tasks dealt round-robin to the ranks
     n_folds = cfg.finetune.folds
-    mine = [(key, k) for key in backbones for k in range(n_folds)][world.rank::world.size]
-    say_main(f"stage: fine-tune {len(backbones)} initialisations x {n_folds} folds, {cfg.finetune.epochs} epochs each"
+    mine = deal(((key, k) for key in backbones for k in range(n_folds)), world)
+    say.main(f"stage: fine-tune {len(backbones)} initialisations x {n_folds} folds, {cfg.finetune.epochs} epochs each"
              + (f", dealt to {world.size} ranks" if world.size > 1 else ""))
     t = time.perf_counter()
-    stage = StageProgress(say_rank, cfg.finetune.epochs * len(mine))
-    done = {key: finetune_folds(ev_vs, backbone, cfg, device=dev, seed=seeds["finetune"], progress=stage, name=key,
+    stage = StageProgress(say.rank, cfg.finetune.epochs * len(mine))
+    done = {key: finetune_folds(ev_vs, backbone, cfg, device=dev, seed=seeds.finetune, progress=stage, name=key,
                                 folds=[k for kk, k in mine if kk == key])
             for key, backbone in backbones.items()}
     gathered = gather_to_main(done, world)
@@ -364,17 +284,87 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
     for key in backbones:
         folds = sorted((f for part in gathered for f in part[key]), key=lambda f: f.fold)
         wall[f"finetune_{key}"] = sum(f.wall_s for f in folds)
-        results[key] = _init_record(folds, cfg.finetune.classes, wall[f"finetune_{key}"],
-                                    INITS[key].format(loss=loss))
         # a figure of an initialisation pretrained on frames the audit found in the evaluation release
-        results[key]["leaked"] = key in variants and disjointness["status"] == "leaked"
-        say(f"{key}: honest acc {results[key]['honest']['accuracy']:.3f}, "
-            f"optimistic acc {results[key]['optimistic']['accuracy']:.3f}")
+        results[key] = _result(folds, cfg.finetune.classes, wall[f"finetune_{key}"],
+                               INITS[key].format(loss=pre.loss), leaked=key in pre.variants
+                               and disjointness.status == "leaked")
+        say.all(f"{key}: honest acc {results[key].honest.accuracy:.3f}, "
+                f"optimistic acc {results[key].optimistic.accuracy:.3f}")
     fold_layout = folds  # fold membership is the same for every initialisation
     wall["total"] = time.perf_counter() - t_all
 
-    releases = {"pretrain": release_info(pre_rel, verified[0]), "eval": release_info(ev_rel, verified[1])}
-    pretraining = {
+    releases = Releases(pretrain=release_info(pre_rel, verified[0]), eval=release_info(ev_rel, verified[1]))
+    pretraining = Pretraining.model_validate(jsonable({**pre.record, "variants": pre.variants, "audit": disjointness}))
+    evaluation = Evaluation.model_validate(jsonable({
+        "classes": list(cfg.finetune.classes),
+        "protocol": (f"per fold: train layer4's last BasicBlock + a new Linear(512, {len(cfg.finetune.classes)}) "
+                     "on the other folds (per epoch all training frames, or config finetune.steps_per_epoch "
+                     "batches of them), test on the held-out fold after every epoch; frozen trunk in eval mode "
+                     "with batch-norm statistics re-estimated on the fold's training frames (config "
+                     "finetune.bn_frames of them, shuffled; null: all)"),
+        "folds": [{"fold": f.fold, "test_videos": len(f.test_videos), "test_frames": f.n_test_frames,
+                   "train_videos": len(f.train_videos), "train_frames": f.n_train_frames} for f in fold_layout],
+        "class_counts": class_counts,
+        "std": "population standard deviation over folds",
+    }))
+    record = BenchmarkRecord(
+        format=BENCHMARK_FORMAT,
+        code=Code(us4=__version__, train_code_sha256=code_sha256()),
+        config=Config.model_validate(jsonable(asdict(cfg))),
+        device=Device(type=dev.type, bf16_autocast=cfg.bf16_autocast and dev.type == "cuda",
+                      channels_last=cfg.channels_last and dev.type == "cuda", cudnn_deterministic=dev.type == "cuda",
+                      world_size=world.size, backend=world.backend,
+                      sync_batchnorm=cfg.pretrain.sync_batchnorm and world.size > 1,
+                      global_batch=cfg.pretrain.batch_size),
+        environment=environment(dev),
+        seeds=seeds,
+        releases=releases,
+        pretraining=pretraining,
+        evaluation=evaluation,
+        results=results,
+        comparison=_comparison(cfg, results, releases, pretraining, fold_layout),
+        wall_s=WallTimes(jsonable(wall)),
+    )
+    write_record(record, out)
+    return record
+
+
+def _seeds(base: int) -> Seeds:
+    """Every seed of a run, from one."""
+    return Seeds(base=base, pretrain_model=base, pretrain_sampling=base + 1, pretrain_augment=base + 2,
+                 pretrain_validation=base + 3, label_mask=base + 4, finetune=base + 10, finetune_augment=base + 11,
+                 finetune_shuffle=base + 12, finetune_bn_frames=base + 13)
+
+
+@dataclass
+class _Pretrained:
+    """USCL and its no-SPG baseline pretrained: their backbones, their records (rank 0's), the
+    loss used, the pretraining part of the record, and their wall times."""
+
+    backbones: dict[str, dict]
+    variants: dict[str, Variant]
+    loss: str
+    record: dict
+    wall: dict[str, float]
+
+
+def _pretrain_variants(pre_rel: Release, pre_vs: VideoSet, ev_vs: VideoSet, cfg: BenchmarkConfig, seeds: Seeds,
+                       out: Path, dev: torch.device, world: World, say: Speakers) -> _Pretrained:
+    """USCL and the no-SPG baseline: one trainer, the same seed and labels; rank 0 saves each checkpoint."""
+    train_v, val_v, holdout = pretrain_split(pre_vs, cfg.pretrain.holdout_fold)
+    if len(train_v) < 2:
+        raise TrainError(f"pretrain release has {len(train_v)} training videos; at least 2 are needed")
+    labels, classes, label_source = pretrain_labels(pre_vs, release_classes(pre_rel))
+    n_classes = max(len(classes), 1)  # without labels the head is never trained
+    labels[~label_mask(labels, cfg.pretrain.label_fraction, seeds.label_mask)] = -1
+    overlap = _overlap(pre_vs, ev_vs)
+    labels[overlap] = -1  # their labels would reach the test folds through the supervised term
+    loss = loss_name(cfg, int((labels[train_v] >= 0).sum()))
+    pc = cfg.pretrain
+    steps = -(-len(train_v) // pc.batch_size)
+    if pc.steps_per_epoch is not None:
+        steps = min(steps, pc.steps_per_epoch)
+    done = _Pretrained({}, {}, loss, {
         "videos": {"train": len(train_v), "validation": len(val_v)},
         "frames": {"train": pre_vs.frame_counts(train_v), "validation": pre_vs.frame_counts(val_v)},
         "holdout": holdout,
@@ -387,69 +377,45 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
         "note": ("videos also in the evaluation release are pretrained on without their labels; their frames "
                  "are still seen unlabelled, so test-fold images reach self-supervised pretraining")
         if overlap.any() else "no pretrain video is in the evaluation release",
-        "variants": variants,
-        "audit": disjointness,
-    }
-    evaluation = {
-        "classes": list(cfg.finetune.classes),
-        "protocol": (f"per fold: train layer4's last BasicBlock + a new Linear(512, {len(cfg.finetune.classes)}) "
-                     "on the other folds (per epoch all training frames, or config finetune.steps_per_epoch "
-                     "batches of them), test on the held-out fold after every epoch; frozen trunk in eval mode "
-                     "with batch-norm statistics re-estimated on the fold's training frames (config "
-                     "finetune.bn_frames of them, shuffled; null: all)"),
-        "folds": [{"fold": f.fold, "test_videos": len(f.test_videos), "test_frames": f.n_test_frames,
-                   "train_videos": len(f.train_videos), "train_frames": f.n_train_frames} for f in fold_layout],
-        "class_counts": class_counts,
-        "std": "population standard deviation over folds",
-    }
-    record = {
-        "format": FORMAT,
-        "code": {"us4": __version__, "train_code_sha256": _code_sha256()},
-        "config": asdict(cfg),
-        "device": {"type": dev.type, "bf16_autocast": cfg.bf16_autocast and dev.type == "cuda",
-                   "channels_last": cfg.channels_last and dev.type == "cuda",
-                   "cudnn_deterministic": dev.type == "cuda",
-                   "world_size": world.size, "backend": world.backend,
-                   "sync_batchnorm": cfg.pretrain.sync_batchnorm and world.size > 1,
-                   "global_batch": cfg.pretrain.batch_size},
-        "environment": _environment(dev),
-        "seeds": seeds,
-        "releases": releases,
-        "pretraining": pretraining,
-        "evaluation": evaluation,
-        "results": results,
-        "comparison": _comparison(cfg, results, releases, pretraining, fold_layout),
-        "wall_s": wall,
-    }
-    record = _jsonable(record)
-    (out / "benchmark.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "benchmark.md").write_text(benchmark_markdown(record))
-    from .plots import write_plots
-    write_plots(record, out)
-    return record
+    }, {})
+    for key, spg in (("uscl", True), ("simclr_no_spg", False)):
+        say.main(f"stage: pretrain {key}, {pc.epochs} epochs of up to {steps} steps of {pc.batch_size} videos "
+                 f"({len(train_v)} training videos)")
+        r = pretrain(pre_vs, train_v, val_v, labels, n_classes, cfg, spg=spg, device=dev, seed=seeds.pretrain_model,
+                     progress=StageProgress(say.main, pc.epochs), name=key, world=world)
+        if world.main:
+            path = out / f"{key}.safetensors"
+            save_weights(r.model.state_dict(), path, metadata={
+                "format": "us4-uscl-model/1", "layout": "USCL ResNetSimCLR (features.*, l1, l2, fc)",
+                "variant": key, "pretrain_release": f"{pre_rel.name}@{pre_rel.version}", "config": cfg.name,
+                "best_epoch": str(r.best_epoch)})
+            done.variants[key] = Variant.model_validate(jsonable({
+                "spg": r.spg, "best_epoch": r.best_epoch, "best_val_loss": r.best_val_loss, "selection": r.selection,
+                "wall_s": r.wall_s, "images_per_s": r.images_per_s, "checkpoint": path.name,
+                "checkpoint_sha256": sha256_file(path), "history": r.history}))
+        done.wall[f"pretrain_{key}"] = r.wall_s
+        done.backbones[key] = {k: v.detach().cpu() for k, v in r.model.features.state_dict().items()}
+    return done
 
 
-def _comparison(cfg: BenchmarkConfig, results: dict, releases: dict, pretraining: dict,
-                folds: list[FoldResult]) -> dict:
+def _comparison(cfg: BenchmarkConfig, results: dict[str, Result], releases: Releases, pretraining: Pretraining,
+                folds: list[FoldResult]) -> Comparison:
     """This run's figures beside the published ones, and every way its setting differs from the paper's."""
-    setting = PUBLISHED["setting"]
-    published = [{**f, "this_run_optimistic": results[f["initialisation"]]["optimistic"]["accuracy"]
-                  if f["initialisation"] in results else None} for f in PUBLISHED["figures"]]
-    pre, ev = releases["pretrain"], releases["eval"]
-    n_videos = pretraining["videos"]["train"] + pretraining["videos"]["validation"]
-    n_frames = pretraining["frames"]["train"] + pretraining["frames"]["validation"]
+    setting = PublishedSetting.model_validate(PUBLISHED["setting"])
+    published = [PublishedFigure.model_validate({
+        **f, "this_run_optimistic": results[f["initialisation"]].optimistic.accuracy
+        if f["initialisation"] in results else None}) for f in PUBLISHED["figures"]]
+    pre, ev = releases.pretrain, releases.eval
+    n_videos = pretraining.videos.train + pretraining.videos.validation
+    n_frames = pretraining.frames.train + pretraining.frames.validation
     differences = config_differences(cfg) + [
-        (f"pretraining corpus: {pre['name']} {pre['version']}, {n_videos} videos, {n_frames} frames, "
-         f"{pretraining['videos_in_eval_release']} of them also in the evaluation release "
-         f"(paper: {setting['pretraining_corpus']})"),
-        (f"evaluation: {ev['name']} {ev['version']}, {sum(f.n_test_frames for f in folds)} frames of "
+        (f"pretraining corpus: {pre.name} {pre.version}, {n_videos} videos, {n_frames} frames, "
+         f"{pretraining.videos_in_eval_release} of them also in the evaluation release "
+         f"(paper: {setting.pretraining_corpus})"),
+        (f"evaluation: {ev.name} {ev.version}, {sum(f.n_test_frames for f in folds)} frames of "
          f"{sum(len(f.test_videos) for f in folds)} videos, {len(folds)} video-level folds "
-         f"(paper: {setting['evaluation']})"),
+         f"(paper: {setting.evaluation})"),
     ]
-    return {
-        "published": published,
-        "published_setting": setting,
-        "differences": differences,
-        "note": ("the optimistic figures follow the paper's protocol and are the ones to set beside the published "
-                 "figures; the honest ones have no published counterpart"),
-    }
+    return Comparison(published=published, published_setting=setting, differences=differences,
+                      note=("the optimistic figures follow the paper's protocol and are the ones to set beside the "
+                            "published figures; the honest ones have no published counterpart"))

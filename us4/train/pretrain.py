@@ -13,20 +13,18 @@ synchronised batch norm a step on N ranks is the single-process step up to float
 """
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from .augment import augment
 from .config import BenchmarkConfig
 from .data import VideoSet
-from .distributed import World, broadcast_float, broadcast_state, gather_batch, synchronise_batchnorm
+from .distributed import World, gather_batch
 from .losses import nt_xent, semi_supervised_ce
+from .machinery import EpochResult, data_parallel, fit, rank0_model
 from .resnet import USCLModel
 from .runtime import adam, autocast
 from .spg import PairBatch, epoch_batches, make_views, sample_rows
@@ -138,7 +136,8 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
     everything else (loss, labels, schedule, selection) is identical. `epochs` overrides
     the config (tests). With `world` of several ranks (each process of a torchrun run calls
     this with the same arguments), training is data-parallel; rank 0 computes the validation
-    loss, and every rank returns rank 0's selected model.
+    loss, and every rank returns rank 0's selected model. What is USCL's is here (the model,
+    sample pair generation, the loss); the loop, selection and DDP are `machinery.fit`'s.
     """
     pc = cfg.pretrain
     n_epochs = pc.epochs if epochs is None else epochs
@@ -146,32 +145,19 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
     model = USCLModel(num_classes).to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.use_channels_last()
-    net: torch.nn.Module = model
-    if world.size > 1:
-        if pc.sync_batchnorm:
-            synchronise_batchnorm(model, device)
-        # buffers (batch-norm running statistics) follow rank 0's at each forward with local batch
-        # norm, else they would drift apart; synchronised batch norm keeps them equal without that
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                      broadcast_buffers=not pc.sync_batchnorm)
+    net = data_parallel(model, world, device, sync_batchnorm=pc.sync_batchnorm)
     images = vs.images.to(device)
     labels_t = torch.as_tensor(labels, dtype=torch.int64, device=device)
     g = torch.Generator(device=device).manual_seed(seed + 2)  # the same on every rank: global draws
     opt = adam(model.parameters(), pc.lr, pc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs, eta_min=0)
-
-    result = PretrainResult(model=model, spg=spg, loss=loss_name(cfg, int((labels[train_videos] >= 0).sum())))
-    with_ce = result.loss != "NT-Xent"
-    best_state, best = None, float("inf")
-    seen, train_time = 0, 0.0
-    start = time.perf_counter()
+    loss = loss_name(cfg, int((labels[train_videos] >= 0).sum()))
     # every rank needs a video of a batch; with batch norm per rank, two (one value per channel
     # is no batch statistic where the last feature map is 1x1)
     min_batch = max(2, world.size * (1 if pc.sync_batchnorm or world.size == 1 else 2))
-    for epoch in range(n_epochs):
-        net.train()
-        t0 = time.perf_counter()
-        sums, steps, epoch_seen = torch.zeros(3, device=device), 0, 0  # summed on the device: no sync per step
+
+    def train_epoch(epoch: int) -> EpochResult:
+        sums, steps, seen = torch.zeros(3, device=device), 0, 0
         rng = np.random.default_rng([seed + 1, epoch])  # the epoch's permutation and pairs, the same on every rank
         for videos in epoch_batches(train_videos, pc.batch_size, rng, max_steps=pc.steps_per_epoch,
                                     min_size=min_batch):
@@ -183,41 +169,18 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
             sums += train_step(net, opt, v1, v2, labels_t[torch.as_tensor(batch.videos, device=device)], cfg,
                                device, gather=lambda t: gather_batch(t, world, counts))
             steps += 1
-            epoch_seen += 2 * len(videos)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        epoch_time = time.perf_counter() - t0
-        train_time += epoch_time
-        seen += epoch_seen
-        val = validation_loss(model, images, vs.members, val_videos, cfg, spg=spg, seed=seed + 3,
-                              device=device) if world.main else None
-        val = broadcast_float(val, world, device)
-        lr = opt.param_groups[0]["lr"]
-        if epoch >= pc.warmup_epochs:  # the reference keeps lr constant for the first epochs
-            sched.step()
-        mean = (sums / max(steps, 1)).tolist()
-        rate = epoch_seen / epoch_time if epoch_time > 0 else 0.0
-        result.history.append({"epoch": epoch, "loss": mean[0], "contrastive": mean[1], "supervised": mean[2],
-                               "val_loss": val, "lr": lr, "steps": steps, "images_per_s": rate})
-        if val is not None and val < best:
-            best = val
-            best_state = copy.deepcopy(model.state_dict())
-            result.best_epoch, result.best_val_loss = epoch, val
-        if progress:
-            terms = f" (NT-Xent {mean[1]:.4f}, CE {mean[2]:.4f})" if with_ce else ""
-            progress(f"pretrain {name} epoch {epoch + 1}/{n_epochs}: {result.loss} {mean[0]:.4f}{terms}, "
-                     f"val {'-' if val is None else f'{val:.4f}'}, {rate:.0f} images/s")
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        result.selection = "lowest validation contrastive loss"
-    else:
-        result.best_epoch = n_epochs - 1
-        result.selection = "final epoch (fewer than 2 validation videos)"
-    if world.size > 1:
-        broadcast_state(model, world)  # every rank holds exactly rank 0's checkpoint
-        plain = USCLModel(num_classes).to(device)  # plain batch norm, as the single-process model
-        plain.load_state_dict(model.state_dict())
-        result.model = plain
-    result.wall_s = time.perf_counter() - start
-    result.images_per_s = seen / train_time if train_time > 0 else 0.0
-    return result
+            seen += 2 * len(videos)
+        return EpochResult(sums, steps, seen)
+
+    def describe(mean: list[float]) -> str:
+        terms = f" (NT-Xent {mean[1]:.4f}, CE {mean[2]:.4f})" if loss != "NT-Xent" else ""
+        return f"{loss} {mean[0]:.4f}{terms}"
+
+    done = fit(model, net, opt, sched, epochs=n_epochs, warmup_epochs=pc.warmup_epochs, train_epoch=train_epoch,
+               validate=lambda: validation_loss(model, images, vs.members, val_videos, cfg, spg=spg, seed=seed + 3,
+                                                device=device),
+               terms=("loss", "contrastive", "supervised"), describe=describe, world=world, device=device,
+               progress=progress, stage=f"pretrain {name}")
+    return PretrainResult(model=rank0_model(model, world, lambda: USCLModel(num_classes).to(device)), spg=spg,
+                          history=done.history, best_epoch=done.best_epoch, best_val_loss=done.best_val_loss,
+                          selection=done.selection, loss=loss, wall_s=done.wall_s, images_per_s=done.images_per_s)

@@ -1,4 +1,4 @@
-"""Phantom DICOM files and image sequences: real files, written from phantom.py's frames.
+"""Phantom DICOM files and image sequences: real files, written from the phantom clips' frames.
 
 `write_phantom_dicom` writes Ultrasound (Multi-frame) Image Storage files in any
 transfer syntax us4 reads, compressed by a real encoder (pydicom's RLE, Pillow's
@@ -22,9 +22,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence as DicomSequence
 
-from .crop import Box, Region
-from .dicom import SYNTAXES
-from .phantom import _frames
+from ..media import Box, Region
+from ..media.dicom import SYNTAXES
+from .clips import phantom_frames
 
 __all__ = ["PLANTED_IDENTITY", "PRIVATE_CREATOR", "write_phantom_dicom", "write_phantom_sequence"]
 
@@ -147,8 +147,8 @@ def _dual(seed: int, n_frames: int, size: tuple[int, int], shape: str, text: str
     """Two phantom views side by side (a dual-view screen), and their scan boxes."""
     w, h = size
     half = (w // 2, h)
-    left, ll = _frames(seed, n_frames, half, shape, text, colour, 0)
-    right, rl = _frames(seed + 1, n_frames, half, shape, None, colour, 0)
+    left, ll = phantom_frames(seed, n_frames, half, shape, text, colour, 0)
+    right, rl = phantom_frames(seed + 1, n_frames, half, shape, None, colour, 0)
     boxes = [ll.scan, Box(rl.scan.x + w // 2, rl.scan.y, rl.scan.w, rl.scan.h)]
     return np.concatenate([left, right], axis=2), boxes
 
@@ -293,7 +293,7 @@ def write_phantom_dicom(path, *, seed: int, n_frames: int = 12, size: tuple[int,
         frames, boxes = _dual(seed, n_frames, size, shape, text, colour)
         region_items = [_region(b) for b in boxes]
     else:
-        frames, layout = _frames(seed, n_frames, size, shape, text, colour, 0)
+        frames, layout = phantom_frames(seed, n_frames, size, shape, text, colour, 0)
         if regions == "single":
             region_items = [_region(layout.scan)]
         elif regions is None:
@@ -385,7 +385,7 @@ def write_phantom_sequence(folder, *, seed: int, n_frames: int = 12, size: tuple
         raise ValueError(f"unsupported frame suffix {ext!r}")
     if bits not in (8, 16) or (bits == 16 and (colour or ext in (".jpg", ".jpeg"))):
         raise ValueError(f"bits={bits} is not written for colour={colour}, {ext}")
-    frames, _ = _frames(seed, n_frames, size, shape, text, colour, 0)
+    frames, _ = phantom_frames(seed, n_frames, size, shape, text, colour, 0)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []

@@ -17,10 +17,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .builder.plan import PHANTOM_MARKER
-from .media.phantom import write_phantom_clip
-from .media.phantom_dicom import PLANTED_IDENTITY, write_phantom_dicom, write_phantom_sequence
-from .registry import SOURCES, US4_SOURCES
+from ..builder.plan import PHANTOM_MARKER
+from ..registry import SOURCES, US4_SOURCES
+from .clips import write_phantom_clip
+from .dicom import PLANTED_IDENTITY, write_phantom_dicom, write_phantom_sequence
 
 # Containers in rotation, so every build exercises several demuxers and codecs.
 _EXTENSIONS = (".mp4", ".avi", ".mov", ".mpeg", ".gif")

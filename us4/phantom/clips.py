@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .crop import Box
+from ..media import Box
 
 __all__ = ["write_phantom_clip", "write_broken_files", "phantom_layout", "PhantomLayout"]
 
@@ -126,7 +126,7 @@ def _ui_layer(size: tuple[int, int], layout: PhantomLayout, text: str | None) ->
     return np.asarray(img, dtype=np.uint8)
 
 
-def _frames(seed: int, n_frames: int, size: tuple[int, int], shape: str, text: str | None,
+def phantom_frames(seed: int, n_frames: int, size: tuple[int, int], shape: str, text: str | None,
             colour: bool, frozen: int, b_lines: int | None = None,
             consolidation: bool = True) -> tuple[np.ndarray, PhantomLayout]:
     w, h = size
@@ -213,7 +213,7 @@ def write_phantom_clip(path, *, seed: int, n_frames: int = 48, size: tuple[int, 
     codec, pix_fmt, options = _codec_for(path.suffix.lower())
     if colour and codec == "gif":
         pix_fmt = "rgb8"
-    frames, layout = _frames(seed, n_frames, size, shape, text, colour, frozen, b_lines, consolidation)
+    frames, layout = phantom_frames(seed, n_frames, size, shape, text, colour, frozen, b_lines, consolidation)
 
     rate = Fraction(fps).limit_denominator(1001)
     path.parent.mkdir(parents=True, exist_ok=True)
