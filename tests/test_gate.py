@@ -21,8 +21,8 @@ from us4.cli import main
 from us4.media import MediaError, is_dicom_file
 from us4.media.clips import ClipRef, decode_clip, probe_clip
 from us4.media.gate import OursError, attempt
-from us4.media.phantom import write_phantom_clip
-from us4.media.phantom_dicom import write_phantom_dicom, write_phantom_sequence
+from us4.phantom import write_phantom_clip
+from us4.phantom import write_phantom_dicom, write_phantom_sequence
 
 SIZE = (64, 48)
 FAULTS = {

@@ -18,7 +18,7 @@ from PIL import Image
 
 from us4.cli import main
 from us4.hub.publish import publish_plan
-from us4.media.phantom import write_phantom_clip
+from us4.phantom import write_phantom_clip
 from us4.release.read import local_dir, open_release
 from us4.release.review import ORIGINAL_PX
 

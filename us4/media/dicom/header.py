@@ -38,7 +38,7 @@ class Syntax(NamedTuple):
     package: str
 
 
-#: Transfer syntaxes read here, each tested on files written by `phantom_dicom`. Lossy
+#: Transfer syntaxes read here, each tested on files written by `us4.phantom.dicom`. Lossy
 #: JPEG decoders differ in their last bits, hence one pinned plugin per syntax.
 SYNTAXES: dict[str, Syntax] = {
     "1.2.840.10008.1.2": Syntax("raw-implicit-le", "", "pydicom"),
