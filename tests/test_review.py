@@ -19,7 +19,8 @@ from PIL import Image
 from us4.cli import main
 from us4.hub.publish import publish_plan
 from us4.phantom import write_phantom_clip
-from us4.release.read import local_dir, open_release
+from us4.contract.layout import local_dir
+from us4.release.read import open_release
 from us4.release.review import ORIGINAL_PX
 
 from .test_trust_identity import every_byte

@@ -37,7 +37,8 @@ from ..media.clips import ClipRef
 from ..system import available_cores
 from ..words import plural
 from .audit import audit_release, balance_warnings, stored_images
-from .read import LOCAL_IDS, LOCAL_TEXT, Release, local_dir
+from ..contract.layout import LOCAL_IDS, LOCAL_TEXT, local_dir
+from .read import Release
 
 REVIEW_DIR = "review"  # in RELEASE.local/
 PAGE = "index.html"
