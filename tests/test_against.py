@@ -199,7 +199,7 @@ def test_benchmark_records_a_disjoint_pretraining_corpus(disjoint_run, phantom_r
     covid = zip(counts["videos"]["covid"], counts["frames"]["covid"])
     assert "| covid | " + " | ".join(f"{v} ({n})" for v, n in covid) + " |" in md
     empty = [(f, c) for c, per in counts["videos"].items() for f, n in enumerate(per) if n == 0]
-    assert [w.split(":")[0] for w in counts.warnings] == [f"evaluation fold {f} holds no {c} video" for f, c in empty]
+    assert [w.split(":")[0] for w in counts["warnings"]] == [f"evaluation fold {f} holds no {c} video" for f, c in empty]
     for warning in counts["warnings"]:
         assert f"**Warning:** {warning}." in md and f"warning: {warning}" in result.stderr
 
