@@ -3,11 +3,16 @@ data, so the demo and `us4 build pocus` run from any folder."""
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
 import venv
 import zipfile
 from pathlib import Path
+
+import click
+import tqdm
+import yaml
 
 from .conftest import REPO
 
@@ -24,6 +29,17 @@ def _clean_copy(dest: Path) -> Path:
     return dest
 
 
+def _borrow_dependencies(python: Path) -> None:
+    """The dependencies come from this interpreter's site-packages, us4 itself only from the wheel.
+    A venv's system_site_packages would give the base interpreter's, not those of the venv the suite
+    runs in: list this interpreter's folders in a .pth file instead (plain lines: the .pth files
+    inside them, such as an editable us4's, are not run)."""
+    folders = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "borrowed.pth").write_text("".join(f"{f}\n" for f in folders if Path(f).is_dir()))
+
+
 def test_the_demo_runs_from_an_installed_wheel_in_another_folder(tmp_path):
     dist = tmp_path / "dist"
     source = _clean_copy(tmp_path / "src")
@@ -34,9 +50,9 @@ def test_the_demo_runs_from_an_installed_wheel_in_another_folder(tmp_path):
                and not n.startswith(("us4/manifests/", "us4/pipelines/"))}  # package data, mapped from the root
     assert shipped == {p.relative_to(source).as_posix() for p in (source / "us4").rglob("*.py")}
     env_dir = tmp_path / "venv"
-    # the dependencies come from this interpreter's site-packages; us4 itself only from the wheel
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    _borrow_dependencies(python)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
                    check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
@@ -44,6 +60,10 @@ def test_the_demo_runs_from_an_installed_wheel_in_another_folder(tmp_path):
     where = subprocess.run([str(python), "-c", "import us4; print(us4.__file__, us4.__version__)"], cwd=elsewhere,
                            capture_output=True, text=True, check=True).stdout
     assert str(env_dir) in where and str(REPO) not in where
+    # ...and its dependencies from this interpreter's environment, whichever it is (a venv's own ones too)
+    deps = subprocess.run([str(python), "-c", "import click, tqdm, yaml; print(click.__file__, tqdm.__file__, "
+                           "yaml.__file__)"], cwd=elsewhere, capture_output=True, text=True, check=True).stdout
+    assert deps.split() == [click.__file__, tqdm.__file__, yaml.__file__]
     demo = subprocess.run([str(env_dir / "bin" / "us4"), "demo", "--no-benchmark", "--out", "demo", "-q"],
                           cwd=elsewhere, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stderr[-3000:]
