@@ -52,9 +52,12 @@ def descendants(pid: int) -> list[int]:
 
 
 def tiny_recipe(tmp: Path, name: str = "tiny.yaml", **overrides) -> Path:
+    """A one-source recipe for builds about splits, verify, resume and the ledger; without the text
+    check (most of such a build's time; test_text, test_inputs and the US-4 phantom test it)
+    unless `sources` is given."""
     raw = {
         "name": "tiny", "version": "0.0.1", "seed": 1,
-        "sources": {"butterfly": {"sampling": {"every_n": 4, "max_frames": 6}}},
+        "sources": {"butterfly": {"sampling": {"every_n": 4, "max_frames": 6}, "text": "off"}},
         "splits": {"kind": "holdout", "validation": 0.5},
     }
     raw.update(overrides)
