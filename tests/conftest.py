@@ -2,7 +2,13 @@
 and the real POCUS sample (../shared/pocus) when it is present."""
 from __future__ import annotations
 
+import shutil
+import site
+import subprocess
+import sys
+import venv
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -97,3 +103,69 @@ def pocus_release(pocus_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rel") / "pocus"
     build_release(PIPELINES / "pocus.yaml", {"pocus": pocus_data}, out, workers=2, progress=False)
     return out
+
+
+def _clean_copy(dest: Path) -> Path:
+    """The checkout's files as a fresh clone has them: no build/ left from an earlier build (a
+    module deleted from the source would still ship from there), nothing ignored."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        if (REPO / name).is_file():  # a tracked file deleted in the working tree is left out
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def _borrow_dependencies(python: Path) -> None:
+    """The dependencies come from this interpreter's site-packages, us4 itself only from the wheel.
+    A venv's system_site_packages would give the base interpreter's, not those of the venv the suite
+    runs in: list this interpreter's folders in a .pth file instead (plain lines: the .pth files
+    inside them, such as an editable us4's, are not run)."""
+    folders = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "borrowed.pth").write_text("".join(f"{f}\n" for f in folders if Path(f).is_dir()))
+
+
+def _has_build_requirements() -> bool:
+    """Whether this interpreter has what pyproject.toml's build-system requires (a venv holds the
+    setuptools that `python -m venv` put there, maybe older, unless something upgraded it)."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    for req in map(Requirement, tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]):
+        try:
+            if not req.specifier.contains(version(req.name)):
+                return False
+        except PackageNotFoundError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def installed_demo(tmp_path_factory) -> SimpleNamespace:
+    """us4 built into a wheel from a clean copy of the checkout, installed in a venv of its own, and
+    `us4 demo` (tiny benchmark, CPU) run by it in another folder, once a session: test_packaging
+    checks the install, test_demo the demo's products (read-only but for test_demo's card and publish)."""
+    tmp = tmp_path_factory.mktemp("installed")
+    dist = tmp / "dist"
+    source = _clean_copy(tmp / "src")
+    here = ["--no-build-isolation"] if _has_build_requirements() else []  # else pip installs them apart
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *here, "-q", "-w", str(dist), str(source)],
+                   check=True, capture_output=True)
+    wheel = next(dist.glob("us4-*.whl"))
+    env_dir = tmp / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    _borrow_dependencies(python)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True)
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    demo = subprocess.run([str(env_dir / "bin" / "us4"), "demo", "--out", "demo", "--config", "tiny", "--device",
+                           "cpu", "-q"], cwd=elsewhere, capture_output=True, text=True, timeout=900)
+    return SimpleNamespace(source=source, wheel=wheel, env_dir=env_dir, python=python, elsewhere=elsewhere,
+                           demo=demo, out=elsewhere / "demo")

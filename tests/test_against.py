@@ -196,7 +196,7 @@ def test_benchmark_records_a_disjoint_pretraining_corpus(disjoint_run, phantom_r
     assert counts["videos"] == _class_counts_of(phantom_pocus_release)
     assert [sum(counts["frames"][c][f] for c in counts["frames"]) for f in range(5)] == \
         [f["test_frames"] for f in record["evaluation"]["folds"]]
-    covid = zip(counts["videos"]["covid"], counts["frames"]["covid"])
+    covid = zip(counts["videos"]["covid"], counts["frames"]["covid"], strict=True)
     assert "| covid | " + " | ".join(f"{v} ({n})" for v, n in covid) + " |" in md
     empty = [(f, c) for c, per in counts["videos"].items() for f, n in enumerate(per) if n == 0]
     assert [w.split(":")[0] for w in counts["warnings"]] == [f"evaluation fold {f} holds no {c} video" for f, c in empty]

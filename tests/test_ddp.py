@@ -120,15 +120,17 @@ def _gradients_rank() -> None:
 
         loss, model = rank_step(sync=True)
         torch.testing.assert_close(loss, loss_one, rtol=1e-5, atol=1e-6)
-        for (name, p_one), p in zip(one.named_parameters(), model.parameters()):
+        for (name, p_one), p in zip(one.named_parameters(), model.parameters(), strict=True):
             torch.testing.assert_close(p.grad, p_one.grad, rtol=1e-3, atol=1e-5, msg=f"rank {world.rank} {name}")
-        for (name, b_one), b in zip(one.named_buffers(), model.buffers()):  # running statistics of the global batch
+        # running statistics of the global batch
+        for (name, b_one), b in zip(one.named_buffers(), model.buffers(), strict=True):
             torch.testing.assert_close(b, b_one, rtol=1e-4, atol=1e-6, msg=name)
 
         # batch norm over each rank's slice only: other statistics, other gradients (the test can tell)
         _, local = rank_step(sync=False)
         worst = max(float((p.grad - p_one.grad).abs().max() / p_one.grad.abs().max().clamp(min=1e-12))
-                    for p_one, p in zip(one.parameters(), local.parameters()) if p_one.grad.abs().max() > 0)
+                    for p_one, p in zip(one.parameters(), local.parameters(), strict=True)
+                    if p_one.grad.abs().max() > 0)
         assert worst > 1e-2, worst
 
 
@@ -153,7 +155,7 @@ def _pretrain_rank(frames, videos) -> None:
     # the loss of step 1 (initial weights), of step 2 (after one update) and the validation loss
     # after one update: the same computation, so equal to float rounding
     for key in ("loss", "contrastive", "supervised"):
-        for a, b in zip(two.history, one.history):
+        for a, b in zip(two.history, one.history, strict=True):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
     assert two.history[0]["val_loss"] == pytest.approx(one.history[0]["val_loss"], rel=1e-5)
     # Adam's first updates turn float-noise gradient components into steps of about lr, so later

@@ -13,10 +13,9 @@ from us4.release.read import open_release
 from us4.release.verify import verify_release
 
 
-def test_demo_then_card_benchmark_then_evidence(tmp_path):
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--config", "tiny", "--device", "cpu", "-q"])
-    assert result.exit_code == 0, result.output
+def test_demo_then_card_benchmark_then_evidence(installed_demo, tmp_path):
+    out = installed_demo.out  # the session's `us4 demo --config tiny --device cpu`, run from the installed wheel
+    assert installed_demo.demo.returncode == 0, installed_demo.demo.stderr[-3000:]
     release = out / "releases" / "us4-phantom"
     record = json.loads((out / "benchmark" / "benchmark.json").read_text())
     # a phantom release says so in every record derived from it

@@ -132,6 +132,7 @@ def test_lossy_syntaxes_decode_close(tmp_path, short, pi, bits, bound):
     path = phantom(tmp_path, "clip.dcm", transfer_syntax=short, photometric=pi, bits=bits)
     _check_info(probe_clip(ref(path)), short, pi, bits)
     frames = decode_clip(ref(path), [0, 3])
+    assert [f.index for f in frames] == [0, 3]
     expected = _reference(tmp_path, pi, bits)
     for f in frames:
         want = expected[f.index]
@@ -142,7 +143,7 @@ def test_lossy_syntaxes_decode_close(tmp_path, short, pi, bits, bound):
         if want.rgb is not None:
             assert f.rgb is not None and np.abs(f.rgb.astype(int) - want.rgb.astype(int)).mean() < bound
     again = decode_clip(ref(path), [0, 3])
-    assert all(np.array_equal(a.grey, b.grey) for a, b in zip(frames, again))  # deterministic
+    assert all(np.array_equal(a.grey, b.grey) for a, b in zip(frames, again, strict=True))  # deterministic
 
 
 # --- the pixel rules, checked against pydicom's own full decode ---------------
@@ -152,7 +153,9 @@ def test_grey_8bit_is_as_stored_and_monochrome1_is_inverted(tmp_path):
     m1 = phantom(tmp_path, "m1.dcm", transfer_syntax="raw-explicit-le", photometric="MONOCHROME1")
     stored2, stored1 = pydicom.dcmread(m2).pixel_array, pydicom.dcmread(m1).pixel_array
     assert not np.array_equal(stored1, stored2)  # MONOCHROME1 stores the inverse
-    for i, (a, b) in enumerate(zip(decode_clip(ref(m2), range(N)), decode_clip(ref(m1), range(N)))):
+    frames2, frames1 = decode_clip(ref(m2), range(N)), decode_clip(ref(m1), range(N))
+    assert len(frames2) == len(frames1) == N
+    for i, (a, b) in enumerate(zip(frames2, frames1, strict=True)):
         assert np.array_equal(a.grey, stored2[i])
         assert np.array_equal(b.grey, 255 - stored1[i])
         assert np.array_equal(a.grey, b.grey)
@@ -164,7 +167,9 @@ def test_deep_grey_without_window_maps_the_bits_stored_range(tmp_path, bits):
     stored = pydicom.dcmread(deep).pixel_array.astype(np.int64)
     top = 2 ** bits - 1
     assert stored.max() > 255  # really deep
-    for i, f in enumerate(decode_clip(ref(deep), range(N))):
+    frames = decode_clip(ref(deep), range(N))
+    assert len(frames) == N
+    for i, f in enumerate(frames):
         expected = np.vectorize(lambda v: int(Fraction(v * 255, top) + Fraction(1, 2)))(stored[i])
         assert np.array_equal(f.grey, expected)
 
@@ -177,7 +182,9 @@ def test_signed_deep_grey_maps_its_own_range(tmp_path):
     ds.PixelRepresentation = 1
     ds.save_as(signed, enforce_file_format=True)
     assert pydicom.dcmread(signed).pixel_array.min() < 0
-    for a, b in zip(decode_clip(ref(unsigned), range(N)), decode_clip(ref(signed), range(N))):
+    frames_u, frames_s = decode_clip(ref(unsigned), range(N)), decode_clip(ref(signed), range(N))
+    assert len(frames_u) == len(frames_s) == N
+    for a, b in zip(frames_u, frames_s, strict=True):
         assert np.array_equal(a.grey, b.grey)  # -2048 is black, 2047 white
 
 

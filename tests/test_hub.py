@@ -194,16 +194,19 @@ def test_publish_refuses_an_unverified_release(phantom_pocus_release, tmp_path):
     assert not (tmp_path / "mirror").exists()
 
 
-def _other_data(raw: Path, tmp: Path) -> Path:
-    """The phantom POCUS release rebuilt under the same version with another seed: other folds, other data."""
+@pytest.fixture(scope="module")
+def other_data(phantom_pocus_raw, tmp_path_factory) -> Path:
+    """The phantom POCUS release rebuilt under the same version with another seed: other folds, other data
+    (read-only)."""
+    tmp = tmp_path_factory.mktemp("reseeded")
     recipe = yaml.safe_load((PIPELINES / "pocus.yaml").read_text())
     recipe["seed"] += 1
     (tmp / "reseeded.yaml").write_text(yaml.safe_dump(recipe))
-    build_release(tmp / "reseeded.yaml", {"pocus": raw}, tmp / "reseeded", workers=2, progress=False)
+    build_release(tmp / "reseeded.yaml", {"pocus": phantom_pocus_raw}, tmp / "reseeded", workers=2, progress=False)
     return tmp / "reseeded"
 
 
-def test_publish_git_layout_idempotence_and_tag_that_never_moves(phantom_pocus_release, phantom_pocus_raw, tmp_path):
+def test_publish_git_layout_idempotence_and_tag_that_never_moves(phantom_pocus_release, other_data, tmp_path):
     root = tmp_path / "mirror"
     repo_id = "org/name-phantom"
     first = publish_git(open_release(phantom_pocus_release), root, repo_id, quiet=True)
@@ -217,9 +220,8 @@ def test_publish_git_layout_idempotence_and_tag_that_never_moves(phantom_pocus_r
     again = publish_git(open_release(phantom_pocus_release), root, repo_id, quiet=True)
     assert (again.created, again.commit) == (False, first.commit)
 
-    other = _other_data(phantom_pocus_raw, tmp_path)
     with pytest.raises(HubError, match="never moved"):
-        publish_git(open_release(other), root, repo_id, quiet=True)
+        publish_git(open_release(other_data), root, repo_id, quiet=True)
     assert git(repo, "rev-parse", f"{tag}^{{commit}}") == first.commit
     assert git(repo, "status", "--porcelain") == ""
 
@@ -235,10 +237,11 @@ def test_a_phantom_release_is_never_published_as_real_data(phantom_pocus_release
     assert result.exit_code == 0, result.output
 
 
-def test_evidence_joins_a_published_version_without_moving_its_tag(phantom_pocus_release, tmp_path, monkeypatch):
+def test_evidence_joins_a_published_version_without_moving_its_tag(hub, phantom_pocus_release, tmp_path, monkeypatch):
     """A benchmark attached after publishing: a new commit with the same data files, tagged
-    vVERSION+evidence.1; vVERSION still names the data as first published; both download."""
-    root = tmp_path / "mirror"
+    vVERSION+evidence.1; vVERSION still names the data as first published; both download (from the
+    module's server: it serves repositories that appear under its root)."""
+    root = hub.root
     repo_id = "org/evidence-phantom"
     first = publish_git(open_release(phantom_pocus_release), root, repo_id, quiet=True)
     rel_dir = copy_release(phantom_pocus_release, tmp_path / "rel")
@@ -256,24 +259,22 @@ def test_evidence_joins_a_published_version_without_moving_its_tag(phantom_pocus
     changed = set(git(repo, "diff", "--name-only", first.commit, evidence.commit).split())
     assert {"README.md", "benchmark.json", "release.json"} <= changed and not any(c.startswith("data/") for c in changed)
     assert publish_git(rel, root, repo_id, quiet=True).created is False  # again: nothing new
-    with serve_mirror(root) as endpoint:
-        data = download_release(repo_id, first.tag, tmp_path / "data", endpoint=endpoint, quiet=True)
-        with_evidence = download_release(repo_id, evidence.tag, tmp_path / "ev", endpoint=endpoint, quiet=True)
+    data = download_release(repo_id, first.tag, tmp_path / "data", endpoint=hub.endpoint, quiet=True)
+    with_evidence = download_release(repo_id, evidence.tag, tmp_path / "ev", endpoint=hub.endpoint, quiet=True)
     assert files_digest(data.path) == files_digest(phantom_pocus_release)  # the data as first published
     assert not (data.path / "benchmark.json").exists() and (with_evidence.path / "benchmark.json").is_file()
     shards = [s.path for s in rel.lock.shards]
     assert {p: files_digest(data.path)[p] for p in shards} == {p: files_digest(with_evidence.path)[p] for p in shards}
 
 
-def test_hub_publish_checks_an_existing_tag_over_http(hub, phantom_pocus_raw, tmp_path):
+def test_hub_publish_checks_an_existing_tag_over_http(hub, other_data):
     """The Hub path asks the server what the tag holds before sending anything: the same
     content is a no-op, other data a refusal (olah answers refs and trees; it takes no uploads)."""
     same = publish_hub(open_release(hub.v1), REPO, endpoint=hub.endpoint, token=TOKEN, quiet=True)
     assert not same.created
     assert same.commit == git(hub.root / "datasets" / REPO, "rev-parse", f"{same.tag}^{{commit}}")
-    other = _other_data(phantom_pocus_raw, tmp_path)
     with pytest.raises(HubError, match="already holds other data") as err:
-        publish_hub(open_release(other), REPO, endpoint=hub.endpoint, token=TOKEN, quiet=True)
+        publish_hub(open_release(other_data), REPO, endpoint=hub.endpoint, token=TOKEN, quiet=True)
     assert TOKEN not in str(err.value)
 
 
@@ -337,10 +338,10 @@ def test_changed_file_in_served_repository_fails_download_naming_it(hub, tmp_pat
     assert not out.exists() and not staging_dir(out).exists()  # nothing unverified is left anywhere
 
 
-def test_download_fetches_exactly_what_the_lock_names(phantom_pocus_release, tmp_path):
+def test_download_fetches_exactly_what_the_lock_names(hub, phantom_pocus_release, tmp_path):
     """Files the repository holds beside the release (a stray shard, a note) are reported and
     left out; a verified download holds the lock's files and nothing else."""
-    root = tmp_path / "mirror"
+    root = hub.root
     published = publish_git(open_release(phantom_pocus_release), root, "org/extra-phantom", quiet=True)
     repo = root / "datasets" / "org" / "extra-phantom"
     (repo / "notes.txt").write_text("not part of the release")
@@ -348,9 +349,8 @@ def test_download_fetches_exactly_what_the_lock_names(phantom_pocus_release, tmp
     git(repo, "add", "--all")
     git(repo, "commit", "-qm", "extra files")
     git(repo, "tag", "-f", published.tag)
-    with serve_mirror(root) as endpoint:
-        result = CliRunner().invoke(main, ["download", "org/extra-phantom", "--revision", published.tag, "--out",
-                                           str(tmp_path / "dl"), "--endpoint", endpoint, "-q"])
+    result = CliRunner().invoke(main, ["download", "org/extra-phantom", "--revision", published.tag, "--out",
+                                       str(tmp_path / "dl"), "--endpoint", hub.endpoint, "-q"])
     assert result.exit_code == 0, result.output
     assert "left out: notes.txt" in result.output and "left out: data/frames/pocus/fold9" in result.output
     assert files_digest(tmp_path / "dl") == files_digest(phantom_pocus_release)
@@ -376,8 +376,8 @@ def test_download_of_one_split_is_verified_against_the_full_lock(hub, tmp_path, 
     assert not (tmp_path / "x").exists() and not staging_dir(tmp_path / "x").exists()
 
 
-def test_a_hostile_lock_on_a_server_is_refused_before_anything_is_fetched(phantom_pocus_release, tmp_path):
-    root = tmp_path / "mirror"
+def test_a_hostile_lock_on_a_server_is_refused_before_anything_is_fetched(hub, phantom_pocus_release, tmp_path):
+    root = hub.root
     rel_dir = copy_release(phantom_pocus_release, tmp_path / "rel")
     lock = json.loads((rel_dir / "release.json").read_text())
     lock["shards"][0]["path"] = "../../../outside.parquet"
@@ -389,11 +389,10 @@ def test_a_hostile_lock_on_a_server_is_refused_before_anything_is_fetched(phanto
     git(repo, "add", "--all")
     git(repo, "commit", "-qm", "hostile")
     git(repo, "tag", "v1.0.0")
-    with serve_mirror(root) as endpoint:
-        result = CliRunner().invoke(main, ["download", "org/hostile-phantom", "--revision", "v1.0.0", "--out",
-                                           str(tmp_path / "dl" / "x"), "--endpoint", endpoint])
-        with pytest.raises(ReleaseError, match="outside.parquet"):
-            us4.load("org/hostile-phantom", revision="v1.0.0", endpoint=endpoint)
+    result = CliRunner().invoke(main, ["download", "org/hostile-phantom", "--revision", "v1.0.0", "--out",
+                                       str(tmp_path / "dl" / "x"), "--endpoint", hub.endpoint])
+    with pytest.raises(ReleaseError, match="outside.parquet"):
+        us4.load("org/hostile-phantom", revision="v1.0.0", endpoint=hub.endpoint)
     assert result.exit_code == 1 and "../../../outside.parquet" in result.output
     assert not (tmp_path / "dl" / "x").exists() and not list(tmp_path.rglob("outside.parquet"))
     with pytest.raises(ReleaseError):

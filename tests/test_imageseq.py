@@ -57,7 +57,8 @@ def test_decode_grey_frames_exactly(tmp_path, ext):
 def test_decode_jpeg_frames_close_to_the_source(tmp_path):
     png = decode_clip(ref(seq(tmp_path / "p")), range(6))
     jpg = decode_clip(ref(seq(tmp_path / "j", ext=".jpg")), range(6))
-    for a, b in zip(png, jpg):
+    assert [f.index for f in png] == [f.index for f in jpg] == list(range(6))
+    for a, b in zip(png, jpg, strict=True):
         assert np.abs(a.grey.astype(int) - b.grey.astype(int)).mean() < 3
 
 
@@ -90,7 +91,8 @@ def test_16bit_frames_map_the_full_range(tmp_path, ext):
     info = probe_clip(ref(deep))
     assert info.bits == 16 and np.asarray(Image.open(deep[0])).max() > 255
     plain = decode_clip(ref(seq(tmp_path / "p")), range(6))
-    for a, b in zip(decode_clip(ref(deep), range(6)), plain):
+    assert len(plain) == 6
+    for a, b in zip(decode_clip(ref(deep), range(6)), plain, strict=True):
         assert np.array_equal(a.grey, b.grey)  # v * 257 -> round(v * 257 * 255 / 65535) = v
 
 

@@ -156,7 +156,7 @@ def test_video_through_the_clip_entry_point(clips, tmp_path):
     assert (info.regions, info.spacing_mm, info.burned_in, info.attributes) == ((), None, None, {})
     frames = decode_clip(ref, [3, 1])
     assert [f.index for f in frames] == [1, 3]
-    assert all(np.array_equal(a.grey, b.grey) for a, b in zip(frames, decode(clips["mp4"], [1, 3])))
+    assert all(np.array_equal(a.grey, b.grey) for a, b in zip(frames, decode(clips["mp4"], [1, 3]), strict=True))
     (tmp_path / "notes.txt").write_text("x")
     write_phantom_clip(tmp_path / "sub" / "b.avi", seed=1, n_frames=4)
     write_phantom_clip(tmp_path / "a.mp4", seed=1, n_frames=4)
@@ -291,7 +291,7 @@ def _yuv_frame(y: np.ndarray, u: np.ndarray, v: np.ndarray, fmt: str) -> av.Vide
     """A VideoFrame with exactly these planes (no conversion on the way in)."""
     h, w = y.shape
     frame = av.VideoFrame(w, h, fmt)
-    for plane, arr in zip(frame.planes, (y, u, v)):
+    for plane, arr in zip(frame.planes, (y, u, v), strict=True):
         assert (plane.height, plane.width) == arr.shape
         buf = np.zeros((plane.height, plane.line_size), np.uint8)
         buf[:, : plane.width] = arr
@@ -336,7 +336,9 @@ def _random_yuv(rng, fmt: str, h: int, w: int) -> av.VideoFrame:
 
 def _swscale_rgb(path: Path, n: int) -> list[np.ndarray]:
     with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f, _ in zip(c.decode(video=0), range(n))]
+        frames = [f.to_ndarray(format="rgb24") for f, _ in zip(c.decode(video=0), range(n))]
+    assert len(frames) == n  # the comparisons below zip with these: an empty decode must fail
+    return frames
 
 
 def test_limited_to_full_table():
@@ -359,7 +361,7 @@ def test_grey_of_limited_range_yuv420p_is_full_range(tmp_path, codec, ext):
     path = _write_frames(tmp_path / f"levels.{ext}", frames, codec, "yuv420p")
     decoded = decode(path, range(len(LEVELS)))
     assert [f.index for f in decoded] == list(range(len(LEVELS)))
-    for f, lv in zip(decoded, LEVELS):
+    for f, lv in zip(decoded, LEVELS, strict=True):
         assert f.rgb is None and not f.full_range and f.grey.shape == (h, w)
         expected = (lv - 16) * 255 / 219  # 16 -> 0, 235 -> 255
         assert np.abs(f.grey.astype(float) - expected).max() <= 2, (lv, f.grey.min(), f.grey.max())
@@ -372,7 +374,7 @@ def test_grey_of_full_range_yuvj420p_is_the_luma(tmp_path):
     levels = [0, 30, 128, 200, 255]
     frames = [_yuv_frame(np.full((h, w), lv, np.uint8), grey_chroma, grey_chroma, "yuvj420p") for lv in levels]
     path = _write_frames(tmp_path / "levels.avi", frames, "mjpeg", "yuvj420p")
-    for f, lv in zip(decode(path, range(len(levels))), levels):
+    for f, lv in zip(decode(path, range(len(levels))), levels, strict=True):
         assert f.full_range and f.u is not None
         assert np.abs(f.grey.astype(int) - lv).max() <= 2, (lv, f.grey.min(), f.grey.max())
 
@@ -385,13 +387,13 @@ def test_planar_yuv_frames_keep_luma_and_chroma(tmp_path, fmt):
     path = _write_frames(tmp_path / f"{fmt}.mkv", stored, "ffv1", fmt)  # lossless
     decoded = decode(path, range(3))
     fx, fy = {"yuv420p": (2, 2), "yuv422p": (2, 1), "yuv444p": (1, 1)}[fmt]
-    for f, src in zip(decoded, stored):
+    for f, src in zip(decoded, stored, strict=True):
         y, u, v = (src.planes[i] for i in range(3))
         planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in (y, u, v)]
         assert np.array_equal(f.grey, limited_to_full(planes[0]))
         assert np.array_equal(f.u, planes[1]) and np.array_equal(f.v, planes[2])
         assert f.chroma_factors() == (fx, fy)
-    for f, sws in zip(decoded, _swscale_rgb(path, 3)):
+    for f, sws in zip(decoded, _swscale_rgb(path, 3), strict=True):
         assert np.abs(f.to_rgb().astype(int) - sws.astype(int)).mean() < 3
 
 
@@ -400,7 +402,7 @@ def test_to_rgb_of_a_colour_phantom_is_close_to_swscale(tmp_path, ext):
     path = tmp_path / f"colour.{ext}"
     write_phantom_clip(path, seed=2, n_frames=8, colour=True)
     decoded = decode(path, range(8))
-    for f, sws in zip(decoded, _swscale_rgb(path, 8)):
+    for f, sws in zip(decoded, _swscale_rgb(path, 8), strict=True):
         assert f.rgb is None and f.u is not None
         ours = f.to_rgb()
         assert ours.dtype == np.uint8 and ours.shape == sws.shape
@@ -420,7 +422,8 @@ def test_rotation_turns_grey_and_chroma(tmp_path, fmt, rotation):
     plain = decode(_write_frames(tmp_path / "plain.mkv", stored, "ffv1", fmt), [0, 1])
     turned = decode(_write_frames(tmp_path / "turned.mkv", stored, "ffv1", fmt, rotation), [0, 1])
     k = rotation // 90
-    for a, b in zip(plain, turned):
+    assert len(plain) == len(turned) == 2
+    for a, b in zip(plain, turned, strict=True):
         assert (a.rotation, b.rotation) == (0, rotation)
         assert b.grey.shape == ((95, 63) if k % 2 else (63, 95))
         for name in ("grey", "u", "v"):
@@ -440,7 +443,7 @@ def test_packed_rgb_and_grey_frames_match_swscale(tmp_path, fmt):
               .reformat(format=fmt) for _ in range(3)]
     path = _write_frames(tmp_path / "packed.nut", stored, "rawvideo", fmt)  # odd width: padded lines
     decoded = decode(path, range(3))
-    for f, sws in zip(decoded, _swscale_rgb(path, 3)):
+    for f, sws in zip(decoded, _swscale_rgb(path, 3), strict=True):
         assert f.u is None
         assert np.array_equal(f.to_rgb(), sws)
         assert np.array_equal(f.grey, to_grey(sws))
@@ -451,7 +454,7 @@ def test_gif_frames_match_swscale(clips, tmp_path):
     colour = tmp_path / "colour.gif"
     write_phantom_clip(colour, seed=2, n_frames=6, fps=10.0, colour=True)
     for path in (clips["gif"], colour):
-        for f, sws in zip(decode(path, range(6)), _swscale_rgb(path, 6)):
+        for f, sws in zip(decode(path, range(6)), _swscale_rgb(path, 6), strict=True):
             assert np.array_equal(f.to_rgb(), sws) and np.array_equal(f.grey, to_grey(sws))
 
 

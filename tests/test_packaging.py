@@ -2,50 +2,28 @@
 data, so the demo and `us4 build pocus` run from any folder."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-import venv
 import zipfile
-from pathlib import Path
+
+import click
+import tqdm
+import yaml
 
 from .conftest import REPO
 
 
-def _clean_copy(dest: Path) -> Path:
-    """The checkout's files as a fresh clone has them: no build/ left from an earlier build (a
-    module deleted from the source would still ship from there), nothing ignored."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        if (REPO / name).is_file():  # a tracked file deleted in the working tree is left out
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    return dest
-
-
-def test_the_demo_runs_from_an_installed_wheel_in_another_folder(tmp_path):
-    dist = tmp_path / "dist"
-    source = _clean_copy(tmp_path / "src")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(source)], check=True, capture_output=True)
-    wheel = next(dist.glob("us4-*.whl"))
-    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")
+def test_the_demo_runs_from_an_installed_wheel_in_another_folder(installed_demo):
+    us4 = installed_demo
+    shipped = {n for n in zipfile.ZipFile(us4.wheel).namelist() if n.endswith(".py")
                and not n.startswith(("us4/manifests/", "us4/pipelines/"))}  # package data, mapped from the root
-    assert shipped == {p.relative_to(source).as_posix() for p in (source / "us4").rglob("*.py")}
-    env_dir = tmp_path / "venv"
-    # the dependencies come from this interpreter's site-packages; us4 itself only from the wheel
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    where = subprocess.run([str(python), "-c", "import us4; print(us4.__file__, us4.__version__)"], cwd=elsewhere,
-                           capture_output=True, text=True, check=True).stdout
-    assert str(env_dir) in where and str(REPO) not in where
-    demo = subprocess.run([str(env_dir / "bin" / "us4"), "demo", "--no-benchmark", "--out", "demo", "-q"],
-                          cwd=elsewhere, capture_output=True, text=True, timeout=600)
-    assert demo.returncode == 0, demo.stderr[-3000:]
-    assert (elsewhere / "demo" / "releases" / "us4-phantom" / "release.json").is_file()
-    assert "verified" in demo.stdout or "downloaded" in demo.stdout
+    assert shipped == {p.relative_to(us4.source).as_posix() for p in (us4.source / "us4").rglob("*.py")}
+    where = subprocess.run([str(us4.python), "-c", "import us4; print(us4.__file__, us4.__version__)"],
+                           cwd=us4.elsewhere, capture_output=True, text=True, check=True).stdout
+    assert str(us4.env_dir) in where and str(REPO) not in where
+    # ...and its dependencies from this interpreter's environment, whichever it is (a venv's own ones too)
+    deps = subprocess.run([str(us4.python), "-c", "import click, tqdm, yaml; print(click.__file__, tqdm.__file__, "
+                           "yaml.__file__)"], cwd=us4.elsewhere, capture_output=True, text=True, check=True).stdout
+    assert deps.split() == [click.__file__, tqdm.__file__, yaml.__file__]
+    assert us4.demo.returncode == 0, us4.demo.stderr[-3000:]
+    assert (us4.out / "releases" / "us4-phantom" / "release.json").is_file()
+    assert "verified" in us4.demo.stdout or "downloaded" in us4.demo.stdout

@@ -97,6 +97,19 @@ def slow_raw(tmp_path_factory) -> Path:
     return raw
 
 
+def every_frame(tmp: Path) -> Path:
+    """The recipe the slow builds use: each frame of slow_raw kept."""
+    return tiny_recipe(tmp, sources={"butterfly": {"sampling": {"every_n": 1}}})
+
+
+@pytest.fixture(scope="module")
+def slow_ref(slow_raw, tmp_path_factory) -> Path:
+    """slow_raw built with every_frame by the local pool, once (read-only)."""
+    tmp = tmp_path_factory.mktemp("slow_ref")
+    build_release(every_frame(tmp), {"butterfly": slow_raw}, tmp / "ref", workers=2, progress=False)
+    return tmp / "ref"
+
+
 def test_dask_build_is_byte_identical_to_the_local_pool(cluster, phantom_pocus_raw, phantom_pocus_release, tmp_path):
     out = tmp_path / "dask"
     result = CliRunner().invoke(main, ["build", "pocus", "--raw", f"pocus={phantom_pocus_raw}", "--out", str(out),
@@ -111,10 +124,8 @@ def test_local_cluster_gives_the_same_bytes(phantom_pocus_raw, phantom_pocus_rel
     assert digest(out) == digest(phantom_pocus_release)
 
 
-def test_a_worker_killed_mid_build_costs_nothing(cluster, slow_raw, tmp_path):
-    recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 1}}})
-    ref = tmp_path / "ref"
-    build_release(recipe, {"butterfly": slow_raw}, ref, workers=2, progress=False)
+def test_a_worker_killed_mid_build_costs_nothing(cluster, slow_raw, slow_ref, tmp_path):
+    recipe = every_frame(tmp_path)
     victim = cluster.add_worker()
     cluster.wait_for(3)
     out = tmp_path / "killed"
@@ -124,7 +135,7 @@ def test_a_worker_killed_mid_build_costs_nothing(cluster, slow_raw, tmp_path):
     assert wait_for_cached_clips(out, 2) >= 2
     cluster.kill(victim)
     assert build.wait(timeout=300) == 0, build.stderr.read()
-    assert digest(out) == digest(ref)
+    assert digest(out) == digest(slow_ref)
 
 
 def test_the_real_pocus_sample_with_a_worker_killed_gives_the_local_bytes(cluster, pocus_data, pocus_release,
@@ -149,8 +160,8 @@ def test_every_input_kind_of_the_us4_phantom_gives_the_local_bytes_on_dask(clust
     assert digest(out) == digest(phantom_release)
 
 
-def test_a_killed_driver_resumes_like_a_local_build(cluster, slow_raw, tmp_path):
-    recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 1}}})
+def test_a_killed_driver_resumes_like_a_local_build(cluster, slow_raw, slow_ref, tmp_path):
+    recipe = every_frame(tmp_path)
     out = tmp_path / "rel"
     args = [sys.executable, "-m", "us4.cli", "build", str(recipe), "--raw", f"butterfly={slow_raw}", "--out", str(out),
             "--scheduler", cluster.address, "-q"]
@@ -161,9 +172,7 @@ def test_a_killed_driver_resumes_like_a_local_build(cluster, slow_raw, tmp_path)
     resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert " reused" in resumed.stdout and " 0 reused" not in resumed.stdout and done >= 3
-    ref = tmp_path / "ref"
-    build_release(recipe, {"butterfly": slow_raw}, ref, workers=1, progress=False)
-    assert digest(out) == digest(ref)
+    assert digest(out) == digest(slow_ref)
 
 
 def test_a_scheduler_that_does_not_answer_is_one_line_within_seconds(tmp_path, slow_raw):
@@ -226,7 +235,7 @@ def test_two_builds_sharing_one_scheduler_never_mix(cluster, slow_raw, phantom_p
 
 
 def test_ctrl_c_stops_a_local_cluster_build_at_once(slow_raw, tmp_path):
-    recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 1}}})
+    recipe = every_frame(tmp_path)
     out = tmp_path / "rel"
     proc = subprocess.Popen([sys.executable, "-m", "us4.cli", "build", str(recipe), "--raw", f"butterfly={slow_raw}",
                              "--out", str(out), "--scheduler", "local", "--workers", "2", "-q"],

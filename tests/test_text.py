@@ -169,7 +169,7 @@ def test_masked_text_is_not_found_again(phantom):
     assert detect_text(masked) == []
     # the text was painted, not the picture: the padded boxes touch the fan's top corners only
     scan = phantom_layout(SIZE, "sector", "US4 PHANTOM 12cm").mask
-    for m, f in zip(masked, phantom["text"]):
+    for m, f in zip(masked, phantom["text"], strict=True):
         changed = m != f
         assert np.count_nonzero(changed & scan) < 0.01 * np.count_nonzero(scan)
         assert np.count_nonzero(changed & ~scan) > 0

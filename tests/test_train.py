@@ -93,7 +93,7 @@ def test_spg_views_share_the_augmented_anchor():
     lams = []
     for _ in range(30):
         batch = sample_rows(members, np.array([0, 1, 2]), rng, spg=True, alpha=0.5)
-        for v, (a, b, c) in zip(batch.videos, batch.rows):
+        for v, (a, b, c) in zip(batch.videos, batch.rows, strict=True):
             assert len({a, b, c}) == 3 and {a, b, c} <= set(members[v].tolist())
         v1, v2 = make_views(images, batch, record)
         aug = record.last.view(3, 3, 1, 16, 16)
