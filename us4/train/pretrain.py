@@ -153,7 +153,7 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
         # buffers (batch-norm running statistics) follow rank 0's at each forward with local batch
         # norm, else they would drift apart; synchronised batch norm keeps them equal without that
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                      broadcast_buffers=not pc.sync_batchnorm)
+                                      forward_sync_buffers=not pc.sync_batchnorm)
     images = vs.images.to(device)
     labels_t = torch.as_tensor(labels, dtype=torch.int64, device=device)
     g = torch.Generator(device=device).manual_seed(seed + 2)  # the same on every rank: global draws

@@ -1,0 +1,171 @@
+"""The PyTorch path (`us4.torch`) over real built releases, in DataLoader workers and from a Hub
+revision served by olah on 127.0.0.1; DDP without deprecated arguments."""
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import us4.torch as ut
+from us4.errors import ReleaseError, VerificationError
+from us4.hub.mirror import serve_mirror
+from us4.hub.publish import publish_git
+from us4.release.read import open_release
+from us4.train.data import FRAME_COLUMNS, load_videoset
+
+from .conftest import flip_byte
+
+
+def _frames_table_bytes(release: Path) -> int:
+    rel = open_release(release)
+    return sum(s.bytes for s in rel.shards("frames"))
+
+
+def test_frames_match_the_trainers_input_and_the_videos_table(phantom_pocus_release):
+    rel = open_release(phantom_pocus_release)
+    ds = ut.frames_dataset(phantom_pocus_release, size=48)
+    assert len(ds) == rel.lock.counts.frames
+    # the trainer's path (the whole frames table decoded in memory) gives the same pixels
+    vs = load_videoset(rel.frames(FRAME_COLUMNS), rel.videos(), 48, threads=1)
+    videos = rel.videos(["video_id", "label_id", "frame_ids"]).to_pylist()
+    by_id = {v["video_id"]: v for v in videos}
+    row_of = {}  # frame_id -> row of vs.images
+    for v, members in enumerate(vs.members):
+        row_of.update(zip(by_id[vs.video_ids[v]]["frame_ids"], members.tolist()))
+    for item in range(0, len(ds), 7):
+        got = ds[item]
+        assert got["image"].dtype == torch.float32 and tuple(got["image"].shape) == (1, 48, 48)
+        assert 0.0 <= float(got["image"].min()) and float(got["image"].max()) <= 1.0
+        want = vs.images[row_of[got["frame_id"]]]
+        assert torch.equal((got["image"] * 255).round().to(torch.uint8), want)
+        assert got["label"] == by_id[got["video_id"]]["label_id"]
+        assert got["frame_id"] in by_id[got["video_id"]]["frame_ids"]
+
+
+def test_a_dataloader_with_two_workers_yields_every_frame_once(phantom_pocus_release):
+    ds = ut.frames_dataset(phantom_pocus_release, size=32)
+    assert len(pickle.dumps(ds)) < 16_000  # what each worker receives: paths and integers, no image
+    assert len(pickle.dumps(ds)) * 50 < _frames_table_bytes(phantom_pocus_release)
+    seen, labels = [], []
+    for batch in DataLoader(ds, batch_size=16, num_workers=2, shuffle=True,
+                            generator=torch.Generator().manual_seed(0)):
+        assert batch["image"].shape[1:] == (1, 32, 32) and batch["label"].dtype == torch.int64
+        seen += batch["frame_id"].tolist()
+        labels += batch["label"].tolist()
+    lock = open_release(phantom_pocus_release).lock
+    assert sorted(seen) == sorted(c.frame_id + k for c in lock.clips for k in range(len(c.frame_index)))
+    assert set(labels) == {0, 1, 2}  # POCUS' three classes, as class indices
+
+
+def test_split_and_sources_keep_those_clips_and_unknown_ones_are_one_line(phantom_pocus_release):
+    lock = open_release(phantom_pocus_release).lock
+    ds = ut.frames_dataset(phantom_pocus_release, size=16, split="fold0")
+    assert len(ds) == sum(len(c.frame_index) for c in lock.clips if c.split == "fold0") > 0
+    assert {ds[i]["video_id"] for i in range(len(ds))} == {c.video_id for c in lock.clips if c.split == "fold0"}
+    with pytest.raises(ReleaseError, match="no split fold9 in .*its splits: fold0, fold1"):
+        ut.frames_dataset(phantom_pocus_release, split="fold9")
+    with pytest.raises(ReleaseError, match="no source clust"):
+        ut.frames_dataset(phantom_pocus_release, sources=["clust"])
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def test_a_changed_shard_is_refused_before_any_item(phantom_pocus_release, tmp_path):
+    copy = tmp_path / "rel"
+    shutil.copytree(phantom_pocus_release, copy)
+    shard = open_release(copy).shards("frames")[0].path
+    flip_byte(copy / shard)
+    with pytest.raises(VerificationError, match=f"{shard}: sha256 .* differs from lock"):
+        ut.frames_dataset(copy)
+
+
+def test_videos_dataset_gives_each_clip_its_frames_in_order(phantom_pocus_release):
+    lock = open_release(phantom_pocus_release).lock
+    frames = ut.frames_dataset(phantom_pocus_release, size=24)
+    clips = ut.videos_dataset(phantom_pocus_release, size=24)
+    assert len(clips) == len(lock.clips) and list(clips.labels) == list(frames.labels)
+    item = 0
+    for k, clip in enumerate(lock.clips):
+        got = clips[k]
+        n = len(clip.frame_index)
+        assert got["video_id"] == clip.video_id and got["frame_ids"].tolist() == list(range(clip.frame_id, clip.frame_id + n))
+        assert got["images"].shape == (n, 1, 24, 24)
+        assert torch.equal(got["images"][-1], frames[item + n - 1]["image"])
+        assert (frames.clip_of_frame[item:item + n] == k).all()
+        item += n
+    short = ut.videos_dataset(phantom_pocus_release, size=24, max_frames=3)[0]
+    n = len(lock.clips[0].frame_index)
+    assert short["frame_ids"].tolist() == [lock.clips[0].frame_id + k for k in np.linspace(0, n - 1, 3).round().astype(int)]
+
+
+def test_memory_stays_at_a_row_group_while_reading_a_release(pocus_release):
+    """Arrow's peak allocation while reading every frame of the POCUS sample (verification apart:
+    us4.load shares it) is a few times its largest row group's images, not the release's frames
+    (67 MB: the trainer's path holds them all at once)."""
+    code = ("import sys, pyarrow as pa, us4.torch as ut\n"
+            "from us4.release.read import open_release\n"
+            "from us4.train.data import release_index\n"
+            "ds = ut.FramesDataset(release_index(open_release(sys.argv[1])), 32)\n"
+            "for i in range(len(ds)): ds[i]\n"
+            "print(pa.default_memory_pool().max_memory())\n")
+    peak = int(subprocess.run([sys.executable, "-c", code, str(pocus_release)], capture_output=True, text=True,
+                              check=True).stdout.split()[-1])
+    files = [pq.ParquetFile(pocus_release / s.path) for s in open_release(pocus_release).shards("frames")]
+    biggest = max(f.metadata.row_group(k).column(0).total_compressed_size for f in files for k in range(f.num_row_groups))
+    total = _frames_table_bytes(pocus_release)
+    assert peak < 6 * biggest and peak * 3 < total, (peak, biggest, total)
+
+
+def test_a_hub_revision_served_by_olah_is_downloaded_verified_and_read(phantom_pocus_release, tmp_path, monkeypatch):
+    monkeypatch.setenv("US4_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "mirror"
+    published = publish_git(open_release(phantom_pocus_release), root, "org/pocus-phantom", quiet=True)
+    local = ut.frames_dataset(phantom_pocus_release, size=32, split="fold1")
+    with serve_mirror(root) as endpoint:
+        remote = ut.frames_dataset("org/pocus-phantom", size=32, split="fold1", revision=published.tag,
+                                   endpoint=endpoint, sources=["pocus"])
+    assert str(tmp_path / "cache") in remote.index.shards[0]
+    assert len(remote) == len(local) > 0
+    for i in (0, len(local) // 2, len(local) - 1):
+        a, b = local[i], remote[i]
+        assert (a["video_id"], a["frame_id"], a["label"]) == (b["video_id"], b["frame_id"], b["label"])
+        assert torch.equal(a["image"], b["image"])
+
+
+def _ddp_warnings_rank(frames, videos) -> None:
+    from dataclasses import replace
+
+    from us4.train.config import get_config
+    from us4.train.distributed import joined
+    from us4.train.pretrain import pretrain
+
+    vs = load_videoset(frames, videos, 32, threads=1)
+    train_v, val_v = np.flatnonzero(vs.folds != 0), np.flatnonzero(vs.folds == 0)
+    cfg = get_config("tiny")
+    for sync in (True, False):  # both ways DDP is built
+        cfg = replace(cfg, pretrain=replace(cfg.pretrain, epochs=1, steps_per_epoch=1, sync_batchnorm=sync))
+        with warnings.catch_warnings(record=True) as caught, joined(torch.device("cpu")) as (world, _dev):
+            warnings.simplefilter("always")
+            pretrain(vs, train_v, val_v, vs.label_ids.copy(), 3, cfg, world=world, spg=True,
+                     device=torch.device("cpu"), seed=4)
+        future = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+        assert not future, future
+
+
+def test_data_parallel_pretraining_gives_no_future_warning():
+    from us4.train.synthetic import synthetic_tables
+
+    from .test_ddp import run_ranks
+
+    frames, videos = synthetic_tables(n_videos=12, frames_per_video=3, size=32, seed=2)
+    run_ranks(_ddp_warnings_rank, frames, videos)
+
