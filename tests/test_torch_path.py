@@ -1,8 +1,11 @@
 """The PyTorch path (`us4.torch`) over real built releases, in DataLoader workers and from a Hub
-revision served by olah on 127.0.0.1; DDP without deprecated arguments."""
+revision served by olah on 127.0.0.1; DDP without deprecated arguments; `us4 build --version` and
+the local suffix of a build named like a shipped release."""
 from __future__ import annotations
 
+import hashlib
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -13,12 +16,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
 import us4.torch as ut
+from us4.builder.plan import PHANTOM_MARKER
+from us4.cli import main
 from us4.errors import ReleaseError, VerificationError
 from us4.hub.mirror import serve_mirror
 from us4.hub.publish import publish_git
+from us4.phantom_corpus import make_pocus_corpus
 from us4.release.read import open_release
 from us4.train.data import FRAME_COLUMNS, load_videoset
 
@@ -168,4 +175,44 @@ def test_data_parallel_pretraining_gives_no_future_warning():
 
     frames, videos = synthetic_tables(n_videos=12, frames_per_video=3, size=32, seed=2)
     run_ranks(_ddp_warnings_rank, frames, videos)
+
+
+# --- the release's version ---------------------------------------------------------------------
+
+def _unmarked_pocus(root: Path) -> Path:
+    """Phantom clips laid out as POCUS' data/, without the marker that names a build phantom: to
+    the build, other clips of the real data set."""
+    data = make_pocus_corpus(root, clips_per_class=2, n_frames=8)
+    (data / PHANTOM_MARKER).unlink()
+    return data
+
+
+def test_a_build_named_like_a_shipped_release_with_other_clips_says_so_and_is_versioned_apart(tmp_path):
+    raw, out = _unmarked_pocus(tmp_path / "raw"), tmp_path / "rel"
+    build = ["build", "pocus", "--raw", f"pocus={raw}", "--out", str(out), "-q"]
+    result = CliRunner().invoke(main, build)
+    assert result.exit_code == 0, result.output
+    lock = open_release(out).lock
+    assert not lock.phantom and lock.name == "pocus"
+    clips = "".join(f"{c.source}\t{c.video_id}\t{c.sha256}\n" for c in sorted(lock.clips, key=lambda c: (c.source, c.video_id, c.sha256)))
+    want = f"1.2.0-local.{hashlib.sha256(clips.encode()).hexdigest()[:8]}"
+    assert lock.version == want and lock.recipe["version"] == want
+    assert (f"its clips differ from the release us4 ships as pocus 1.2.0 ({len(lock.clips)} added, 61 removed of 61): "
+            f"versioned {want}, not 1.2.0") in result.output.splitlines()[-1]
+
+    # --version sets the version; one no shipped release has is kept as given
+    result = CliRunner().invoke(main, build + ["--version", "2.0.0rc1"])
+    assert result.exit_code == 0, result.output
+    assert open_release(out).lock.version == "2.0.0rc1" and "differ" not in result.output
+    result = CliRunner().invoke(main, build + ["--version", "1.1.0"])  # named like pocus-1.1.0: apart again
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"1\.1\.0-local\.[0-9a-f]{8}", open_release(out).lock.version)
+    assert "ships as pocus 1.1.0" in result.output
+    result = CliRunner().invoke(main, build + ["--version", "../1"])
+    assert result.exit_code == 1 and "--version '../1'" in result.output.splitlines()[-1]
+    assert open_release(out).lock.version.startswith("1.1.0-local.")  # nothing built is lost
+
+
+def test_the_pocus_sample_rebuilt_keeps_the_shipped_version(pocus_release):
+    assert open_release(pocus_release).lock.version == "1.2.0"  # the clips of pocus-1.2.0 exactly
 
