@@ -31,6 +31,8 @@ from us4.train.data import FRAME_COLUMNS, load_videoset
 
 from .conftest import flip_byte
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _frames_table_bytes(release: Path) -> int:
     rel = open_release(release)
@@ -216,3 +218,61 @@ def test_a_build_named_like_a_shipped_release_with_other_clips_says_so_and_is_ve
 def test_the_pocus_sample_rebuilt_keeps_the_shipped_version(pocus_release):
     assert open_release(pocus_release).lock.version == "1.2.0"  # the clips of pocus-1.2.0 exactly
 
+
+# --- the recipe of docs/recipes.md -------------------------------------------------------------
+
+def _docs_recipe() -> tuple[str, str]:
+    """(the YAML of the declared-source example, the text that explains it)."""
+    text = (REPO / "docs" / "recipes.md").read_text().split("## A source declared in the recipe", 1)[1]
+    _, block, rest = text.split("```", 2)
+    return block.removeprefix("yaml\n"), rest.split("\n## ", 1)[0]
+
+
+def test_the_declared_source_of_the_docs_builds_and_every_key_is_explained(tmp_path):
+    import yaml
+
+    from us4.media.phantom import write_phantom_clip
+
+    recipe_text, explained = _docs_recipe()
+    recipe = yaml.safe_load(recipe_text)
+    # each key in backquotes, as `key`, `key: value` or `part.key`
+    keys = [k for k in recipe] + [f"{part}.{k}" for part in ("dedup", "splits", "output") for k in recipe[part]] \
+        + list(recipe["sources"]["thyroid"])
+    unexplained = [k for k in keys if not any(f"`{form}{end}" in explained for form in (k, k.split(".")[-1])
+                                              for end in ("`", ":", "."))]
+    assert not unexplained
+    (tmp_path / "thyroid.yaml").write_text(recipe_text)
+    raw = tmp_path / "raw"
+    rows = ["file,diagnosis"]
+    for i, label in enumerate(["benign", "malignant", "benign", "malignant"]):
+        write_phantom_clip(raw / "clips" / f"nodule_{i}.mp4", seed=40 + i, n_frames=12, text=None)
+        rows.append(f"nodule_{i},{label}")
+    (raw / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out" / "thyroid"
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "thyroid.yaml"), "--raw", f"thyroid={raw}",
+                                       "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    lock = open_release(out).lock
+    assert (lock.name, lock.version, lock.counts.videos) == ("thyroid-clinic", "0.1.0", 4)
+    assert {c.split for c in lock.clips} == {"train", "validation"} and {c.licence for c in lock.clips} == {"CC BY-NC 4.0"}
+    assert not any("nodule" in c.video_id for c in lock.clips)  # ids: hash
+    ds = ut.videos_dataset(out, size=16)
+    assert sorted(ds.labels.tolist()) == [0, 0, 1, 1]  # the declared classes' order: benign 0, malignant 1
+    assert {c.video_id: c.label for c in lock.clips} == {ds[k]["video_id"]: ["benign", "malignant"][ds[k]["label"]]
+                                                        for k in range(len(ds))}
+    assert len(ds[0]["frame_ids"]) == 8  # sampling: evenly 8 of 12 frames
+
+
+def test_the_readmes_set_transform_gives_the_frames_datasets_tensors(phantom_pocus_release, tmp_path, monkeypatch):
+    """Stock `datasets` users resize as the README shows: the same tensors as us4.torch's."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets_cache"))
+    text = (REPO / "README.md").read_text().split("With stock `datasets`", 1)[1]
+    code = "\n".join(line[4:] for line in text.split("\n\n", 2)[1].splitlines())
+    code = code.replace('"releases/pocus"', repr(str(phantom_pocus_release))).replace("num_workers=2", "num_workers=0")
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the README's own lines
+    batch = next(iter(scope["loader"]))
+    ours = ut.frames_dataset(phantom_pocus_release, size=224, split="fold0")
+    assert batch["image"].shape == (min(64, len(ours)), 1, 224, 224)
+    for k in (0, 5):
+        assert torch.equal(batch["image"][k], ours[k]["image"]) and int(batch["label_id"][k]) == ours[k]["label"]
