@@ -276,3 +276,16 @@ def test_the_readmes_set_transform_gives_the_frames_datasets_tensors(phantom_poc
     assert batch["image"].shape == (min(64, len(ours)), 1, 224, 224)
     for k in (0, 5):
         assert torch.equal(batch["image"][k], ours[k]["image"]) and int(batch["label_id"][k]) == ours[k]["label"]
+
+
+def test_the_trainer_reads_a_release_through_the_same_reader_with_the_same_pixels(pocus_release):
+    """The benchmark's VideoSet of a release, its PNGs read a row group at a time, is the one the
+    whole frames table gave (same videos, members and pixels), with less memory held."""
+    from us4.train.data import load_release_videoset
+
+    rel = open_release(pocus_release)
+    lazy = load_release_videoset(rel, 32, threads=2)
+    whole = load_videoset(rel.frames(FRAME_COLUMNS), rel.videos(), 32, threads=2)
+    assert lazy.video_ids == whole.video_ids and torch.equal(lazy.images, whole.images)
+    assert all(np.array_equal(a, b) for a, b in zip(lazy.members, whole.members))
+    assert np.array_equal(lazy.label_ids, whole.label_ids) and lazy.splits == whole.splits

@@ -9,6 +9,7 @@ trainer only indexes one uint8 tensor. `decode_png` is the one resize both paths
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -37,6 +38,24 @@ def decode_png(data: bytes, size: int) -> np.ndarray:
         return np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
+def decode_blobs(chunks: Iterable[list[bytes]], n: int, size: int, threads: int | None = None) -> torch.Tensor:
+    """`n` PNGs, given a chunk at a time -> uint8 tensor n x 1 x size x size."""
+    out = np.empty((n, 1, size, size), dtype=np.uint8)
+    # zlib inflate and PIL's resize release the GIL: threads scale on this work. The caller makes
+    # Python bytes a chunk at a time, so a large release is not held twice in memory.
+    with ThreadPoolExecutor(max_workers=threads or available_cores()) as pool:
+        start = 0
+        for blobs in chunks:
+            def work(i: int, blobs: list[bytes] = blobs, start: int = start) -> None:
+                out[start + i, 0] = decode_png(blobs[i], size)
+
+            list(pool.map(work, range(len(blobs))))
+            start += len(blobs)
+    if start != n:
+        raise TrainError(f"{start} images given, {n} expected")
+    return torch.from_numpy(out)
+
+
 def decode_images(images: pa.ChunkedArray | pa.Array, size: int, threads: int | None = None) -> torch.Tensor:
     """The `image` column (struct<bytes, path>) -> uint8 tensor N x 1 x size x size."""
     if isinstance(images, pa.ChunkedArray):
@@ -44,18 +63,8 @@ def decode_images(images: pa.ChunkedArray | pa.Array, size: int, threads: int | 
     data = images.field("bytes")
     if data.null_count:
         raise TrainError("frames table has images without bytes; a release stores PNG bytes inline")
-    out = np.empty((len(data), 1, size, size), dtype=np.uint8)
-    # zlib inflate and PIL's resize release the GIL: threads scale on this work. Python bytes
-    # objects are made a chunk at a time, so a large release is not held twice in memory.
-    with ThreadPoolExecutor(max_workers=threads or available_cores()) as pool:
-        for start in range(0, len(data), _DECODE_CHUNK):
-            blobs = data.slice(start, _DECODE_CHUNK).to_pylist()
-
-            def work(i: int, blobs: list[bytes] = blobs, start: int = start) -> None:
-                out[start + i, 0] = decode_png(blobs[i], size)
-
-            list(pool.map(work, range(len(blobs))))
-    return torch.from_numpy(out)
+    chunks = (data.slice(start, _DECODE_CHUNK).to_pylist() for start in range(0, len(data), _DECODE_CHUNK))
+    return decode_blobs(chunks, len(data), size, threads)
 
 
 @dataclass
@@ -101,13 +110,15 @@ def _int_column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None) -> VideoSet:
+def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None,
+                  decode: Callable[[np.ndarray], torch.Tensor] | None = None) -> VideoSet:
     """Decode the frames that the `videos` table's `frame_ids` name, and index them per video.
 
-    `frames` needs `image` and `frame_id`; `videos` needs `video_id`, `label`, `frame_ids`
-    (others of VIDEO_COLUMNS are optional). Videos without frames are dropped.
+    `frames` needs `image` and `frame_id`, or `frame_id` alone with `decode` (rows of `frames`,
+    ascending -> their images); `videos` needs `video_id`, `label`, `frame_ids` (others of
+    VIDEO_COLUMNS are optional). Videos without frames are dropped.
     """
-    for need, table, what in (("image", frames, "frames"), ("frame_id", frames, "frames"),
+    for need, table, what in (*((("image", frames, "frames"),) if decode is None else ()), ("frame_id", frames, "frames"),
                               ("video_id", videos, "videos"), ("frame_ids", videos, "videos"),
                               ("label", videos, "videos")):
         if need not in table.column_names:
@@ -130,7 +141,8 @@ def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | 
         raise TrainError(f"videos table names frames the frames table lacks (frame_id {missing} ...)")
     # decode each needed frame once, in frame_id order
     uniq, inverse = np.unique(pos, return_inverse=True)
-    images = decode_images(frames.column("image").take(pa.array(uniq)), size, threads)
+    images = decode(uniq) if decode is not None else decode_images(frames.column("image").take(pa.array(uniq)), size,
+                                                                   threads)
     members, start = [], 0
     for ids in keep:
         members.append(inverse[start:start + len(ids)].astype(np.int64))
@@ -251,3 +263,19 @@ class RowGroupReader:
         if data is None:
             raise TrainError(f"{self.shards[shard]}: row {row} has an image without bytes; a release stores PNG bytes inline")
         return data
+
+
+def load_release_videoset(release: Release, size: int, threads: int | None = None) -> VideoSet:
+    """`load_videoset` of a release, its PNGs read through `RowGroupReader` (as `us4.torch` reads
+    them): memory holds the decoded frames and one row group, not every PNG of the release."""
+    shards = release.shards("frames", present_only=True)
+    reader = RowGroupReader(tuple(str(release.path(s.path)) for s in shards))
+    first = np.cumsum([0] + [s.rows for s in shards])  # `frames` rows: the shards' rows in lock order
+
+    def decode(rows: np.ndarray) -> torch.Tensor:
+        shard = np.searchsorted(first, rows, side="right") - 1
+        where = [(int(k), int(r - first[k])) for k, r in zip(shard, rows)]
+        chunks = ([reader.png(*w) for w in where[at:at + _DECODE_CHUNK]] for at in range(0, len(where), _DECODE_CHUNK))
+        return decode_blobs(chunks, len(where), size, threads)
+
+    return load_videoset(release.frames(["frame_id"]), release.videos(), size, threads, decode)
