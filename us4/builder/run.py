@@ -184,8 +184,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
             bar.update()
 
         executor.run(write_shard, tasks, (str(cache.root), str(staging)), written)
-    recipe, shipped = local_version(recipe, plan.phantom, good)
-    lock = make_lock(recipe, plan, failures, warnings, tasks, results, facts, previous)
+    lock, shipped = local_version(make_lock(recipe, plan, failures, warnings, tasks, results, facts, previous))
     staged = seal(staging, lock)
     sheets: list[Path] = []  # drawn by a worker where there is a cluster: the driver holds no frame bytes
     executor.run(_contact_sheet, [str(staging)], (), lambda _, path: sheets.append(Path(path)))

@@ -5,7 +5,9 @@ Rule: a build whose name and version are those of a shipped manifest (`pocus` 1.
 manifests/pocus-1.2.0.json) but whose clips (source, id, content hash) are not exactly the
 manifest's is versioned `VERSION-local.HASH8`, HASH8 the first 8 hex digits of the sha256 of
 its sorted clip list: the same clips give the same version on every machine, and it never passes
-for the shipped release (`-local...` also sorts before `VERSION` as a pre-release does).
+for the shipped release (`-local...` also sorts before `VERSION` as a pre-release does). The
+lock's recipe keeps the version it states: `verify --manifest` compares what was done, and the
+recipe did what the shipped one did. A phantom build is named NAME-phantom, no shipped name.
 """
 from __future__ import annotations
 
@@ -13,11 +15,10 @@ import hashlib
 from dataclasses import dataclass, replace
 from importlib.resources import files
 
-from ..contract.lock import read_lock
+from ..contract.lock import Lock, read_lock
 from ..paths import safe_name
 from ..recipe import Recipe
 from ..release.read import MANIFESTS_PACKAGE
-from .plan import ClipJob
 
 LOCAL = "-local."
 
@@ -42,19 +43,18 @@ def with_version(recipe: Recipe, version: str | None) -> Recipe:
     return recipe if version is None else replace(recipe, version=safe_name(version, "--version"))
 
 
-def local_version(recipe: Recipe, phantom: bool, good: list[ClipJob]) -> tuple[Recipe, Shipped | None]:
-    """The recipe with the local suffix when its name and version are a shipped manifest's and
-    `good` (the clips the release will hold) are not that manifest's clips; a phantom build is
-    named apart already (NAME-phantom)."""
-    manifest = files(MANIFESTS_PACKAGE) / f"{recipe.name}-{recipe.version}.json"
-    if phantom or not manifest.is_file():
-        return recipe, None
-    lock = read_lock(manifest.read_bytes(), f"{recipe.name}-{recipe.version}.json")
-    here = {(j.source, j.video_id, j.sha256) for j in good}
-    there = {(c.source, c.video_id, c.sha256) for c in lock.clips}
+def local_version(lock: Lock) -> tuple[Lock, Shipped | None]:
+    """The lock, with the local suffix on its version when its name and version are a shipped
+    manifest's and its clips are not that manifest's; and how they differ."""
+    manifest = files(MANIFESTS_PACKAGE) / f"{lock.name}-{lock.version}.json"
+    if not manifest.is_file():
+        return lock, None
+    shipped = read_lock(manifest.read_bytes(), f"{lock.name}-{lock.version}.json")
+    here = {(c.source, c.video_id, c.sha256) for c in lock.clips}
+    there = {(c.source, c.video_id, c.sha256) for c in shipped.clips}
     if here == there:
-        return recipe, None
+        return lock, None
     digest = hashlib.sha256("".join(f"{s}\t{v}\t{h}\n" for s, v, h in sorted(here)).encode()).hexdigest()
-    version = f"{recipe.version}{LOCAL}{digest[:8]}"
-    return replace(recipe, version=version), Shipped(lock.name, lock.version, len(there), len(here - there),
-                                                     len(there - here))
+    version = f"{lock.version}{LOCAL}{digest[:8]}"
+    return lock.model_copy(update={"version": version}), Shipped(shipped.name, shipped.version, len(there),
+                                                                len(here - there), len(there - here))
