@@ -144,10 +144,14 @@ def _parse_raw(values: tuple[str, ...]) -> dict[str, Path]:
               help="Keep the split of every clip this earlier release (folder or lock file) holds, unless that leaves a "
                    "split without a class or a class spread wider than its largest group forces (those move, each "
                    "with a warning); deal the new clips.")
+@click.option("--version", "version", default=None, metavar="VERSION",
+              help="The release's version, in place of the recipe's. Named like a release us4 ships but with other "
+                   "clips, a build is versioned VERSION-local.HASH8 (see the README).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bars or notes; failures, errors and burned-in text left in the frames only.")
 def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, scheduler: str | None,
-          retry_failed: bool, allow_empty: tuple[str, ...], previous: Path | None, quiet: bool) -> None:
+          retry_failed: bool, allow_empty: tuple[str, ...], previous: Path | None, version: str | None,
+          quiet: bool) -> None:
     """Build a release from raw clips as RECIPE says (resumes an interrupted build).
 
     RECIPE is a recipe file, or the name of one us4 ships (pocus, us4).
@@ -166,7 +170,7 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
     with _stops_cleanly(f"finished clips are kept in {out / WORK_DIR}: run the same command again to resume"):
         summary = build_release(recipe, _parse_raw(raw), out, workers=workers, scheduler=scheduler,
                                 retry_failed=retry_failed, allow_empty=allow_empty, previous=previous,
-                                progress=not quiet)
+                                version=version, progress=not quiet)
     if not quiet:
         n, unshipped = len(summary.sheet_missing), summary.sheet_missing_unshipped
         if n:
@@ -204,6 +208,7 @@ def build(recipe: str, raw: tuple[str, ...], out: Path, workers: int | None, sch
         f"split); {plural(len(summary.failures), 'clip')} failed, {plural(summary.excluded, 'file')} excluded by the "
         f"recipe, {plural(len(summary.warnings), 'warning')}; {summary.ingested} ingested, "
         f"{summary.reused} reused from an earlier run"
+        + (f"; {summary.shipped.line(summary.version)}" if summary.shipped else "")
         + (f"; files for this machine only (ids, text read, values the ledger withholds) in {summary.local}"
            if summary.local else ""))
     if summary.failures:

@@ -34,6 +34,7 @@ from .mutex import BuildMutex
 from .plan import ClipJob, Plan, checks_text, make_plan
 from .previous import read_previous, removed_clips
 from .splits import assign_splits
+from .version import Shipped, local_version, with_version
 from .writer import ShardResult, plan_shards, write_shard
 from ..words import plural
 
@@ -68,6 +69,7 @@ class BuildSummary:
     per_source: dict[str, int] = field(default_factory=dict)  # videos per recipe source, 0 where empty
     local: Path | None = None  # the never-published local files, when written
     previous_removed: list[str] = field(default_factory=list)  # clips of the --previous release that are gone
+    shipped: Shipped | None = None  # the shipped release it is named like and whose clips it does not hold
 
 
 @storage_errors()  # a full disk, a read-only --out: one line naming the path; the cache keeps the work
@@ -81,6 +83,7 @@ def build_release(
     retry_failed: bool = False,
     allow_empty: tuple[str, ...] = (),
     previous: str | Path | None = None,
+    version: str | None = None,
     progress: bool = True,
 ) -> BuildSummary:
     """Build (or resume building) a release of `recipe` from the `raw` clip folders into `out`.
@@ -89,10 +92,10 @@ def build_release(
     core), or on the Dask cluster at `scheduler` (`tcp://HOST:PORT`, or `local`).
     `previous` (a release folder or a lock) keeps the split of every clip it holds; the
     recipe's `splits.inherit` says the same. `allow_empty` names sources that may end with
-    no usable clip.
+    no usable clip. `version` replaces the recipe's; see `version.py` for the local suffix.
     """
     recipe_path = None if isinstance(recipe, Recipe) else Path(recipe)
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    recipe = with_version(recipe if isinstance(recipe, Recipe) else load_recipe(recipe), version)
     out = Path(out).absolute()  # `--out .` must name the folder (the local files go beside it)
     for name in allow_empty:
         if name not in recipe.sources:
@@ -182,7 +185,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
             bar.update()
 
         executor.run(write_shard, tasks, (str(cache.root), str(staging)), written)
-    lock = make_lock(recipe, plan, failures, warnings, tasks, results, facts, previous)
+    lock, shipped = local_version(make_lock(recipe, plan, failures, warnings, tasks, results, facts, previous))
     staged = seal(staging, lock)
     sheets: list[Path] = []  # drawn by a worker where there is a cluster: the driver holds no frame bytes
     executor.run(_contact_sheet, [str(staging)], (), lambda _, path: sheets.append(Path(path)))
@@ -199,7 +202,7 @@ def _build(recipe: Recipe, plan: Plan, out: Path, executor: Executor, retry_fail
         sheet_missing_unshipped=plan.sheet_missing_unshipped, label_overrides=len(plan.label_overrides),
         groups=len({a.group for a in splits.values() if a.group}),
         per_source={s: sum(c.source == s for c in lock.clips) for s in sorted(recipe.sources)},
-        local=local, previous_removed=previous.removed if previous else [],
+        local=local, previous_removed=previous.removed if previous else [], shipped=shipped,
     )
 
 

@@ -24,7 +24,7 @@ from ..release.verify import Verification, verify_release
 from ..version import __version__
 from .checkpoint import load_backbone, save_weights
 from .config import PUBLISHED, BenchmarkConfig, config_differences, get_config
-from .data import FRAME_COLUMNS, VideoSet, load_videoset
+from .data import VideoSet, load_release_videoset
 from .distributed import World, gather_to_main, joined, rank_errors, sigterm_held_off
 from .finetune import FoldResult, evaluated_videos, finetune_folds
 from .machinery import Speakers, code_sha256, deal, environment, jsonable, prepare_device, speakers, write_record
@@ -70,10 +70,6 @@ def verified_release(path: str | Path) -> tuple[Release, Verification]:
         raise TrainError(f"{rel.root}: {len(result.problems)} file(s) differ from release.json, so it is not "
                          f"benchmarked; first: {result.problems[0]}")
     return rel, result
-
-
-def load_release_videoset(rel: Release, size: int) -> VideoSet:
-    return load_videoset(rel.frames(FRAME_COLUMNS), rel.videos(), size)
 
 
 def pretrain_split(vs: VideoSet, holdout_fold: int) -> tuple[np.ndarray, np.ndarray, str]:

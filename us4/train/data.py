@@ -1,22 +1,28 @@
-"""A release's frames, decoded once into memory, and the video index that drives sampling.
+"""A release's frames, decoded once into memory, and the video index that drives sampling;
+and the lazy path (`ReleaseIndex`, `RowGroupReader`) that `us4.torch`'s datasets read through.
 
 Functions take pyarrow tables (the release's `frames` and `videos` configs) so that
 tests can build small releases in memory. Frames are decoded with PIL once, in
 threads, converted to grey and resized to the run's input size; from then on the
-trainer only indexes one uint8 tensor.
+trainer only indexes one uint8 tensor. `decode_png` is the one resize both paths use.
 """
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from ..errors import TrainError
+from ..errors import ReleaseError, TrainError
+from ..release.read import Release
+from ..release.rows import _class_ids
 from ..system import available_cores
 
 FRAME_COLUMNS = ["image", "frame_id"]
@@ -32,6 +38,24 @@ def decode_png(data: bytes, size: int) -> np.ndarray:
         return np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
+def decode_blobs(chunks: Iterable[list[bytes]], n: int, size: int, threads: int | None = None) -> torch.Tensor:
+    """`n` PNGs, given a chunk at a time -> uint8 tensor n x 1 x size x size."""
+    out = np.empty((n, 1, size, size), dtype=np.uint8)
+    # zlib inflate and PIL's resize release the GIL: threads scale on this work. The caller makes
+    # Python bytes a chunk at a time, so a large release is not held twice in memory.
+    with ThreadPoolExecutor(max_workers=threads or available_cores()) as pool:
+        start = 0
+        for blobs in chunks:
+            def work(i: int, blobs: list[bytes] = blobs, start: int = start) -> None:
+                out[start + i, 0] = decode_png(blobs[i], size)
+
+            list(pool.map(work, range(len(blobs))))
+            start += len(blobs)
+    if start != n:
+        raise TrainError(f"{start} images given, {n} expected")
+    return torch.from_numpy(out)
+
+
 def decode_images(images: pa.ChunkedArray | pa.Array, size: int, threads: int | None = None) -> torch.Tensor:
     """The `image` column (struct<bytes, path>) -> uint8 tensor N x 1 x size x size."""
     if isinstance(images, pa.ChunkedArray):
@@ -39,18 +63,8 @@ def decode_images(images: pa.ChunkedArray | pa.Array, size: int, threads: int | 
     data = images.field("bytes")
     if data.null_count:
         raise TrainError("frames table has images without bytes; a release stores PNG bytes inline")
-    out = np.empty((len(data), 1, size, size), dtype=np.uint8)
-    # zlib inflate and PIL's resize release the GIL: threads scale on this work. Python bytes
-    # objects are made a chunk at a time, so a large release is not held twice in memory.
-    with ThreadPoolExecutor(max_workers=threads or available_cores()) as pool:
-        for start in range(0, len(data), _DECODE_CHUNK):
-            blobs = data.slice(start, _DECODE_CHUNK).to_pylist()
-
-            def work(i: int, blobs: list[bytes] = blobs, start: int = start) -> None:
-                out[start + i, 0] = decode_png(blobs[i], size)
-
-            list(pool.map(work, range(len(blobs))))
-    return torch.from_numpy(out)
+    chunks = (data.slice(start, _DECODE_CHUNK).to_pylist() for start in range(0, len(data), _DECODE_CHUNK))
+    return decode_blobs(chunks, len(data), size, threads)
 
 
 @dataclass
@@ -96,13 +110,15 @@ def _int_column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None) -> VideoSet:
+def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None,
+                  decode: Callable[[np.ndarray], torch.Tensor] | None = None) -> VideoSet:
     """Decode the frames that the `videos` table's `frame_ids` name, and index them per video.
 
-    `frames` needs `image` and `frame_id`; `videos` needs `video_id`, `label`, `frame_ids`
-    (others of VIDEO_COLUMNS are optional). Videos without frames are dropped.
+    `frames` needs `image` and `frame_id`, or `frame_id` alone with `decode` (rows of `frames`,
+    ascending -> their images); `videos` needs `video_id`, `label`, `frame_ids` (others of
+    VIDEO_COLUMNS are optional). Videos without frames are dropped.
     """
-    for need, table, what in (("image", frames, "frames"), ("frame_id", frames, "frames"),
+    for need, table, what in (*((("image", frames, "frames"),) if decode is None else ()), ("frame_id", frames, "frames"),
                               ("video_id", videos, "videos"), ("frame_ids", videos, "videos"),
                               ("label", videos, "videos")):
         if need not in table.column_names:
@@ -125,7 +141,8 @@ def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | 
         raise TrainError(f"videos table names frames the frames table lacks (frame_id {missing} ...)")
     # decode each needed frame once, in frame_id order
     uniq, inverse = np.unique(pos, return_inverse=True)
-    images = decode_images(frames.column("image").take(pa.array(uniq)), size, threads)
+    images = decode(uniq) if decode is not None else decode_images(frames.column("image").take(pa.array(uniq)), size,
+                                                                   threads)
     members, start = [], 0
     for ids in keep:
         members.append(inverse[start:start + len(ids)].astype(np.int64))
@@ -147,3 +164,118 @@ def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | 
         folds=_int_column(videos, "fold"),
         clip_sha256=strings("clip_sha256"),
     )
+
+
+@dataclass(frozen=True)
+class ReleaseIndex:
+    """Where the frames of some clips of a release lie, from its lock alone: a few integers per
+    clip (frames of a clip are consecutive rows of one shard), so it pickles small whatever the
+    release's size. Item `i` of the frames is frame `i - first[v]` of clip `v`."""
+
+    shards: tuple[str, ...]  # the frames shards' files, absolute
+    video_ids: tuple[str, ...]
+    sources: tuple[str, ...]
+    splits: tuple[str, ...]
+    label_ids: np.ndarray  # int64 per clip: the class index of its source in the release, -1 when none
+    shard: np.ndarray  # int64 per clip: index in `shards`
+    row: np.ndarray  # int64 per clip: its first row in that shard
+    frame_id: np.ndarray  # int64 per clip: its first frame_id
+    first: np.ndarray  # int64 per clip + 1: its first item; the last entry is the number of frames
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def frames(self) -> int:
+        return int(self.first[-1])
+
+    def clip_of(self, item: int) -> int:
+        if not 0 <= item < self.frames:
+            raise IndexError(f"frame {item} of {self.frames}")
+        return int(np.searchsorted(self.first, item, side="right") - 1)
+
+    def where(self, item: int) -> tuple[int, int, int, int]:
+        """(clip, shard, row, frame_id) of item `item`."""
+        v = self.clip_of(item)
+        offset = item - int(self.first[v])
+        return v, int(self.shard[v]), int(self.row[v]) + offset, int(self.frame_id[v]) + offset
+
+
+def release_index(release: Release, split: str | None = None, sources: list[str] | None = None) -> ReleaseIndex:
+    """The clips of a release (of one split, of some sources: an unknown one is an error naming
+    those it has), in the lock's order, whose frames shards are here."""
+    lock = release.lock
+    lock.files(sources, [split] if split is not None else None)  # unknown sources or split: one line
+    classes = _class_ids(lock)
+    clips = [c for c in lock.clips if c.frame_index and (split is None or c.split == split)
+             and (not sources or c.source in sources)]
+    used = sorted({c.shard for c in clips})
+    paths = [release.path(lock.shards[k].path) for k in used]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ReleaseError(f"{missing[0]}: missing ({len(missing)} frames shard(s) of the clips asked for)")
+    if not clips:
+        raise ReleaseError(f"{release.root}: no clip with frames in {'split ' + split if split else 'the sources asked for'}")
+    at = {k: i for i, k in enumerate(used)}
+    label = [classes.get((c.source, c.label or ""), (-1, None))[0] for c in clips]
+    return ReleaseIndex(
+        shards=tuple(str(p.resolve()) for p in paths),
+        video_ids=tuple(c.video_id for c in clips), sources=tuple(c.source for c in clips),
+        splits=tuple(c.split for c in clips), label_ids=np.array(label, dtype=np.int64),
+        shard=np.array([at[c.shard] for c in clips], dtype=np.int64), row=np.array([c.row for c in clips], dtype=np.int64),
+        frame_id=np.array([c.frame_id for c in clips], dtype=np.int64),
+        first=np.concatenate([[0], np.cumsum([len(c.frame_index) for c in clips])]).astype(np.int64))
+
+
+class RowGroupReader:
+    """PNG bytes of frames by (shard, row), read a row group at a time and only the `image` column.
+
+    Files are opened lazily by the process that reads: a DataLoader worker opens its own, and
+    pickling carries the paths alone. The last row group read is kept (consecutive items, as a
+    batch or a clip holds them, are one read): memory is one row group, whatever the release's size.
+    """
+
+    def __init__(self, shards: tuple[str, ...]):
+        self.shards = shards
+        self._files: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}
+        self._held: tuple[tuple[int, int], pa.Array] | None = None
+
+    def __getstate__(self) -> dict:
+        return {"shards": self.shards}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["shards"])
+
+    def _open(self, shard: int) -> tuple[pq.ParquetFile, np.ndarray]:
+        if shard not in self._files:
+            file = pq.ParquetFile(self.shards[shard])
+            sizes = [file.metadata.row_group(k).num_rows for k in range(file.num_row_groups)]
+            self._files[shard] = (file, np.cumsum([0] + sizes))
+        return self._files[shard]
+
+    def png(self, shard: int, row: int) -> bytes:
+        file, starts = self._open(shard)
+        group = int(np.searchsorted(starts, row, side="right") - 1)
+        if self._held is None or self._held[0] != (shard, group):
+            images = file.read_row_group(group, columns=["image"], use_threads=False).column("image")
+            self._held = ((shard, group), images.combine_chunks().field("bytes"))
+        data = self._held[1][row - int(starts[group])].as_py()
+        if data is None:
+            raise TrainError(f"{self.shards[shard]}: row {row} has an image without bytes; a release stores PNG bytes inline")
+        return data
+
+
+def load_release_videoset(release: Release, size: int, threads: int | None = None) -> VideoSet:
+    """`load_videoset` of a release, its PNGs read through `RowGroupReader` (as `us4.torch` reads
+    them): memory holds the decoded frames and one row group, not every PNG of the release."""
+    shards = release.shards("frames", present_only=True)
+    reader = RowGroupReader(tuple(str(release.path(s.path)) for s in shards))
+    first = np.cumsum([0] + [s.rows for s in shards])  # `frames` rows: the shards' rows in lock order
+
+    def decode(rows: np.ndarray) -> torch.Tensor:
+        shard = np.searchsorted(first, rows, side="right") - 1
+        where = [(int(k), int(r - first[k])) for k, r in zip(shard, rows)]
+        chunks = ([reader.png(*w) for w in where[at:at + _DECODE_CHUNK]] for at in range(0, len(where), _DECODE_CHUNK))
+        return decode_blobs(chunks, len(where), size, threads)
+
+    return load_videoset(release.frames(["frame_id"]), release.videos(), size, threads, decode)

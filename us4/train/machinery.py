@@ -74,7 +74,7 @@ def data_parallel(model: torch.nn.Module, world: World, device: torch.device, *,
     # buffers (batch-norm running statistics) follow rank 0's at each forward with local batch
     # norm, else they would drift apart; synchronised batch norm keeps them equal without that
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=not sync_batchnorm)
+                                   forward_sync_buffers=not sync_batchnorm)
 
 
 @dataclass
