@@ -25,7 +25,7 @@ from us4.cli import main
 from us4.errors import ReleaseError, VerificationError
 from us4.hub.mirror import serve_mirror
 from us4.hub.publish import publish_git
-from us4.phantom_corpus import make_pocus_corpus
+from us4.phantom.corpus import make_pocus_corpus
 from us4.release.read import open_release
 from us4.train.data import FRAME_COLUMNS, load_videoset
 
@@ -199,7 +199,7 @@ def test_a_build_named_like_a_shipped_release_with_other_clips_says_so_and_is_ve
     assert not lock.phantom and lock.name == "pocus"
     clips = "".join(f"{c.source}\t{c.video_id}\t{c.sha256}\n" for c in sorted(lock.clips, key=lambda c: (c.source, c.video_id, c.sha256)))
     want = f"1.2.0-local.{hashlib.sha256(clips.encode()).hexdigest()[:8]}"
-    assert lock.version == want and lock.recipe["version"] == "1.2.0"  # the recipe as it is written
+    assert lock.version == want and lock.recipe.version == "1.2.0"  # the recipe as it is written
     assert (f"its clips differ from the release us4 ships as pocus 1.2.0 ({len(lock.clips)} added, 61 removed of 61): "
             f"versioned {want}, not 1.2.0") in result.output.splitlines()[-1]
 
@@ -232,7 +232,7 @@ def _docs_recipe() -> tuple[str, str]:
 def test_the_declared_source_of_the_docs_builds_and_every_key_is_explained(tmp_path):
     import yaml
 
-    from us4.media.phantom import write_phantom_clip
+    from us4.phantom import write_phantom_clip
 
     recipe_text, explained = _docs_recipe()
     recipe = yaml.safe_load(recipe_text)
