@@ -280,6 +280,33 @@ def test_a_stop_during_cleanup_does_not_cut_it_short(tmp_path):
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_stop_as_cleanup_begins_still_removes_the_staging_folder(tmp_path, monkeypatch):
+    """torchrun's SIGTERM landing after a failing rank entered its cleanup but before SIGTERM is
+    held off raised there and skipped the removal: the staging folder of a killed run was left
+    (seen under load in test_a_rank_killed_under_torchrun...). The removal is begun again."""
+    import contextlib
+
+    import us4.train.distributed as distributed
+
+    staging = tmp_path / ".bench.staging-1"
+    (staging / "d").mkdir(parents=True)
+    (staging / "d" / "uscl.safetensors").write_bytes(b"x")
+    held = distributed.sigterm_held_off
+    stops = []
+
+    @contextlib.contextmanager
+    def stopped_first_time():
+        if not stops:  # the signal's handler runs before SIG_IGN is in place
+            stops.append(1)
+            raise distributed.RankFailed("rank 0 of 2: stopped by SIGTERM")
+        with held():
+            yield
+
+    monkeypatch.setattr(distributed, "sigterm_held_off", stopped_first_time)
+    distributed.remove_held_off(staging)
+    assert stops == [1] and not staging.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_nproc_under_torchrun_is_refused(phantom_pocus_release, tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -25,7 +25,7 @@ from ..version import __version__
 from .checkpoint import load_backbone, save_weights
 from .config import PUBLISHED, BenchmarkConfig, config_differences, get_config
 from .data import VideoSet, load_release_videoset
-from .distributed import World, gather_to_main, joined, rank_errors, sigterm_held_off
+from .distributed import World, gather_to_main, joined, rank_errors, remove_held_off, sigterm_held_off
 from .finetune import FoldResult, evaluated_videos, finetune_folds
 from .machinery import Speakers, code_sha256, deal, environment, jsonable, prepare_device, speakers, write_record
 from .metrics import summarize
@@ -221,8 +221,7 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
                     _commit(staging, out)
             return record
         finally:
-            with sigterm_held_off():
-                shutil.rmtree(staging, ignore_errors=True)
+            remove_held_off(staging)
 
 
 def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, imagenet_backbone: dict | None,

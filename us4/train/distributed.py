@@ -18,12 +18,14 @@ same way, so the same factor W applies on every path.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -122,6 +124,19 @@ def sigterm_held_off() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def remove_held_off(path: Path) -> None:
+    """Remove a rank's folder (its staging outputs) with SIGTERM held off. torchrun's SIGTERM can
+    land as a failing rank begins its cleanup, before the signal is held off: the stop it raises
+    would skip the removal and leave the folder, so the removal is begun again."""
+    while True:
+        try:
+            with sigterm_held_off():
+                shutil.rmtree(path, ignore_errors=True)
+            return
+        except RankFailed:
+            continue
 
 
 @contextmanager
