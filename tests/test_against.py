@@ -167,6 +167,7 @@ def disjoint_run(phantom_release, phantom_pocus_release, tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow
 def test_benchmark_records_a_disjoint_pretraining_corpus(disjoint_run, phantom_release, phantom_pocus_release):
     """The audit runs first and benchmark.json and the card say "pretraining corpus disjoint from the
     evaluation" with its figures; with --label-fraction 0 the loss is NT-Xent alone and is named so;
@@ -204,6 +205,7 @@ def test_benchmark_records_a_disjoint_pretraining_corpus(disjoint_run, phantom_r
         assert f"**Warning:** {warning}." in md and f"warning: {warning}" in result.stderr
 
 
+@pytest.mark.slow
 def test_fold_class_counts_warn_where_a_fold_lacks_a_class(disjoint_run):
     """Thirteen videos of three classes dealt round-robin over 5 folds: fold 4 holds covid only, and each
     class it lacks is one warning, in the record and as a bold line of the card."""
@@ -224,6 +226,7 @@ def test_fold_class_counts_warn_where_a_fold_lacks_a_class(disjoint_run):
     assert "**Warning:** evaluation fold 4 holds no regular video: its accuracy says nothing of regular" in md
 
 
+@pytest.mark.slow
 def test_benchmark_pretraining_on_the_evaluation_release_still_says_so(phantom_pocus_release, tmp_path):
     """One release in both roles: no cross-release audit, the record says the test-fold frames are seen
     unlabelled; every label is withheld, so the loss is NT-Xent alone (it was printed "NT-Xent + CE")."""
@@ -239,6 +242,7 @@ def test_benchmark_pretraining_on_the_evaluation_release_still_says_so(phantom_p
     assert "Pretraining on the evaluation release itself" in md and "loss NT-Xent; " in md
 
 
+@pytest.mark.slow
 def test_benchmark_flags_a_leak_and_trains_the_pretraining_releases_own_classes(phantom_pocus_raw,
                                                                               phantom_pocus_release, tmp_path):
     """A pretraining release declaring classes covid and negative, holding covid clips only, one of them a
@@ -292,6 +296,7 @@ def blues_clips(out: Path, patients: dict[str, str], blues: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_real_pocus_and_blues_are_disjoint_and_a_copied_clip_is_found(pocus_release, tmp_path):
     """Eight BLUES clips (two PCR-positive, two negative patients) against the POCUS sample: nothing shared,
     exit 0; the same BLUES clips plus one POCUS convex clip: that clip's frames are found, exit 1; a tiny

@@ -31,6 +31,8 @@ from us4.release.verify import verify_release
 from .conftest import REPO
 from .test_trust_rows import copy, read_lock as lock_json, rewrite_shard
 
+pytestmark = pytest.mark.slow  # end-to-end (the real COVID-BLUES build): python -m pytest -m slow
+
 BLUES = REPO.parent / "shared" / "blues"
 PATTERN = r"patient_(\d+)_"
 

@@ -166,6 +166,7 @@ def test_copies_of_a_clip_are_grouped_into_one_split(tmp_path):
     assert {v["video_id"]: v["group"] for v in videos} == {c.video_id: c.group for c in rel.lock.clips}
 
 
+@pytest.mark.slow
 def test_two_builds_byte_identical_whatever_workers_and_creation_order(phantom_us4_raw, phantom_release, tmp_path):
     """A determinism test: a second build of the clips of the session's release (2 workers), copied
     into new folders file by file in reverse order (another creation order), with 1 worker."""
@@ -304,6 +305,7 @@ def test_a_library_upgrade_re_ingests_instead_of_mixing_encoders(tmp_path, monke
 # --- resume, interruption, concurrency ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_to_the_same_bytes(phantom_us4_raw, phantom_release, tmp_path):
     args = [sys.executable, "-m", "us4.cli", "build", "us4", "--workers", "1", "-q"]
     for name, folder in phantom_us4_raw.items():
@@ -323,6 +325,7 @@ def test_killed_build_resumes_to_the_same_bytes(phantom_us4_raw, phantom_release
     assert digest(out) == digest(ref)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_within_a_second(tmp_path):
     """SIGINT to the build's process group (what a terminal's Ctrl-C sends), 2 workers."""
     raw = clips(tmp_path / "raw", [f"Regphantom_{i:02d}.mp4" for i in range(12)], n_frames=96)
@@ -355,6 +358,7 @@ def test_ctrl_c_stops_every_worker_within_a_second(tmp_path):
     assert resumed.reused == done and resumed.videos == 12
 
 
+@pytest.mark.slow
 def test_two_builds_into_one_folder_never_interleave(tmp_path):
     raw = clips(tmp_path / "raw", [f"Regphantom_{i:02d}.mp4" for i in range(6)], n_frames=96)
     recipe = tiny_recipe(tmp_path, sources={"butterfly": {"sampling": {"every_n": 1}}})

@@ -30,6 +30,8 @@ from us4.train.resnet import USCLModel
 from us4.train.spg import epoch_batches, sample_rows
 from us4.train.synthetic import synthetic_tables
 
+pytestmark = pytest.mark.slow  # end-to-end (torch distributed under torchrun): python -m pytest -m slow
+
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 

@@ -6,11 +6,14 @@ import json
 
 from click.testing import CliRunner
 from PIL import Image
+import pytest
 
 from us4.cli import main
 from us4.hub.publish import publish_git
 from us4.release.read import open_release
 from us4.release.verify import verify_release
+
+pytestmark = pytest.mark.slow  # end-to-end (the whole demo from an installed wheel): python -m pytest -m slow
 
 
 def test_demo_then_card_benchmark_then_evidence(installed_demo, tmp_path):

@@ -37,6 +37,8 @@ from us4.release.verify import REPRODUCED, compare_to_manifest
 
 from .conftest import REPO, as_in_a_terminal, flip_byte, pocus_sample_or_skip
 
+pytestmark = pytest.mark.slow  # end-to-end (git daemon and olah serving real repositories): python -m pytest -m slow
+
 BLUES = REPO.parent / "shared" / "blues"
 SOURCE = "bluesmini"
 HUB_REPO = f"test/{SOURCE}"

@@ -228,6 +228,7 @@ def test_forced_and_non_commercial_publishes_say_what_the_licences_say(raw, nd_r
 # --- lock only ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lock_only_is_served_refused_by_download_diffed_and_rebuilt(raw, nd_release, tmp_path, monkeypatch):
     monkeypatch.setenv("US4_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
@@ -323,6 +324,7 @@ def test_rebuild_names_the_shipped_recipe_that_states_the_lock_s_recipe(nd_relea
         "us4 build recipe.yaml --raw pocus=raw/pocus --out nd"
 
 
+@pytest.mark.slow
 def test_lock_only_keeps_main_moving_forward_and_takes_evidence(raw, nd_release, tmp_path):
     """Placement as for full releases: an older version published late, lock-only or with its data,
     stays beside main, reached by its tag; evidence about a lock-only version is a lock-only commit."""

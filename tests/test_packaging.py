@@ -8,8 +8,11 @@ import zipfile
 import click
 import tqdm
 import yaml
+import pytest
 
 from .conftest import REPO
+
+pytestmark = pytest.mark.slow  # end-to-end (a wheel built and installed in a venv): python -m pytest -m slow
 
 
 def test_the_demo_runs_from_an_installed_wheel_in_another_folder(installed_demo):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from click.testing import CliRunner
+import pytest
 
 from us4.builder import build_release
 from us4.cli import main
@@ -22,6 +23,8 @@ from us4.release.verify import REPRODUCED, REPRODUCED_PLUS, compare_to_manifest,
 
 from .conftest import REPO, as_in_a_terminal, flip_byte, wait_for_cached_clips
 from .test_build import digest
+
+pytestmark = pytest.mark.slow  # end-to-end (real POCUS builds): python -m pytest -m slow
 
 MANIFEST = REPO / "manifests" / f"pocus-{load_recipe('pocus').version}.json"
 

@@ -25,6 +25,8 @@ from us4.phantom import write_phantom_clip
 from .conftest import as_in_a_terminal, wait_for_cached_clips
 from .test_build import digest, tiny_recipe
 
+pytestmark = pytest.mark.slow  # end-to-end (Dask scheduler and worker processes): python -m pytest -m slow
+
 # the dask CLI of this interpreter, whatever PATH says
 DASK = [sys.executable, "-m", "dask"]
 

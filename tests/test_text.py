@@ -252,6 +252,7 @@ def _dicom_frames(name: str) -> list[np.ndarray]:
 @needs_engine
 @pytest.mark.parametrize("name, planted", [("US1_RLE.dcm", "BAPTIST MED CTR"),
                                            ("US-PAL-8-10x-echo.dcm", "30 JAN 94")])
+@pytest.mark.slow
 def test_real_dicom_text_is_found_and_masked_until_unreadable(name, planted):
     import logging
 

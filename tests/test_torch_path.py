@@ -171,6 +171,7 @@ def _ddp_warnings_rank(frames, videos) -> None:
     assert not future, future
 
 
+@pytest.mark.slow
 def test_data_parallel_pretraining_gives_no_future_warning():
     from us4.train.synthetic import synthetic_tables
 

@@ -334,6 +334,7 @@ def _png_size(path) -> tuple[int, int]:
         return im.size
 
 
+@pytest.mark.slow
 def test_us4_benchmark_command_end_to_end(phantom_pocus_release, tmp_path):
     """README: `us4 benchmark --pretrain R --eval R --config NAME --out DIR` writes benchmark.json with
     every section, benchmark.md and valid plots, shows progress with an ETA (none with -q), and a rerun
@@ -384,6 +385,7 @@ def test_us4_benchmark_command_end_to_end(phantom_pocus_release, tmp_path):
     assert [p.name for p in other.iterdir()] == ["todo.txt"]
 
 
+@pytest.mark.slow
 def test_benchmark_record_sets_its_figures_beside_the_papers(phantom_pocus_release, tmp_path, monkeypatch):
     """benchmark.json's comparison: the published figures (from one table in config), this run's
     optimistic figure beside each, and every setting in which the run departs from the paper's.

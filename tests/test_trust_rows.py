@@ -345,6 +345,7 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
+@pytest.mark.slow
 def test_evidence_for_an_older_version_goes_on_its_tag_and_main_keeps_the_newest(versions, tmp_path, monkeypatch):
     """1.0.0, then 1.2.0, then evidence for 1.0.0: the evidence commit's parent is v1.0.0, its
     tag names it, main still serves 1.2.0 (head, tree, working tree, index); evidence for

@@ -24,6 +24,8 @@ from us4.release.verify import verify_release
 from .conftest import as_in_a_terminal, wait_for_cached_clips
 from .test_build import clips, digest, tiny_recipe
 
+pytestmark = pytest.mark.slow  # end-to-end (signals and killed processes, real builds): python -m pytest -m slow
+
 US4 = str(Path(sys.executable).with_name("us4"))  # the console script, as a user runs it
 # The driver runs the text detector's runtime before it builds: then its workers come from a fork server.
 FORKSERVER = [sys.executable, "-c", "import onnxruntime; from us4.cli import main; main()"]
