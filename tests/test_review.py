@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from pathlib import Path
 
 import av
@@ -216,3 +217,39 @@ def test_pairs_across_splits_that_share_only_a_blank_frame_are_counted_apart_not
     html = page.read_text()
     assert "1 pair (of the closest 1) with a blank frame (one grey level" in html
     assert 'class="pair"' not in html and not list((page.parent / "img").glob("f*.jpg"))
+
+
+def test_a_stopped_review_keeps_the_earlier_page_leaves_no_staging_and_a_killed_ones_is_cleared(built, monkeypatch):
+    """SIGTERM mid-review: exit 143 at once (the cards not yet begun are dropped, not drawn first), no
+    staging folder, the earlier page kept. A staging folder a kill -9 left is removed by the next review."""
+    import os
+    import signal
+
+    import us4.release.review as review_module
+
+    out = built["out"]
+    page, _ = review(out)
+    before = page.read_bytes()
+    local = page.parent.parent
+    draw, calls = review_module._originals, []
+
+    def stopped(card, *args):
+        calls.append(card)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the signal lands while this card is drawn
+        return draw(card, *args)
+
+    monkeypatch.setattr(review_module, "_originals", stopped)
+    result = CliRunner().invoke(main, ["review", str(out), "--workers", "1"])
+    assert result.exit_code == 143, result.output
+    assert "us4: interrupted; no page was written (an earlier one is kept)" in result.stderr
+    assert len(calls) < len(open_release(out).lock.clips)
+    assert sorted(p.name for p in local.iterdir() if p.name.startswith(".review")) == []
+    assert page.read_bytes() == before
+    monkeypatch.undo()
+
+    (local / ".review.k9x2").mkdir()
+    (local / ".review.k9x2" / "index.html").write_text("half")
+    review(out)
+    assert sorted(p.name for p in local.iterdir() if p.name.startswith(".review")) == []

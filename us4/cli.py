@@ -531,7 +531,8 @@ def review(release: Path, raw: tuple[str, ...], workers: int | None) -> None:
     from .release.review import write_review
     from .words import plural
 
-    done = write_review(open_release(release), _parse_raw(raw), workers)
+    with _stops_cleanly("no page was written (an earlier one is kept): run the same command again"):
+        done = write_review(open_release(release), _parse_raw(raw), workers)
     click.echo(f"review: {plural(done.cards, 'clip card')} ({done.originals} with original frames), "
                f"{plural(done.failures, 'failure')}, {plural(done.near_duplicates, 'near-duplicate pair')} across "
                f"splits; written in {done.seconds:.1f} s")

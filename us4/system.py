@@ -17,9 +17,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # loaded here, in the parent: a child just forked only calls it
@@ -42,6 +44,16 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def thread_map(fn: Callable[[T], U], items: list[T], workers: int | None = None) -> list[U]:
+    """`fn` over `items` in threads, results in order. On Ctrl-C or SIGTERM (or any failure) the
+    items not yet begun are dropped, so a stop waits for the running ones only, not for the rest."""
+    pool = ThreadPoolExecutor(max_workers=workers or available_cores())
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

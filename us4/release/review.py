@@ -20,7 +20,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -34,7 +33,7 @@ from ..files import private_dir, storage_errors
 from ..hashing import clip_digest
 from ..media import MediaError, decode_clip, find_clips
 from ..media.clips import ClipRef
-from ..system import available_cores
+from ..system import thread_map
 from ..words import plural
 from .audit import audit_release, balance_warnings, stored_images
 from ..contract.layout import LOCAL_IDS, LOCAL_TEXT, local_dir
@@ -119,12 +118,13 @@ def write_review(release: Release, raw: Mapping[str, Path] | None = None, worker
 
     with storage_errors():
         parent = private_dir(local)
+        for left in parent.glob(f".{REVIEW_DIR}.*"):  # ours, by name: a review killed (kill -9) before its clean-up
+            shutil.rmtree(left, ignore_errors=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{REVIEW_DIR}.", dir=parent))
         try:
             (stage / "img").mkdir()
             found = _find_raw(lock, raw, workers)
-            with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
-                list(pool.map(lambda c: _originals(c, found, raw, stage), cards))
+            thread_map(lambda c: _originals(c, found, raw, stage), cards, workers)
             pairs, blank = _draw_strips_and_pairs(release, cards, audit.near_duplicates[:PAIRS_CHECKED], stage)
             page = _page(release, cards, audit, pairs, blank, time.perf_counter() - start)
             (stage / PAGE).write_text(page, encoding="utf-8")
@@ -187,9 +187,9 @@ def _find_raw(lock: Lock, raw: Mapping[str, Path], workers: int | None) -> dict[
         sizes = {c.bytes for c in lock.clips if c.source == source}
         clips, _ = find_clips(spec.input, folder, spec.fps)
         candidates = [f for f in clips if sum(Path(p).stat().st_size for p in f.files) in sizes]
-        with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
-            for f, (sha256, _) in zip(candidates, pool.map(lambda f: clip_digest(f.files), candidates)):
-                found.setdefault(sha256, f.ref)
+        for f, (sha256, _) in zip(candidates, thread_map(lambda f: clip_digest(f.files), candidates, workers),
+                                  strict=True):
+            found.setdefault(sha256, f.ref)
     return found
 
 
