@@ -236,3 +236,30 @@ def test_a_decoder_that_wraps_ours_as_the_clips_problem_still_stops(tmp_path):
     clip = attempt(lambda: (_ for _ in ()).throw(MediaError("x.mp4", "truncated")), where="x.mp4")
     assert isinstance(clip, MediaError) and clip.reason == "truncated"
     assert np.array_equal(attempt(np.arange, 3, where="x"), np.arange(3))
+
+
+@pytest.mark.parametrize("fault", ["MemoryError", "EIO"])
+def test_the_line_that_stops_a_build_of_hashed_ids_names_no_file(tmp_path, monkeypatch, fault):
+    """Where a source's ids are content hashes, its file names may identify: the line that stops
+    the build names the clip by its published id, and neither the path nor the file name (an
+    OSError's text names its file); where ids are paths, the line names the clip's path."""
+    raw, out = tmp_path / "raw", tmp_path / "rel"
+    folder = raw / "DOE^JOHN_MRN12345678"
+    write_phantom_dicom(folder / "DOE^JOHN.dcm", seed=1, n_frames=4, size=SIZE, text=None)
+    recipe = json.loads(_recipe(tmp_path, "dicom_multiframe").read_text())
+    recipe["sources"]["scans"]["ids"] = "hash"
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    pixels = importlib.import_module("us4.media.dicom.pixels")
+
+    def failing(*args, **kwargs):
+        if fault == "MemoryError":
+            raise MemoryError()
+        raise OSError(errno.EIO, "Input/output error", str(folder / "DOE^JOHN.dcm"))
+
+    monkeypatch.setattr(pixels, "_frame", failing)
+    result = _build(tmp_path / "recipe.json", raw, out)
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert line.startswith("us4: error: ") and len(line.splitlines()) == 1, line
+    assert ("scans/" if fault == "MemoryError" else "EIO") in line
+    assert "DOE" not in line and "MRN" not in line and str(raw) not in line, line

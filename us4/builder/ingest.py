@@ -38,7 +38,9 @@ from ..media import (
 )
 from ..media import text as text_check
 from ..media.clips import decode_clip, probe_clip
-from ..media.gate import attempt
+from ..media.gate import OursError, attempt
+from ..errors import StorageError
+from ..files import storage_error
 from ..files import atomic_write, private_dir
 from .cache import CLIP_SCHEMA, ClipCache, ClipDescription, ClipFacts, TextFacts
 from .plan import ClipJob, hide_names
@@ -91,6 +93,20 @@ def _reason(job: ClipJob, exc: MediaError) -> str:
         reason = hide_names(reason, {name: f"file {k + 1} of {len(files)}" for k, f in enumerate(files)
                                      for name in (str(f), Path(f).name)})
     return reason
+
+
+def _through_gate(job: ClipJob, step: Step, state: ClipState) -> ClipState | Refused | MediaError:
+    """One stage through the gate. The line that stops the build names the clip by its published
+    id; where the source's ids are content hashes, it names no path or file name of the clip
+    either (an OSError's line names its file), as no reason the build publishes does."""
+    try:
+        return attempt(step, job, state, where=job.video_id)
+    except (OursError, OSError) as exc:  # the gate lets only storage failures through as OSErrors
+        if job.rel_path is not None:  # ids: path: the path is published already
+            raise
+        line = str(storage_error(exc) or exc) if isinstance(exc, OSError) else str(exc)
+        withheld = hide_names(line, {name: "the file" for f in job.ref.files for name in (str(f), Path(f).name)})
+        raise (StorageError if isinstance(exc, OSError) else OursError)(withheld) from None
 
 
 @dataclass(frozen=True)
@@ -184,7 +200,7 @@ def _frames_of(job: ClipJob) -> Failure | tuple[pa.Table, ClipFacts, tuple[str, 
     state = ClipState()
     for stage, step in STAGES:
         # the gate: the clip's problem comes back as a value, ours (disk, memory, a bug) stops the build
-        result = attempt(step, job, state, where=job.ref.files[0])
+        result = _through_gate(job, step, state)
         if isinstance(result, MediaError):
             return _fail(job, stage, _reason(job, result))
         if isinstance(result, Refused):
