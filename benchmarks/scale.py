@@ -166,7 +166,8 @@ def _throughput_rank(rank: int, size: int, port: int, release: str, batch: int, 
 
     from us4.release.read import open_release
     from us4.system import available_cores
-    from us4.train.benchmark import load_release_videoset, pretrain_split
+    from us4.train.benchmark import pretrain_split
+    from us4.train.data import load_release_videoset
     from us4.train.config import get_config
     from us4.train.distributed import joined, threads_per_rank
     from us4.train.pretrain import pretrain
