@@ -9,15 +9,20 @@ from functools import lru_cache
 @lru_cache(maxsize=2)
 def byte_libraries(text: bool = True) -> dict[str, str]:
     """Versions of every library that shapes a release's bytes: the decoders (PyAV and its
-    FFmpeg, pydicom and its JPEG plugins, Pillow and its zlib), the Parquet writer, numpy,
+    FFmpeg, pydicom and its JPEG plugins, Pillow and its zlib), the PNG encoder of the frames
+    and the zlib it compresses with, the Parquet writer, numpy,
     and, when some source checks for burned-in text (`text`), the detector where it is
     installed (it places the masks). Part of each clip's cache key, so a build resumed after
     an upgrade re-ingests instead of mixing encoders."""
+    import zlib
+
     import av
     import numpy
     import PIL
     import pyarrow
     from PIL import features
+
+    from ..media.pixels import PNG_ENCODER
 
     ffmpeg = ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in sorted(av.library_versions.items())
                        if k in ("libavcodec", "libavformat", "libavutil", "libswscale"))
@@ -26,6 +31,7 @@ def byte_libraries(text: bool = True) -> dict[str, str]:
         "ffmpeg": ffmpeg,
         "pillow": PIL.__version__,
         "zlib": str(features.version("zlib")),
+        "png": f"{PNG_ENCODER}; zlib {zlib.ZLIB_RUNTIME_VERSION}",
         "pyarrow": pyarrow.__version__,
         "numpy": numpy.__version__,
     }

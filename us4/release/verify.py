@@ -147,6 +147,9 @@ class Reproduction:
     failed_here: list[str] = field(default_factory=list)  # manifest clips that failed in this build
     new_failures: list[str] = field(default_factory=list)  # files the manifest never had, failed here
     shards: list[str] = field(default_factory=list)
+    #: (here, in the manifest) when the frames were PNG-encoded by other encoders: then shards
+    #: whose frames all have the manifest's pixels differ in bytes alone, and that is no difference
+    encoders: tuple[str, str] | None = None
     environment: list[str] = field(default_factory=list)  # information only
     unverified: int = 0  # problems of the release against its own lock: then it is the manifest's in nothing
 
@@ -181,6 +184,11 @@ class Reproduction:
         if self.unverified:
             return (f"the release does not match its own {LOCK_NAME} ({self.unverified} problems, listed above); "
                     "below, its decoded pixels and its lock's clips against the manifest")
+        if self.verdict == REPRODUCED and self.shards:
+            here, there = self.encoders or ("", "")
+            return (f"every one of the manifest's {self.manifest_clips} clips and {self.manifest_frames} frames is "
+                    f"here with identical pixels, labels and splits; {len(self.shards)} shards differ in bytes "
+                    f"alone, the frames being PNG-encoded by {here} here and by {there} in the manifest")
         if self.verdict == REPRODUCED:
             return (f"byte-identical: every one of the manifest's {self.manifest_clips} clips and "
                     f"{self.manifest_frames} frames, and every shard")
@@ -237,6 +245,9 @@ def compare_to_manifest(lock: Lock, manifest: Lock) -> Reproduction:
     env_b = {**manifest.environment.bytes, **manifest.environment.host}
     out.environment = [f"{k}: {env_a.get(k, 'absent')} here, {env_b.get(k, 'absent')} in the manifest"
                        for k in sorted(set(env_a) | set(env_b)) if env_a.get(k) != env_b.get(k)]
+    encoders = tuple(_png_encoder(env) for env in (lock.environment.bytes, manifest.environment.bytes))
+    if encoders[0] != encoders[1]:
+        out.encoders = encoders
     out.verdict = _verdict(out)
     return out
 
@@ -249,6 +260,12 @@ def _stated(recipe: Recipe) -> dict:
     return dataclasses.replace(recipe, sources=unpinned).to_dict()
 
 
+def _png_encoder(environment: dict[str, str]) -> str:
+    """Who encoded a lock's frames: us4 0.3.x and earlier had Pillow do it and recorded no `png`."""
+    return environment.get("png") or f"Pillow {environment.get('pillow', '(version not recorded)')} " \
+                                      f"(zlib {environment.get('zlib', 'version not recorded')})"
+
+
 def _verdict(r: Reproduction) -> str:
     if r.unverified:
         return DIFFERS
@@ -259,4 +276,5 @@ def _verdict(r: Reproduction) -> str:
         return DIFFERS
     if r.diff.clips_added or r.new_failures:
         return REPRODUCED_PLUS
-    return DIFFERS if r.shards else REPRODUCED
+    # every frame has the manifest's pixels (above): other shard bytes are another encoder's, or a difference
+    return DIFFERS if r.shards and r.encoders is None else REPRODUCED
