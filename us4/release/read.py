@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -44,24 +45,26 @@ class Release:
 
     def table(self, config: str, columns: list[str] | None = None) -> pa.Table:
         """All rows of a config, in lock order (frames: by frame_id; videos: by source, split, video_id)."""
-        parts = [pq.read_table(self.path(s.path), columns=columns) for s in self.shards(config, present_only=True)]
+        # ParquetFile, not pq.read_table: that imports pyarrow.dataset (0.33 s) for a plain read
+        parts = [pq.ParquetFile(self.path(s.path)).read(columns=columns) for s in self.shards(config, present_only=True)]
         if not parts:
             raise ReleaseError(f"{self.root}: release has no {config!r} shards here")
         return pa.concat_tables(parts)
 
     def images(self, frame_ids: Iterable[int]) -> dict[int, bytes]:
-        """The stored PNG bytes of some frames, by frame_id, read only from the shards here."""
-        import pyarrow.compute as pc
-
-        wanted = sorted(set(frame_ids))
+        """The stored PNG bytes of some frames, by frame_id, read only from the shards here and,
+        in each, only from the row groups that hold one of them."""
+        wanted = np.unique(np.fromiter(frame_ids, dtype=np.int64))
         out: dict[int, bytes] = {}
-        if not wanted:
-            return out
-        for shard in self.shards("frames", present_only=True):
-            part = pq.read_table(self.path(shard.path), columns=["frame_id", "image"],
-                                 filters=pc.field("frame_id").isin(wanted))
-            out.update({fid: image["bytes"] for fid, image in zip(part["frame_id"].to_pylist(),
-                                                                 part["image"].to_pylist(), strict=True)})
+        for shard in self.shards("frames", present_only=True) if len(wanted) else ():
+            file = pq.ParquetFile(self.path(shard.path))
+            ids = file.read(columns=["frame_id"]).column("frame_id").to_numpy()
+            starts = np.cumsum([0] + [file.metadata.row_group(k).num_rows for k in range(file.num_row_groups)])
+            for group in np.unique(np.searchsorted(starts, np.flatnonzero(np.isin(ids, wanted)), side="right") - 1):
+                part = file.read_row_group(int(group), columns=["frame_id", "image"])
+                out.update({fid: image["bytes"] for fid, image in zip(part["frame_id"].to_pylist(),
+                                                                     part["image"].to_pylist(), strict=True)
+                            if fid in wanted})
         return out
 
     def frames(self, columns: list[str] | None = None) -> pa.Table:
