@@ -11,10 +11,21 @@ from pathlib import Path
 import psutil
 
 
+def _memory(process: psutil.Process) -> int:
+    """Proportional set size where the system reports it, else resident size."""
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return process.memory_info().rss
+
+
 def run_measured(cmd: list[str], *, children: bool = True, ok: Collection[int] = (0,), cwd: Path | None = None,
                  env: Mapping[str, str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak resident memory (sampled every 20 ms) of `cmd`, with all its
-    children's when `children`. Its stderr goes to a file (a pipe nobody reads while it
+    """Wall seconds and peak memory (sampled every 20 ms) of `cmd`, with all its children's when
+    `children`. Memory is the proportional set size where the system reports it (Linux): a page
+    that forked workers share with their parent counts once across the tree, not once in each
+    process as summed resident sizes would count it (the build's workers share the ~120 MiB of
+    libraries the driver imported). Its stderr goes to a file (a pipe nobody reads while it
     runs would stall a chatty command); an exit status outside `ok` ends the benchmark
     with its tail."""
     with tempfile.TemporaryFile() as err:
@@ -23,10 +34,8 @@ def run_measured(cmd: list[str], *, children: bool = True, ok: Collection[int] =
         me, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
             try:
-                rss = me.memory_info().rss
-                if children:
-                    rss += sum(c.memory_info().rss for c in me.children(recursive=True))
-                peak = max(peak, rss)
+                tree = [me, *(me.children(recursive=True) if children else [])]
+                peak = max(peak, sum(_memory(p) for p in tree))
             except psutil.Error:
                 pass
             time.sleep(0.02)
