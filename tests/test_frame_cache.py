@@ -315,3 +315,24 @@ def test_two_ranks_under_torchrun_share_one_frame_cache_file(phantom_pocus_relea
 def test_older_records_still_read():
     record = read_benchmark((REPO / "tests" / "fixtures" / "benchmark-0.2.0.json").read_bytes())
     assert record.frame_cache is None and record.time_to_first_step_s is None
+
+
+@pytest.mark.slow
+def test_the_audit_of_a_pair_of_releases_is_read_back_by_a_later_run(phantom_release, phantom_pocus_release, tmp_path,
+                                                                      monkeypatch):
+    from us4.train import benchmark
+
+    audits: list[str] = []
+    real = benchmark.disjointness_record
+    monkeypatch.setattr(benchmark, "disjointness_record", lambda a, b: audits.append(a.name) or real(a, b))
+    pre, ev = open_release(phantom_release), open_release(phantom_pocus_release)
+    first, known = benchmark.cached_disjointness(pre, ev, tmp_path)
+    assert known is False and audits == [pre.name] and first.status in ("disjoint", "leaked")
+    again, known = benchmark.cached_disjointness(pre, ev, tmp_path)
+    assert known is True and audits == [pre.name] and again.model_dump() == first.model_dump()
+    [file] = tmp_path.glob("audit-*.json")
+    file.write_text("{damaged")
+    third, known = benchmark.cached_disjointness(pre, ev, tmp_path)  # not ours: audited again
+    assert known is False and audits == [pre.name] * 2 and third.model_dump() == first.model_dump()
+    _, known = benchmark.cached_disjointness(ev, pre, tmp_path)  # the other way round is another pair
+    assert known is False and len(audits) == 3
