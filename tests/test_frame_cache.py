@@ -336,3 +336,12 @@ def test_the_audit_of_a_pair_of_releases_is_read_back_by_a_later_run(phantom_rel
     assert known is False and audits == [pre.name] * 2 and third.model_dump() == first.model_dump()
     _, known = benchmark.cached_disjointness(ev, pre, tmp_path)  # the other way round is another pair
     assert known is False and len(audits) == 3
+
+
+def test_a_long_release_name_still_fits_the_header_and_the_file_name(tmp_path):
+    name = "n" * 5000  # a lock's name has no length bound
+    frames, use = cached_frames(tmp_path, release=name, version="1.0.0", lock_sha256=LOCK, rows=np.arange(16), size=8,
+                                decode=lambda r: _chunks(r, []), say=print)
+    assert len(use.path.name) < 120 and use.path.stat().st_size == HEADER_BYTES + 16 * 64
+    np.testing.assert_array_equal(frames, _frames(np.arange(16)))
+    assert json.loads(use.path.read_bytes()[:HEADER_BYTES])["frames"] == 16
