@@ -7,6 +7,8 @@ semi-supervised term, Adam) with sample pair generation and mixup:
 
 - batched (us4.train): frames decoded once into a uint8 tensor; per step, index it and
   augment the batch in torch on the device (one grid_sample for crop + flip);
+- cached (us4.train, what `us4 benchmark` runs; with --release): the same, the tensor mapped
+  from the release's frame cache file (`us4/train/frame_cache.py`, written before it is measured);
 - reference-style (as the USCL code): a DataLoader with one worker per core; per item,
   decode three PNG frames with PIL, convert to RGB, resize, random resized crop, flip,
   brightness/contrast jitter with PIL, to tensor, normalise, mix.
@@ -16,6 +18,8 @@ memory of each pipeline (resident memory of its whole process tree, sampled; on 
 also the peak allocated GPU memory), and their ratio. Each pipeline runs in its own
 process, one after the other, so neither sees the other's memory. Without --release it
 uses a synthetic release of 60 videos x 20 frames of 384 x 384 px (POCUS-like sizes).
+
+    python benchmarks/train.py --release DIR --pipelines batched,cached   # the cache against memory
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,7 +107,6 @@ def child(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.set_num_threads(available_cores())
     cfg = get_config("paper" if device.type == "cuda" else "smoke")
-    frames, videos = _tables(args.release)
     torch.manual_seed(0)
     model = USCLModel(len(US4_HEAD)).to(device)
     if cfg.channels_last and device.type == "cuda":
@@ -111,9 +115,15 @@ def child(args: argparse.Namespace) -> None:
     labels = torch.full((args.batch,), -1, device=device)
     extra = {}
 
-    if args.pipeline == "batched":
+    if args.pipeline in ("batched", "cached"):
         t = time.perf_counter()
-        vs = load_videoset(frames, videos, args.size)
+        if args.release:  # the trainer's reading: a row group at a time, into memory or the mapped cache
+            from us4.release.read import open_release
+            from us4.train.data import load_release_videoset
+            vs = load_release_videoset(open_release(args.release), args.size,
+                                       cache=Path(args.frame_cache) if args.pipeline == "cached" else None)
+        else:
+            vs = load_videoset(*_tables(None), args.size)
         vs.images = vs.images.to(device)
         extra["decode_once_s"] = time.perf_counter() - t
         extra["frames"] = len(vs.images)
@@ -127,6 +137,7 @@ def child(args: argparse.Namespace) -> None:
                                          lambda x: augment(x, cfg.augment, g))
     else:
         from torch.utils.data import DataLoader
+        frames, videos = _tables(args.release)
         ids = {fid: i for i, fid in enumerate(frames.column("frame_id").to_pylist())}
         blobs = frames.column("image").combine_chunks().field("bytes").to_pylist()
         members = [[ids[f] for f in fids] for fids in videos.column("frame_ids").to_pylist() if fids]
@@ -158,7 +169,8 @@ def child(args: argparse.Namespace) -> None:
 def measure(args: argparse.Namespace, pipeline: str) -> dict:
     cmd = [sys.executable, __file__, "--child", pipeline, "--device", args.device, "--size", str(args.size),
            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--workers", str(args.workers)] + (["--release", args.release] if args.release else [])
+           "--workers", str(args.workers), "--frame-cache", args.frame_cache] + (
+               ["--release", args.release] if args.release else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     peak, parent = 0, psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -188,7 +200,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="measured steps (default: 12 on cpu, 50 on cuda)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--workers", type=int, default=available_cores(), help="reference-style loader workers")
-    ap.add_argument("--child", choices=["batched", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--pipelines", default="batched,cached,reference",
+                    help="which to measure, in this order (cached only with --release)")
+    ap.add_argument("--frame-cache", default=None, help="frame cache folder of `cached` (default: a temporary one)")
+    ap.add_argument("--child", choices=["batched", "cached", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.size = args.size or (224 if args.device == "cuda" else 64)
     args.steps = args.steps or (50 if args.device == "cuda" else 12)
@@ -199,14 +214,25 @@ def main() -> None:
     print(f"device {args.device} ({available_cores()} cpus), input {args.size} px, {args.batch} videos "
           f"({2 * args.batch} images) per step, {args.steps} measured steps after {args.warmup} warm-up; "
           f"data: {args.release or 'synthetic 60 videos x 20 frames, 384 px'}")
-    ours = measure(args, "batched")
-    ref = measure(args, "reference")
-    for name, r in (("batched (us4.train)", ours), (f"reference-style ({args.workers} PIL workers)", ref)):
+    pipelines = [p for p in args.pipelines.split(",") if p != "cached" or args.release]
+    with tempfile.TemporaryDirectory(prefix="us4-frames-") as tmp:
+        args.frame_cache = args.frame_cache or tmp
+        if "cached" in pipelines:  # written here, so that the measured run maps it
+            from us4.release.read import open_release
+            from us4.train.data import load_release_videoset
+            print(load_release_videoset(open_release(args.release), args.size, cache=Path(args.frame_cache)
+                                        ).cache.describe())
+        runs = {p: measure(args, p) for p in pipelines}
+    names = {"batched": "batched (us4.train, in memory)", "cached": "cached (us4.train, mapped file)",
+             "reference": f"reference-style ({args.workers} PIL workers)"}
+    for p, r in runs.items():
         gpu = f", GPU peak {r['gpu_peak_mib']:.0f} MiB" if "gpu_peak_mib" in r else ""
-        once = f"  [frames decoded once: {r['frames']} in {r['decode_once_s']:.1f} s]" if "frames" in r else ""
-        print(f"{name:40s} {r['images_per_s']:8.1f} images/s, peak RSS {r['peak_rss_mib']:6.0f} MiB{gpu}{once}")
-    print(f"ratio batched / reference-style: {ours['images_per_s'] / ref['images_per_s']:.2f}x images/s, "
-          f"{ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x peak memory")
+        once = f"  [frames ready: {r['frames']} in {r['decode_once_s']:.1f} s]" if "frames" in r else ""
+        print(f"{names[p]:40s} {r['images_per_s']:8.1f} images/s, peak RSS {r['peak_rss_mib']:6.0f} MiB{gpu}{once}")
+    for a, b in (("cached", "batched"), ("batched", "reference")):
+        if a in runs and b in runs:
+            print(f"ratio {a} / {b}: {runs[a]['images_per_s'] / runs[b]['images_per_s']:.2f}x images/s, "
+                  f"{runs[a]['peak_rss_mib'] / runs[b]['peak_rss_mib']:.2f}x peak memory")
 
 
 if __name__ == "__main__":

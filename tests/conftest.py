@@ -2,6 +2,7 @@
 and the real POCUS sample (../shared/pocus) when it is present."""
 from __future__ import annotations
 
+import os
 import shutil
 import site
 import subprocess
@@ -54,6 +55,14 @@ def pocus_sample_or_skip() -> Path:
         pytest.skip(f"real POCUS sample not present: put a folder holding data/pocus_videos/{{convex,linear}} and "
                     f"data/dataset_metadata.csv at {POCUS_SAMPLE} (CI has it) to run this real-data test")
     return data
+
+
+@pytest.fixture(scope="session", autouse=True)
+def frame_cache_folder(tmp_path_factory) -> Path:
+    """Where the tests' benchmarks (and the processes they start) keep their frame caches: not the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("frames")
+    os.environ["US4_FRAME_CACHE"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -319,7 +319,7 @@ def test_a_foreign_pickle_is_refused(tmp_path):
 # --- the command a user runs -----------------------------------------------------------------
 
 SECTIONS = {"format", "code", "config", "device", "environment", "seeds", "releases", "pretraining", "evaluation",
-            "results", "comparison", "wall_s"}
+            "results", "comparison", "frame_cache", "time_to_first_step_s", "wall_s"}
 OUTPUTS = ["benchmark.json", "benchmark.md", "finetune_curves.png", "fold_accuracy.png", "pretrain_loss.png",
            "simclr_no_spg.safetensors", "uscl.safetensors"]
 

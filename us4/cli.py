@@ -724,11 +724,15 @@ def mirror_serve(root: Path, host: str, port: int | None) -> None:
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="ranks on this machine: >1 runs data-parallel, exactly as "
                    "`torchrun --standalone --nproc-per-node N -m us4.cli benchmark ...`")
+@click.option("--frame-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder of the decoded frames, written once per release and input size and mapped by later runs "
+                   "and by every rank of this machine [default: $US4_FRAME_CACHE, else $XDG_CACHE_HOME/us4/frames, "
+                   "else ~/.cache/us4/frames]")
 @click.option("--quiet", "-q", is_flag=True, help="no progress lines (failures are still printed)")
 @click.pass_context
 def benchmark(ctx: click.Context, pretrain_release: Path, eval_release: Path, config_name: str, out: Path,
               device: str | None, seed: int | None, label_fraction: float | None, imagenet: Path | None,
-              nproc: int, quiet: bool) -> None:
+              nproc: int, frame_cache: Path | None, quiet: bool) -> None:
     """Pretrain USCL (and a no-SPG baseline) on a release, fine-tune on POCUS folds; write OUT/benchmark.json,
     benchmark.md and plots. First, the pretrain release's frames are audited against the evaluation
     release's (identical or near-duplicate frames): the record says whether they are disjoint.
@@ -747,7 +751,7 @@ def benchmark(ctx: click.Context, pretrain_release: Path, eval_release: Path, co
     from .contract.benchmark_card import benchmark_markdown
 
     record = run_benchmark(pretrain_release, eval_release, config_name, out, device=device, seed=seed,
-                           label_fraction=label_fraction, imagenet=imagenet,
+                           label_fraction=label_fraction, imagenet=imagenet, frame_cache=frame_cache,
                            progress=None if quiet else (lambda msg: click.echo(msg, err=True)))
     if record is not None:  # rank 0, or the only process
         click.echo(benchmark_markdown(record))

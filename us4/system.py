@@ -7,6 +7,7 @@ send) stops a command exactly as Ctrl-C does.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -26,6 +28,7 @@ U = TypeVar("U")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # loaded here, in the parent: a child just forked only calls it
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+_IMPORTED = time.time()
 _forked_by: int | None = None  # in a forked child: the process that forked it (set in the parent at the fork)
 
 
@@ -44,6 +47,20 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def command_started() -> float:
+    """When the running command began, in `time.time()` seconds: $US4_COMMAND_STARTED where a
+    launcher set it for the processes it starts (`us4 benchmark --nproc`), else this process's
+    start (Linux: /proc, to 10 ms), else the import of this module."""
+    with contextlib.suppress(KeyError, ValueError):
+        return float(os.environ["US4_COMMAND_STARTED"])
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks since boot
+        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _IMPORTED
 
 
 def thread_map(fn: Callable[[T], U], items: list[T], workers: int | None = None) -> list[U]:

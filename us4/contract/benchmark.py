@@ -284,6 +284,24 @@ class Comparison(_Record):
     note: str
 
 
+class CacheFile(_Record):
+    """A frame cache file a run mapped its frames from (`us4/train/frame_cache.py`): its name in
+    the cache folder (the folder is the machine's, not recorded), size, and whether the run found
+    it complete (`reused`) or wrote it, in `seconds`."""
+
+    file: str
+    bytes: int
+    frames: int
+    size: int
+    reused: bool
+    seconds: float
+
+
+class FrameCaches(_Record):
+    pretrain: CacheFile
+    eval: CacheFile  # the pretrain file where a release is pretrained and evaluated on
+
+
 class BenchmarkRecord(_Record):
     """benchmark.json."""
 
@@ -298,6 +316,8 @@ class BenchmarkRecord(_Record):
     evaluation: Evaluation
     results: dict[str, Result]
     comparison: Comparison | None = None
+    frame_cache: FrameCaches | None = None  # absent from records of us4 0.2.0 and before
+    time_to_first_step_s: float | None = None  # from the command's start to the first pretraining step
     wall_s: WallTimes
 
     def dump(self) -> str:

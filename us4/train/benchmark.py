@@ -2,6 +2,9 @@
 initialisation on a POCUS release's folds, write benchmark.json, benchmark.md and plots."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -11,20 +14,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
-from ..contract.benchmark import (BENCHMARK_FORMAT, BenchmarkRecord, ClassCounts, Code, Comparison, Config, Device,
-                                  Disjointness, Evaluation, Pretraining, PublishedFigure, PublishedSetting, Releases,
-                                  ReleaseUsed, Result, Seeds, Variant, Verified, WallTimes)
+from ..contract.benchmark import (BENCHMARK_FORMAT, BenchmarkRecord, CacheFile, ClassCounts, Code, Comparison, Config,
+                                  Device, Disjointness, Evaluation, FrameCaches, Pretraining, PublishedFigure,
+                                  PublishedSetting, Releases, ReleaseUsed, Result, Seeds, Variant, Verified, WallTimes)
 from ..contract.card import split_rule_text
 from ..errors import TrainError
+from ..files import atomic_write
 from ..hashing import sha256_file
 from ..contract.schema import TRAIN, VALIDATION
 from ..release.read import Release, open_release
 from ..release.verify import Verification, verify_release
+from ..system import command_started
 from ..version import __version__
 from .checkpoint import load_backbone, save_weights
 from .config import PUBLISHED, BenchmarkConfig, config_differences, get_config
-from .data import VideoSet, load_release_videoset
+from .data import VideoSet, load_release_videoset, release_videos
+from .frame_cache import default_folder
 from .distributed import World, gather_to_main, joined, rank_errors, remove_held_off, sigterm_held_off
 from .finetune import FoldResult, evaluated_videos, finetune_folds
 from .machinery import Speakers, code_sha256, deal, environment, jsonable, prepare_device, speakers, write_record
@@ -155,6 +162,24 @@ def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> D
                              "eval": dict(zip(side, p.b))} for p in a.pairs]})
 
 
+def cached_disjointness(pre_rel: Release, ev_rel: Release, folder: Path) -> tuple[Disjointness, bool]:
+    """(`disjointness_record`, whether it was read from `folder`): the audit depends on the two
+    locks and the measure alone, so a later run of the same pair reads its record from the frame
+    cache folder instead of comparing every frame pair again."""
+    from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE
+
+    key = hashlib.sha256(json.dumps([__version__, pre_rel.lock.sha256, ev_rel.lock.sha256, MAX_DISTANCE,
+                                     MAX_DIFFERENCE]).encode()).hexdigest()
+    path = folder / f"audit-{key[:16]}.json"
+    with contextlib.suppress(OSError, ValidationError):  # none there, or not ours: audited again
+        return Disjointness.model_validate_json(path.read_bytes()), True
+    record = disjointness_record(pre_rel, ev_rel)
+    with contextlib.suppress(OSError):  # a folder we cannot write costs only the next run's audit
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, record.model_dump_json(exclude_unset=True).encode())
+    return record, False
+
+
 def fold_class_counts(vs: VideoSet, labels: np.ndarray, videos: np.ndarray, cfg: BenchmarkConfig) -> ClassCounts:
     """Videos and frames of each class in each evaluation fold, and a warning per fold lacking a class."""
     classes, n_folds = cfg.finetune.classes, cfg.finetune.folds
@@ -187,7 +212,8 @@ def _commit(staging: Path, out: Path) -> None:
 
 def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str | BenchmarkConfig, out: str | Path,
                   *, device: str | None = None, seed: int | None = None, label_fraction: float | None = None,
-                  imagenet: str | Path | None = None, progress: Progress | None = None) -> BenchmarkRecord | None:
+                  imagenet: str | Path | None = None, progress: Progress | None = None,
+                  frame_cache: str | Path | None = None) -> BenchmarkRecord | None:
     """Run the whole benchmark and write its files into `out`; returns the benchmark.json record.
 
     The files appear at `out` at once: rank 0 writes them into a hidden staging folder beside
@@ -215,7 +241,7 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
             if world.main:
                 staging.mkdir(parents=True)
             record = _run(pre_rel, ev_rel, cfg, staging, imagenet_backbone, dev, world, progress, t_all,
-                          (pre_ok, ev_ok))
+                          (pre_ok, ev_ok), Path(frame_cache) if frame_cache is not None else default_folder())
             if world.main:
                 with sigterm_held_off():
                     _commit(staging, out)
@@ -226,27 +252,38 @@ def run_benchmark(pretrain_path: str | Path, eval_path: str | Path, config: str 
 
 def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, imagenet_backbone: dict | None,
          dev: torch.device, world: World, progress: Progress | None, t_all: float,
-         verified: tuple[Verification, Verification]) -> BenchmarkRecord | None:
+         verified: tuple[Verification, Verification], frame_cache: Path) -> BenchmarkRecord | None:
     """The benchmark on this rank; rank 0 writes into `out` (the staging folder)."""
     prepare_device(dev, world)
     say = speakers(progress, world)
     wall: dict[str, float] = {}
     t = time.perf_counter()
-    disjointness = disjointness_record(pre_rel, ev_rel) if world.main else None  # only rank 0 writes the record
+    # only rank 0 writes the record
+    disjointness, known = cached_disjointness(pre_rel, ev_rel, frame_cache) if world.main else (None, False)
     wall["audit"] = time.perf_counter() - t
     if disjointness is not None:
-        say.main(f"{disjointness.statement} ({wall['audit']:.1f}s)")
+        earlier = "an earlier run's audit of this pair, " if known else ""
+        say.main(f"{disjointness.statement} ({earlier}{wall['audit']:.1f}s)")
 
+    # only the videos a run uses are decoded: the evaluated ones, and the pretraining split's
     t = time.perf_counter()
-    ev_vs = load_release_videoset(ev_rel, cfg.input_size)
     same = pre_rel.root.resolve() == ev_rel.root.resolve()
-    pre_vs = ev_vs if same else load_release_videoset(pre_rel, cfg.input_size)
+    ev_index = release_videos(ev_rel)
+    pre_index = ev_index if same else release_videos(pre_rel)
+    train_v, val_v, _ = pretrain_split(pre_index, cfg.pretrain.holdout_fold)
+    pre_used, ev_used = np.union1d(train_v, val_v), evaluated_videos(ev_index, cfg)[1]
+    ev_vs = load_release_videoset(ev_rel, cfg.input_size, index=ev_index,
+                                  videos=np.union1d(ev_used, pre_used) if same else ev_used,
+                                  cache=frame_cache, say=say.rank)
+    pre_vs = ev_vs if same else load_release_videoset(pre_rel, cfg.input_size, index=pre_index, videos=pre_used,
+                                                      cache=frame_cache, say=say.rank)
     ev_vs.images = ev_vs.images.to(dev)
     pre_vs.images = pre_vs.images.to(dev)
     wall["decode"] = time.perf_counter() - t
-    say.main(f"decoded {len(pre_vs.images)} pretrain and {len(ev_vs.images)} evaluation frames at "
-             f"{cfg.input_size}px in {wall['decode']:.1f}s"
-             + (f"; {world.size} ranks ({world.backend})" if world.size > 1 else ""))
+    for vs in (pre_vs,) if same else (pre_vs, ev_vs):
+        say.rank(vs.cache.describe())
+    say.main(f"{len(pre_vs.images)} pretrain and {len(ev_vs.images)} evaluation frames at {cfg.input_size}px "
+             f"ready in {wall['decode']:.1f}s" + (f"; {world.size} ranks ({world.backend})" if world.size > 1 else ""))
 
     # a release that cannot be evaluated fails now, not after pretraining
     class_counts = fold_class_counts(ev_vs, *evaluated_videos(ev_vs, cfg), cfg)
@@ -254,7 +291,7 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
         say.main(f"warning: {warning}")
 
     seeds = _seeds(cfg.seed)
-    pre = _pretrain_variants(pre_rel, pre_vs, ev_vs, cfg, seeds, out, dev, world, say)
+    pre = _pretrain_variants(pre_rel, pre_vs, ev_index, cfg, seeds, out, dev, world, say)
     wall.update(pre.wall)
     backbones = {**pre.backbones, "random": None}
     if imagenet_backbone is not None:
@@ -318,10 +355,18 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
         evaluation=evaluation,
         results=results,
         comparison=_comparison(cfg, results, releases, pretraining, fold_layout),
+        frame_cache=FrameCaches(pretrain=_cache_file(pre_vs), eval=_cache_file(ev_vs)),
+        time_to_first_step_s=None if pre.first_step_at is None else round(pre.first_step_at - command_started(), 3),
         wall_s=WallTimes(jsonable(wall)),
     )
     write_record(record, out)
     return record
+
+
+def _cache_file(vs: VideoSet) -> CacheFile:
+    c = vs.cache
+    return CacheFile(file=c.path.name, bytes=c.bytes, frames=c.frames, size=c.size, reused=c.reused,
+                     seconds=round(c.seconds, 3))
 
 
 def _seeds(base: int) -> Seeds:
@@ -334,25 +379,27 @@ def _seeds(base: int) -> Seeds:
 @dataclass
 class _Pretrained:
     """USCL and its no-SPG baseline pretrained: their backbones, their records (rank 0's), the
-    loss used, the pretraining part of the record, and their wall times."""
+    loss used, the pretraining part of the record, their wall times, and when the first step began."""
 
     backbones: dict[str, dict]
     variants: dict[str, Variant]
     loss: str
     record: dict
     wall: dict[str, float]
+    first_step_at: float | None = None
 
 
-def _pretrain_variants(pre_rel: Release, pre_vs: VideoSet, ev_vs: VideoSet, cfg: BenchmarkConfig, seeds: Seeds,
+def _pretrain_variants(pre_rel: Release, pre_vs: VideoSet, ev_index: VideoSet, cfg: BenchmarkConfig, seeds: Seeds,
                        out: Path, dev: torch.device, world: World, say: Speakers) -> _Pretrained:
-    """USCL and the no-SPG baseline: one trainer, the same seed and labels; rank 0 saves each checkpoint."""
+    """USCL and the no-SPG baseline: one trainer, the same seed and labels; rank 0 saves each checkpoint.
+    `ev_index`: every video of the evaluation release, for the overlap."""
     train_v, val_v, holdout = pretrain_split(pre_vs, cfg.pretrain.holdout_fold)
     if len(train_v) < 2:
         raise TrainError(f"pretrain release has {len(train_v)} training videos; at least 2 are needed")
     labels, classes, label_source = pretrain_labels(pre_vs, release_classes(pre_rel))
     n_classes = max(len(classes), 1)  # without labels the head is never trained
     labels[~label_mask(labels, cfg.pretrain.label_fraction, seeds.label_mask)] = -1
-    overlap = _overlap(pre_vs, ev_vs)
+    overlap = _overlap(pre_vs, ev_index)
     labels[overlap] = -1  # their labels would reach the test folds through the supervised term
     loss = loss_name(cfg, int((labels[train_v] >= 0).sum()))
     pc = cfg.pretrain
@@ -389,6 +436,7 @@ def _pretrain_variants(pre_rel: Release, pre_vs: VideoSet, ev_vs: VideoSet, cfg:
                 "wall_s": r.wall_s, "images_per_s": r.images_per_s, "checkpoint": path.name,
                 "checkpoint_sha256": sha256_file(path), "history": r.history}))
         done.wall[f"pretrain_{key}"] = r.wall_s
+        done.first_step_at = done.first_step_at or r.first_step_at
         done.backbones[key] = {k: v.detach().cpu() for k, v in r.model.features.state_dict().items()}
     return done
 

@@ -1,17 +1,19 @@
-"""A release's frames, decoded once into memory, and the video index that drives sampling;
+"""A release's frames, decoded once into memory or into a frame cache file that later runs map
+(`frame_cache`), and the video index that drives sampling;
 and the lazy path (`ReleaseIndex`, `RowGroupReader`) that `us4.torch`'s datasets read through.
 
 Functions take pyarrow tables (the release's `frames` and `videos` configs) so that
 tests can build small releases in memory. Frames are decoded with PIL once, in
 threads, converted to grey and resized to the run's input size; from then on the
-trainer only indexes one uint8 tensor. `decode_png` is the one resize both paths use.
+trainer only indexes one uint8 tensor (of the used videos' frames). `decode_png` is the one resize both paths use.
 """
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 
 import numpy as np
@@ -24,6 +26,7 @@ from ..errors import ReleaseError, TrainError
 from ..release.read import Release
 from ..release.rows import _class_ids
 from ..system import available_cores
+from .frame_cache import CachedFrames, cached_frames
 
 FRAME_COLUMNS = ["image", "frame_id"]
 _DECODE_CHUNK = 1024
@@ -38,19 +41,25 @@ def decode_png(data: bytes, size: int) -> np.ndarray:
         return np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-def decode_blobs(chunks: Iterable[list[bytes]], n: int, size: int, threads: int | None = None) -> torch.Tensor:
-    """`n` PNGs, given a chunk at a time -> uint8 tensor n x 1 x size x size."""
-    out = np.empty((n, 1, size, size), dtype=np.uint8)
+def decode_chunks(chunks: Iterable[list[bytes]], size: int, threads: int | None = None) -> Iterator[np.ndarray]:
+    """PNGs, given a chunk at a time -> uint8 arrays len(chunk) x 1 x size x size, one per chunk."""
     # zlib inflate and PIL's resize release the GIL: threads scale on this work. The caller makes
     # Python bytes a chunk at a time, so a large release is not held twice in memory.
     with ThreadPoolExecutor(max_workers=threads or available_cores()) as pool:
-        start = 0
         for blobs in chunks:
-            def work(i: int, blobs: list[bytes] = blobs, start: int = start) -> None:
-                out[start + i, 0] = decode_png(blobs[i], size)
+            yield np.stack(list(pool.map(lambda png: decode_png(png, size), blobs)))[:, None] if blobs else \
+                np.zeros((0, 1, size, size), np.uint8)
 
-            list(pool.map(work, range(len(blobs))))
-            start += len(blobs)
+
+def decode_blobs(chunks: Iterable[list[bytes]], n: int, size: int, threads: int | None = None) -> torch.Tensor:
+    """`n` PNGs, given a chunk at a time -> uint8 tensor n x 1 x size x size."""
+    out = np.empty((n, 1, size, size), dtype=np.uint8)
+    start = 0
+    for part in decode_chunks(chunks, size, threads):
+        if start + len(part) > n:
+            raise TrainError(f"more than {n} images given")
+        out[start:start + len(part)] = part
+        start += len(part)
     if start != n:
         raise TrainError(f"{start} images given, {n} expected")
     return torch.from_numpy(out)
@@ -69,13 +78,16 @@ def decode_images(images: pa.ChunkedArray | pa.Array, size: int, threads: int | 
 
 @dataclass
 class VideoSet:
-    """Frames of a set of videos, in memory, and which rows belong to which video.
+    """Frames of a set of videos, in memory (or mapped from a frame cache file), and which rows
+    belong to which video.
 
     `members[v]` lists the rows of `images` of video v in the video's frame order;
-    per-video columns (`labels`, `folds`, ...) are aligned with `video_ids`.
+    per-video columns (`labels`, `folds`, ...) are aligned with `video_ids`. An index of a
+    release's videos before any frame is decoded (`index_videos`) has no `images`, and its
+    `members` are rows of the release's frames table.
     """
 
-    images: torch.Tensor  # uint8 N x 1 x S x S
+    images: torch.Tensor | None  # uint8 N x 1 x S x S
     video_ids: list[str]
     members: list[np.ndarray]
     label_names: list[str]  # the `label` column, per video
@@ -84,6 +96,7 @@ class VideoSet:
     splits: list[str]
     folds: np.ndarray  # int64 per video, -1 when null
     clip_sha256: list[str]  # "" when the release does not say
+    cache: CachedFrames | None = None  # the file `images` is mapped from
 
     @property
     def size(self) -> int:
@@ -103,6 +116,14 @@ class VideoSet:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(rows), np.concatenate(owner)
 
+    def take(self, videos: np.ndarray | list[int]) -> VideoSet:
+        """These videos alone, in this order (`images` unchanged: members keep their rows)."""
+        v = np.asarray(videos, dtype=np.int64)
+        return replace(self, video_ids=[self.video_ids[k] for k in v], members=[self.members[k] for k in v],
+                       label_names=[self.label_names[k] for k in v], label_ids=self.label_ids[v],
+                       us4_labels=self.us4_labels[v], splits=[self.splits[k] for k in v], folds=self.folds[v],
+                       clip_sha256=[self.clip_sha256[k] for k in v])
+
 
 def _int_column(table: pa.Table, name: str) -> np.ndarray:
     if name not in table.column_names:
@@ -110,43 +131,28 @@ def _int_column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None,
-                  decode: Callable[[np.ndarray], torch.Tensor] | None = None) -> VideoSet:
-    """Decode the frames that the `videos` table's `frame_ids` name, and index them per video.
+def index_videos(frame_ids: np.ndarray, videos: pa.Table) -> VideoSet:
+    """The videos of the `videos` table that have frames, each with the rows of the frames table
+    (whose `frame_id` column is `frame_ids`, ascending) that hold its frames; no images yet.
 
-    `frames` needs `image` and `frame_id`, or `frame_id` alone with `decode` (rows of `frames`,
-    ascending -> their images); `videos` needs `video_id`, `label`, `frame_ids` (others of
-    VIDEO_COLUMNS are optional). Videos without frames are dropped.
-    """
-    for need, table, what in (*((("image", frames, "frames"),) if decode is None else ()), ("frame_id", frames, "frames"),
-                              ("video_id", videos, "videos"), ("frame_ids", videos, "videos"),
-                              ("label", videos, "videos")):
-        if need not in table.column_names:
-            raise TrainError(f"release {what} table has no {need!r} column")
+    `videos` needs `video_id`, `label`, `frame_ids` (others of VIDEO_COLUMNS are optional)."""
+    for need in ("video_id", "frame_ids", "label"):
+        if need not in videos.column_names:
+            raise TrainError(f"release videos table has no {need!r} column")
     keep = videos.column("frame_ids").to_pylist()
     videos = videos.filter(pa.array([bool(ids) for ids in keep]))
     keep = [ids for ids in keep if ids]
     if videos.num_rows == 0:
         raise TrainError("release has no videos with frames")
 
-    frame_ids = np.asarray(frames.column("frame_id").to_numpy(), dtype=np.int64)
+    frame_ids = np.asarray(frame_ids, dtype=np.int64)
     wanted = np.fromiter((i for ids in keep for i in ids), dtype=np.int64)
-    pos = np.searchsorted(frame_ids, wanted) if len(frame_ids) else np.zeros(len(wanted), np.int64)
-    sorted_ok = bool(np.all(frame_ids[1:] > frame_ids[:-1])) if len(frame_ids) > 1 else True
-    if not sorted_ok:
+    if len(frame_ids) > 1 and not bool(np.all(frame_ids[1:] > frame_ids[:-1])):
         raise TrainError("frames table is not sorted by frame_id")
-    pos = np.clip(pos, 0, max(len(frame_ids) - 1, 0))
+    pos = np.clip(np.searchsorted(frame_ids, wanted), 0, max(len(frame_ids) - 1, 0)) if len(frame_ids) else wanted
     if len(frame_ids) == 0 or not np.array_equal(frame_ids[pos], wanted):
         missing = sorted(set(wanted.tolist()) - set(frame_ids.tolist()))[:5]
         raise TrainError(f"videos table names frames the frames table lacks (frame_id {missing} ...)")
-    # decode each needed frame once, in frame_id order
-    uniq, inverse = np.unique(pos, return_inverse=True)
-    images = decode(uniq) if decode is not None else decode_images(frames.column("image").take(pa.array(uniq)), size,
-                                                                   threads)
-    members, start = [], 0
-    for ids in keep:
-        members.append(inverse[start:start + len(ids)].astype(np.int64))
-        start += len(ids)
 
     def strings(name: str) -> list[str]:
         if name not in videos.column_names:
@@ -154,9 +160,9 @@ def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | 
         return [s if s is not None else "" for s in videos.column(name).to_pylist()]
 
     return VideoSet(
-        images=images,
+        images=None,
         video_ids=strings("video_id"),
-        members=members,
+        members=np.split(pos.astype(np.int64), np.cumsum([len(ids) for ids in keep])[:-1]),
         label_names=strings("label"),
         label_ids=_int_column(videos, "label_id"),
         us4_labels=_int_column(videos, "us4_label"),
@@ -164,6 +170,31 @@ def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | 
         folds=_int_column(videos, "fold"),
         clip_sha256=strings("clip_sha256"),
     )
+
+
+def compact(index: VideoSet) -> tuple[VideoSet, np.ndarray]:
+    """(the index with each video's members renumbered to rows of the returned array, the rows
+    of the frames table its videos name, ascending, each once): what is to be decoded."""
+    rows, inverse = np.unique(np.concatenate(index.members), return_inverse=True)
+    members = np.split(inverse.astype(np.int64), np.cumsum([len(m) for m in index.members])[:-1])
+    return replace(index, members=members), rows
+
+
+def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None,
+                  decode: Callable[[np.ndarray], torch.Tensor] | None = None) -> VideoSet:
+    """Decode the frames that the `videos` table's `frame_ids` name, and index them per video.
+
+    `frames` needs `image` and `frame_id`, or `frame_id` alone with `decode` (rows of `frames`,
+    ascending -> their images); `videos` as `index_videos` takes it. Videos without frames are dropped.
+    """
+    for need in ("frame_id",) if decode is not None else ("image", "frame_id"):
+        if need not in frames.column_names:
+            raise TrainError(f"release frames table has no {need!r} column")
+    vs, rows = compact(index_videos(frames.column("frame_id").to_numpy(), videos))
+    # each needed frame decoded once, in frame_id order
+    vs.images = decode(rows) if decode is not None else decode_images(frames.column("image").take(pa.array(rows)),
+                                                                      size, threads)
+    return vs
 
 
 @dataclass(frozen=True)
@@ -265,17 +296,38 @@ class RowGroupReader:
         return data
 
 
-def load_release_videoset(release: Release, size: int, threads: int | None = None) -> VideoSet:
-    """`load_videoset` of a release, its PNGs read through `RowGroupReader` (as `us4.torch` reads
-    them): memory holds the decoded frames and one row group, not every PNG of the release."""
+def release_videos(release: Release) -> VideoSet:
+    """`index_videos` of a release: its videos table and the frames table's `frame_id` column alone."""
+    return index_videos(release.frames(["frame_id"]).column("frame_id").to_numpy(), release.videos())
+
+
+def release_pngs(release: Release, rows: np.ndarray) -> Iterator[list[bytes]]:
+    """PNG bytes of some rows of a release's frames table (ascending), a chunk at a time, read
+    through `RowGroupReader`: memory holds one chunk and one row group, whatever the release's size."""
     shards = release.shards("frames", present_only=True)
     reader = RowGroupReader(tuple(str(release.path(s.path)) for s in shards))
     first = np.cumsum([0] + [s.rows for s in shards])  # `frames` rows: the shards' rows in lock order
+    for at in range(0, len(rows), _DECODE_CHUNK):
+        part = np.asarray(rows[at:at + _DECODE_CHUNK], dtype=np.int64)
+        shard = np.searchsorted(first, part, side="right") - 1
+        yield [reader.png(int(k), int(r - first[k])) for k, r in zip(shard, part)]
 
-    def decode(rows: np.ndarray) -> torch.Tensor:
-        shard = np.searchsorted(first, rows, side="right") - 1
-        where = [(int(k), int(r - first[k])) for k, r in zip(shard, rows)]
-        chunks = ([reader.png(*w) for w in where[at:at + _DECODE_CHUNK]] for at in range(0, len(where), _DECODE_CHUNK))
-        return decode_blobs(chunks, len(where), size, threads)
 
-    return load_videoset(release.frames(["frame_id"]), release.videos(), size, threads, decode)
+def load_release_videoset(release: Release, size: int, threads: int | None = None, *,
+                          index: VideoSet | None = None, videos: np.ndarray | None = None,
+                          cache: Path | None = None, say: Callable[[str], None] | None = None) -> VideoSet:
+    """The frames of a release's videos (of `videos`, rows of `index`, default `release_videos`:
+    the others are not decoded), read as `us4.torch` reads them. With `cache` (a folder), mapped
+    from the frame cache file of these frames at `size`, which is written first where it is not
+    there (`frame_cache.cached_frames`; `say` gets its lines); without, decoded into memory."""
+    index = release_videos(release) if index is None else index
+    vs, rows = compact(index if videos is None else index.take(videos))
+    if cache is None:
+        vs.images = decode_blobs(release_pngs(release, rows), len(rows), size, threads)
+        return vs
+    mapped, vs.cache = cached_frames(cache, release=release.name, version=release.version,
+                                     lock_sha256=release.lock.sha256, rows=rows, size=size,
+                                     decode=lambda r: decode_chunks(release_pngs(release, r), size, threads),
+                                     say=say or (lambda _msg: None))
+    vs.images = torch.from_numpy(mapped)
+    return vs

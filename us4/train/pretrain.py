@@ -13,6 +13,7 @@ synchronised batch norm a step on N ranks is the single-process step up to float
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ class PretrainResult:
     loss: str = ""  # the loss as used (`loss_name`)
     wall_s: float = 0.0
     images_per_s: float = 0.0
+    first_step_at: float | None = None  # time.time() as the first training step began
 
 
 def step_losses(model: torch.nn.Module, v1: torch.Tensor, v2: torch.Tensor, labels: torch.Tensor,
@@ -155,6 +157,7 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
     # every rank needs a video of a batch; with batch norm per rank, two (one value per channel
     # is no batch statistic where the last feature map is 1x1)
     min_batch = max(2, world.size * (1 if pc.sync_batchnorm or world.size == 1 else 2))
+    first_step: list[float] = []
 
     def train_epoch(epoch: int) -> EpochResult:
         sums, steps, seen = torch.zeros(3, device=device), 0, 0
@@ -166,6 +169,8 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
             counts = world.counts(len(videos))
             v1, v2 = make_views(images, batch.part(lo, hi),
                                 lambda x: augment(x, cfg.augment, g, of_batch=(3 * lo, 3 * len(videos))))
+            if not first_step:
+                first_step.append(time.time())
             sums += train_step(net, opt, v1, v2, labels_t[torch.as_tensor(batch.videos, device=device)], cfg,
                                device, gather=lambda t: gather_batch(t, world, counts))
             steps += 1
@@ -183,4 +188,5 @@ def pretrain(vs: VideoSet, train_videos: np.ndarray, val_videos: np.ndarray, lab
                progress=progress, stage=f"pretrain {name}")
     return PretrainResult(model=rank0_model(model, world, lambda: USCLModel(num_classes).to(device)), spg=spg,
                           history=done.history, best_epoch=done.best_epoch, best_val_loss=done.best_val_loss,
-                          selection=done.selection, loss=loss, wall_s=done.wall_s, images_per_s=done.images_per_s)
+                          selection=done.selection, loss=loss, wall_s=done.wall_s, images_per_s=done.images_per_s,
+                          first_step_at=first_step[0] if first_step else None)

@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     m, s = divmod(round(seconds), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
@@ -22,5 +22,5 @@ class StageProgress:
         self.done += 1
         elapsed = time.perf_counter() - self.start
         left = elapsed / self.done * max(self.units - self.done, 0)
-        self.say(f"{message}; ETA {_clock(left)}" if self.done < self.units else
-                 f"{message}; stage done in {_clock(elapsed)}")
+        self.say(f"{message}; ETA {clock(left)}" if self.done < self.units else
+                 f"{message}; stage done in {clock(elapsed)}")
