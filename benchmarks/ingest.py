@@ -155,7 +155,7 @@ def dicom_case(tmp: Path, workers: int, repeats: int, size: tuple[int, int]) -> 
     from us4.release.read import open_release
 
     tmp = tmp / f"dicom-{size[0]}x{size[1]}"
-    # 24 files, and 48 (the same 24 linked, plus 24 more): the step between them is the
+    # 24 files, and 48 (the same 24, hard-linked, plus 24 more): the step between them is the
     # build's cost per frame, free of what a build costs whatever its size
     corpora = {n: tmp / f"dicom-{n}" for n in (24, 48)}
     syntaxes = (("rle", "MONOCHROME2"), ("jpeg-baseline", "YBR_FULL_422"), ("jpeg2000-lossless", "MONOCHROME2"))
@@ -164,9 +164,9 @@ def dicom_case(tmp: Path, workers: int, repeats: int, size: tuple[int, int]) -> 
         path = corpora[48] / f"clip_{i:02d}.dcm"
         write_phantom_dicom(path, seed=i, n_frames=40, size=size, transfer_syntax=syntax,
                             photometric=photometric, text="PLANTED GENERAL HOSPITAL 12:34:56")
-        if i < 24:
+        if i < 24:  # a hard link: a build follows no symbolic link that leaves its raw folder
             corpora[24].mkdir(parents=True, exist_ok=True)
-            (corpora[24] / path.name).symlink_to(path)
+            os.link(path, corpora[24] / path.name)
     recipes = {}
     for text in ("off", "mask"):
         spec = {"organ": "liver", "input": "dicom", "classes": ["x"], "label": {"constant": "x"},
