@@ -244,6 +244,42 @@ def limit_clip(path: str) -> int:
     return n
 
 
+def stage_costs(clips: list[Path]) -> tuple[int, dict[str, float]]:
+    """CPU seconds of each step the build takes per frame, in this one process, over `clips`
+    (every frame, crop auto, as the BLUES case): what the build does beyond the lossless limit."""
+    import numpy as np
+
+    from us4.builder.ingest import _central
+    from us4.media import detect_scan_region, dhash, encode_png, near_duplicate, pixel_sha256, probe, thumbnail
+    from us4.media.decode import decode
+
+    spent: dict[str, float] = {}
+    frames = 0
+
+    def step(name: str, fn, *args):
+        start = time.process_time()
+        out = fn(*args)
+        spent[name] = spent.get(name, 0.0) + time.process_time() - start
+        return out
+
+    for clip in clips:
+        info = step("probe", probe, clip)
+        decoded = step("decode (limit)", decode, clip, range(info.n_frames))
+        box = step("scan region", detect_scan_region, [f.grey for f in decoded])
+        previous = None
+        for frame in decoded:
+            grey = np.ascontiguousarray(box.apply(frame.grey))
+            if previous is not None:
+                step("near-duplicate test", near_duplicate, previous, grey, 0.5)
+            previous = grey
+            step("PNG level 1 (limit)", encode_png, grey, 1)
+            step("pixel sha256", pixel_sha256, grey)
+            step("difference hash", dhash, _central(grey))
+            step("64 px thumbnail", thumbnail, grey)
+            frames += 1
+    return frames, spent
+
+
 def copy_clips(names: list[Path], to: Path) -> None:
     """Clips into a raw folder of their own (a build follows no link that leaves its raw folder)."""
     to.mkdir(parents=True)
@@ -296,6 +332,12 @@ def blues_case(blues: Path, tmp: Path, workers: int, repeats: int) -> None:
     print(f"  ratio build / lossless limit: {m['build'] / m['limit']:5.2f}  (target <= 1.15)")
     print(f"  fixed cost: a build of five clips (one a fold) {m['five_clips']:.2f} s, of which starting Python and "
           f"importing what a build imports {m['imports']:.2f} s")
+    n, spent = stage_costs(clips[::6])
+    print(f"  CPU ms a frame of each step, one process, {n} frames of every 6th clip (limit: the loop's steps):")
+    for name, seconds in spent.items():
+        print(f"    {name:22s} {1000 * seconds / n:6.3f}")
+    print(f"    {'all':22s} {1000 * sum(spent.values()) / n:6.3f}  ({sum(spent.values()) / n * 1000:.2f} s per 1,000 "
+          "frames on one core, before writing the cache and the shards)")
 
 
 def contract_cost(release: Path, repeats: int = 20) -> float:

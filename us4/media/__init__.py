@@ -16,7 +16,6 @@ from .clips import (INPUT_KINDS, ClipRef, FoundClip, ListedClip, NotAClip, decod
                     probe_clip)
 from .crop import detect_scan_region, is_colour, largest_tissue_region, tissue_regions
 from .decode import decode
-from .dicom import DICOM_ALLOWED, DICOM_SUFFIXES, allowed_table, is_dicom_file
 from .imageseq import IMAGE_SUFFIXES
 from .pixels import THUMB, dhash, encode_png, near_duplicate, pixel_sha256, thumbnail, to_grey
 from .probe import VIDEO_SUFFIXES, probe
@@ -32,3 +31,14 @@ __all__ = [
     "largest_tissue_region", "list_clips", "mask_text", "near_duplicate", "pixel_sha256", "probe", "probe_clip",
     "text_engine_versions", "thumbnail", "tissue_regions", "to_grey",
 ]
+
+_DICOM = frozenset({"DICOM_ALLOWED", "DICOM_SUFFIXES", "allowed_table", "is_dicom_file"})
+
+
+def __getattr__(name: str):
+    # pydicom takes 0.15 s to import (requests included): only what reads DICOM pays for it
+    if name in _DICOM:
+        from . import dicom
+
+        return getattr(dicom, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

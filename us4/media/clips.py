@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Sequence
 
 from .decode import decode
-from .dicom import decode_dicom, find_dicom, is_dicom_file, probe_dicom
 from .imageseq import decode_sequence, find_sequences, probe_sequence
 from .probe import VIDEO_SUFFIXES, probe
 from .types import ClipInfo, DecodedFrame
@@ -89,6 +88,8 @@ def probe_clip(ref: ClipRef, max_pixels: int | None = None) -> ClipInfo:
     if ref.kind == "video":
         return probe(ref.files[0], max_pixels)
     if ref.kind == "dicom":
+        from .dicom import probe_dicom  # pydicom (0.15 s to import) only where a source is DICOM
+
         return probe_dicom(ref.files, ref.fps, max_pixels)
     return probe_sequence(ref.files, ref.fps, max_pixels)
 
@@ -99,6 +100,8 @@ def decode_clip(ref: ClipRef, indices: Sequence[int]) -> list[DecodedFrame]:
     if ref.kind == "video":
         return decode(ref.files[0], indices)
     if ref.kind == "dicom":
+        from .dicom import decode_dicom
+
         return decode_dicom(ref.files, indices, ref.fps)
     return decode_sequence(ref.files, indices, ref.fps)
 
@@ -129,7 +132,10 @@ def find_clips(kind: str, root: str | os.PathLike[str],
     if kind not in INPUT_KINDS:
         raise ValueError(f"unknown input kind {kind!r}; expected one of {INPUT_KINDS}")
     root = Path(root).absolute()
-    finder = {"video": _find_videos, "dicom": find_dicom, "image_sequence": find_sequences}[kind]
+    if kind == "dicom":
+        from .dicom import find_dicom as finder
+    else:
+        finder = {"video": _find_videos, "image_sequence": find_sequences}[kind]
     listing = list_files(root)
     clips, others = finder(root, listing.files)
     found = [FoundClip(rel, files, ClipRef(kind, files, fps)) for rel, files in clips]
@@ -153,6 +159,8 @@ def list_clips(paths: Sequence[str | os.PathLike[str]], fps: float | None = None
     A folder is walked (`find_clips` of every kind) for videos, DICOM clips (series grouped)
     and image sequences; DICOM files that are no clip are listed with the reason.
     """
+    from .dicom import is_dicom_file
+
     out: list[ListedClip] = []
     for arg in paths:
         p = Path(arg)
