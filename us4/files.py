@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import StorageError
 
@@ -67,10 +68,12 @@ def _temporary(name: object, target: Path) -> bool:
     return isinstance(name, str) and Path(name).parent == target.parent and Path(name).name.startswith(f".{target.name}.")
 
 
-def atomic_write(path: str | Path, data: bytes, *, private: bool = False) -> None:
-    """Write beside the target, flush to disk, rename into place: a reader (or a run
-    killed at any instant) sees the old file or the new one, never a partial one.
-    `private`: readable by the owner alone (paths and text read from clinical clips)."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, *, private: bool = False) -> Iterator[BinaryIO]:
+    """A file opened for writing beside `path`, flushed to disk and renamed into place when the
+    block ends: a reader (or a run killed at any instant) sees the old file or the new one,
+    never a partial one; a failure or a stop removes it. `private`: readable by the owner alone
+    (paths and text read from clinical clips)."""
     path = Path(path)
     with writing(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -78,10 +81,16 @@ def atomic_write(path: str | Path, data: bytes, *, private: bool = False) -> Non
         with os.fdopen(fd, "wb") as f:
             if not private:  # mkstemp makes 0600; a release's files are read by others
                 os.fchmod(fd, 0o666 & ~_UMASK)
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+def atomic_write(path: str | Path, data: bytes, *, private: bool = False) -> None:
+    """`data` written through `atomic_file`."""
+    with atomic_file(path, private=private) as f:
+        f.write(data)
 
 
 def private_dir(path: str | Path) -> Path:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StorageError, TrainError
-from ..files import storage_errors, writing
+from ..files import atomic_file, storage_errors
 from ..version import __version__
 from .progress import clock
 
@@ -131,11 +130,9 @@ def _locked(folder: Path, lock: Path, say: Progress) -> Iterator[None]:
 
 
 def _write(path: Path, header: dict, chunks: Iterable[np.ndarray], say: Progress) -> None:
-    """The frames, then the header, into a temporary file beside `path`, flushed and renamed into place."""
+    """The frames, then the header, through `atomic_file`: a file with its name is complete."""
     frames = header["frames"]
-    with writing(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with writing(path, tmp), os.fdopen(fd, "wb") as f:
+    with atomic_file(path) as f:
         f.seek(HEADER_BYTES)
         start, done, last = time.perf_counter(), 0, time.perf_counter()
         for chunk in chunks:
@@ -151,16 +148,6 @@ def _write(path: Path, header: dict, chunks: Iterable[np.ndarray], say: Progress
             raise TrainError(f"frame cache {path}: {done:,} frames decoded, {frames:,} expected")
         f.seek(0)
         f.write(json.dumps(header).encode().ljust(HEADER_BYTES, b" "))  # last: without it, the file is no cache
-        f.flush()
-        os.fsync(f.fileno())
-        os.fchmod(f.fileno(), 0o644)
-        os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # the rename itself on disk
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def cached_frames(folder: Path, *, release: str, version: str, lock_sha256: str, rows: np.ndarray, size: int,
