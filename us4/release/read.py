@@ -55,6 +55,7 @@ class Release:
         """The stored PNG bytes of some frames, by frame_id, read only from the shards here and,
         in each, only from the row groups that hold one of them."""
         wanted = np.unique(np.fromiter(frame_ids, dtype=np.int64))
+        keep = set(wanted.tolist())  # `in` on the array would scan it for every row read
         out: dict[int, bytes] = {}
         for shard in self.shards("frames", present_only=True) if len(wanted) else ():
             file = pq.ParquetFile(self.path(shard.path))
@@ -64,7 +65,7 @@ class Release:
                 part = file.read_row_group(int(group), columns=["frame_id", "image"])
                 out.update({fid: image["bytes"] for fid, image in zip(part["frame_id"].to_pylist(),
                                                                      part["image"].to_pylist(), strict=True)
-                            if fid in wanted})
+                            if fid in keep})
         return out
 
     def frames(self, columns: list[str] | None = None) -> pa.Table:
