@@ -345,3 +345,17 @@ def test_a_long_release_name_still_fits_the_header_and_the_file_name(tmp_path):
     assert len(use.path.name) < 120 and use.path.stat().st_size == HEADER_BYTES + 16 * 64
     np.testing.assert_array_equal(frames, _frames(np.arange(16)))
     assert json.loads(use.path.read_bytes()[:HEADER_BYTES])["frames"] == 16
+
+
+@pytest.mark.parametrize("given", ["nan", "inf", "not a time", "1e308", "FUTURE", "LAST_WEEK"])
+def test_a_start_time_from_the_environment_that_cannot_be_the_launchers_is_not_taken(monkeypatch, given):
+    """time_to_first_step_s counts from $US4_COMMAND_STARTED only where it is a time before this
+    process began: a value left in a shell, or nonsense, would make the figure a lie."""
+    from us4.system import COMMAND_STARTED, command_started, process_started
+
+    own = process_started()
+    value = {"FUTURE": repr(own + 3600), "LAST_WEEK": repr(own - 7 * 86_400)}.get(given, given)
+    monkeypatch.setenv(COMMAND_STARTED, value)
+    assert abs(command_started() - own) < 0.05
+    monkeypatch.setenv(COMMAND_STARTED, repr(own - 5))  # what `--nproc`'s launcher sets: its own start
+    assert command_started() == own - 5

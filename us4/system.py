@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
 import os
 import signal
 import subprocess
@@ -49,18 +50,30 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def command_started() -> float:
-    """When the running command began, in `time.time()` seconds: $US4_COMMAND_STARTED where a
-    launcher set it for the processes it starts (`us4 benchmark --nproc`), else this process's
-    start (Linux: /proc, to 10 ms), else the import of this module."""
-    with contextlib.suppress(KeyError, ValueError):
-        return float(os.environ["US4_COMMAND_STARTED"])
+COMMAND_STARTED = "US4_COMMAND_STARTED"
+
+
+def process_started() -> float:
+    """When this process began, in `time.time()` seconds (Linux: /proc, to 10 ms; elsewhere the
+    import of this module)."""
     try:
         with open("/proc/self/stat") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks since boot
         return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, AttributeError):
         return _IMPORTED
+
+
+def command_started() -> float:
+    """When the running command began: $US4_COMMAND_STARTED where a launcher set it for the
+    processes it starts (`us4 benchmark --nproc`) and it is a time before this process began (a
+    value from elsewhere, nonsense or in the future, is not taken), else `process_started()`."""
+    own = process_started()
+    with contextlib.suppress(KeyError, ValueError):
+        given = float(os.environ[COMMAND_STARTED][:32])
+        if math.isfinite(given) and own - 86_400 < given <= own + 1:  # +1: /proc's 10 ms ticks, rounded
+            return given
+    return own
 
 
 def thread_map(fn: Callable[[T], U], items: list[T], workers: int | None = None) -> list[U]:

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import TrainError, Us4Error
-from ..system import available_cores, command_started
+from ..system import COMMAND_STARTED, available_cores, process_started
 
 #: How long a collective waits for the other ranks. A rank that dies is noticed at once (its
 #: sockets close, and torchrun stops the others); this bounds one that hangs. Ranks legitimately
@@ -288,7 +288,7 @@ def launch(nproc: int, argv: list[str]) -> None:
         raise TrainError("--nproc starts ranks itself: under torchrun, leave it out")
     # the ranks share this machine's cores (torchrun would set 1 and print a banner saying so)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
-    os.environ.setdefault("US4_COMMAND_STARTED", repr(command_started()))  # the ranks time from here
+    os.environ[COMMAND_STARTED] = repr(process_started())  # the ranks time from here, whatever the shell had
     args = get_args_parser().parse_args(
         ["--standalone", "--nproc-per-node", str(nproc), "--module", "us4.cli", *argv])
     try:
