@@ -134,3 +134,11 @@ def test_another_encoder_never_excuses_other_pixels(manifest):
     report = compare_to_manifest(rebuilt(manifest, byte_libraries()["png"], shard_sha="0" * 64, frame_sha="1" * 64),
                                  manifest)
     assert report.verdict == DIFFERS and report.counts()["frames with other pixels"] == 1
+
+
+def test_what_a_manifest_names_its_encoder_is_shown_on_one_line_never_obeyed(manifest):
+    """A manifest's environment strings reach the console: control characters are shown escaped."""
+    lock = rebuilt(manifest, "evil\x1b[2J\nverdict: reproduced", shard_sha="0" * 64)
+    lines = compare_to_manifest(lock, manifest).lines()
+    assert all("\x1b" not in line and "\n" not in line for line in lines)
+    assert any("evil\\x1b[2J\\nverdict: reproduced" in line for line in lines)

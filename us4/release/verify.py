@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from ..contract.layout import LOCAL_STATE
 from ..contract.lock import CARD_NAME, FORMAT_V1, LOCK_NAME, Lock
+from ..escape import one_line
 from ..hashing import sha256_file
 from ..media.gate import ours
 from ..recipe import Recipe
@@ -177,7 +178,8 @@ class Reproduction:
                    + [f"  split {v}: {a} -> {b}" for v, a, b in d.moved]
                    + [f"  pixels {v}: {n} of {m} frames differ" for v, n, m in d.pixels]
                    + [f"  shard {s}" for s in self.shards])
-        return out + (["details:", *details] if details else [])
+        # every value here comes from a lock, a manifest perhaps from anywhere: shown, never obeyed
+        return [one_line(line) for line in out + (["details:", *details] if details else [])]
 
     def _summary(self) -> str:
         d = self.diff
