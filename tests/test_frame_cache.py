@@ -326,16 +326,20 @@ def test_the_audit_of_a_pair_of_releases_is_read_back_by_a_later_run(phantom_rel
     real = benchmark.disjointness_record
     monkeypatch.setattr(benchmark, "disjointness_record", lambda a, b: audits.append(a.name) or real(a, b))
     pre, ev = open_release(phantom_release), open_release(phantom_pocus_release)
-    first, known = benchmark.cached_disjointness(pre, ev, tmp_path)
-    assert known is False and audits == [pre.name] and first.status in ("disjoint", "leaked")
-    again, known = benchmark.cached_disjointness(pre, ev, tmp_path)
-    assert known is True and audits == [pre.name] and again.model_dump() == first.model_dump()
+    first = benchmark.cached_disjointness(pre, ev, tmp_path)
+    assert not first.reused and audits == [pre.name] and first.status in ("disjoint", "leaked")
+    again = benchmark.cached_disjointness(pre, ev, tmp_path)
+    assert again.reused and audits == [pre.name]
+    assert again.model_dump(exclude={"reused"}) == first.model_dump(exclude={"reused"})
     [file] = tmp_path.glob("audit-*.json")
     file.write_text("{damaged")
-    third, known = benchmark.cached_disjointness(pre, ev, tmp_path)  # not ours: audited again
-    assert known is False and audits == [pre.name] * 2 and third.model_dump() == first.model_dump()
-    _, known = benchmark.cached_disjointness(ev, pre, tmp_path)  # the other way round is another pair
-    assert known is False and len(audits) == 3
+    third = benchmark.cached_disjointness(pre, ev, tmp_path)  # not ours: audited again
+    assert not third.reused and audits == [pre.name] * 2 and third.model_dump() == first.model_dump()
+    with open(file, "r+b") as f:  # a file larger than any record is not read into memory
+        f.truncate(benchmark.MAX_BENCHMARK_BYTES + 1)
+    assert not benchmark.cached_disjointness(pre, ev, tmp_path).reused and len(audits) == 3
+    assert not benchmark.cached_disjointness(ev, pre, tmp_path).reused  # the other way round is another pair
+    assert len(audits) == 4
 
 
 def test_a_long_release_name_still_fits_the_header_and_the_file_name(tmp_path):
@@ -359,3 +363,18 @@ def test_a_start_time_from_the_environment_that_cannot_be_the_launchers_is_not_t
     assert abs(command_started() - own) < 0.05
     monkeypatch.setenv(COMMAND_STARTED, repr(own - 5))  # what `--nproc`'s launcher sets: its own start
     assert command_started() == own - 5
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_the_card_says_when_the_audit_was_an_earlier_runs(reused):
+    from us4.contract.benchmark import Disjointness, read_benchmark
+    from us4.contract.benchmark_card import benchmark_markdown
+
+    record = read_benchmark((Path(__file__).parent / "fixtures" / "benchmark-0.2.0.json").read_bytes())
+    audit = Disjointness(status="disjoint", statement="no frame of the pretraining release is in the evaluation one")
+    if reused:
+        audit = audit.model_copy(update={"reused": True})
+    record = record.model_copy(update={"pretraining": record.pretraining.model_copy(update={"audit": audit})})
+    card = benchmark_markdown(record)
+    assert "No frame of the pretraining release is in the evaluation one." in card
+    assert ("the audit of an earlier run of these two releases" in card) is reused

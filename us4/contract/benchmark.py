@@ -184,6 +184,7 @@ class Disjointness(_Record):
     videos_sharing_frames: Sides | None = None
     measure: Measure | None = None
     first_pairs: list[FramePair] = []
+    reused: bool | None = None  # read back from an earlier run's audit of the same two locks (the frame cache folder)
 
 
 class Pretraining(_Record):

@@ -30,9 +30,11 @@ def _disjointness(record: BenchmarkRecord) -> list[str]:
     audit = record.pretraining.audit
     if audit is None:
         return []
+    where = " (the audit of an earlier run of these two releases, read from the frame cache folder)" \
+        if audit.reused else ""
     if audit.status == "leaked":
-        return ["", f"**{md(audit.statement)}.** Pretrained rows below are marked (leaked)."]
-    return ["", _sentence(audit.statement) + "."]
+        return ["", f"**{md(audit.statement)}.**{where} Pretrained rows below are marked (leaked)."]
+    return ["", _sentence(audit.statement) + f".{where}"]
 
 
 def _class_counts(record: BenchmarkRecord) -> list[str]:

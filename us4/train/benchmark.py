@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from ..contract.benchmark import (BENCHMARK_FORMAT, BenchmarkRecord, CacheFile, ClassCounts, Code, Comparison, Config,
-                                  Device, Disjointness, Evaluation, FrameCaches, Pretraining, PublishedFigure,
-                                  PublishedSetting, Releases, ReleaseUsed, Result, Seeds, Variant, Verified, WallTimes)
+from ..contract.benchmark import (BENCHMARK_FORMAT, MAX_BENCHMARK_BYTES, BenchmarkRecord, CacheFile, ClassCounts, Code,
+                                  Comparison, Config, Device, Disjointness, Evaluation, FrameCaches, Pretraining,
+                                  PublishedFigure, PublishedSetting, Releases, ReleaseUsed, Result, Seeds, Variant,
+                                  Verified, WallTimes)
 from ..contract.card import split_rule_text
 from ..errors import TrainError
 from ..files import atomic_write
@@ -162,22 +163,23 @@ def disjointness_record(pre_rel: Release, ev_rel: Release, first: int = 10) -> D
                              "eval": dict(zip(side, p.b))} for p in a.pairs]})
 
 
-def cached_disjointness(pre_rel: Release, ev_rel: Release, folder: Path) -> tuple[Disjointness, bool]:
-    """(`disjointness_record`, whether it was read from `folder`): the audit depends on the two
-    locks and the measure alone, so a later run of the same pair reads its record from the frame
-    cache folder instead of comparing every frame pair again."""
+def cached_disjointness(pre_rel: Release, ev_rel: Release, folder: Path) -> Disjointness:
+    """`disjointness_record`: the audit depends on the two locks and the measure alone, so a later
+    run of the same pair reads the record from the frame cache folder (marked `reused`, in the
+    record and on the console) instead of comparing every frame pair again."""
     from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE
 
     key = hashlib.sha256(json.dumps([__version__, pre_rel.lock.sha256, ev_rel.lock.sha256, MAX_DISTANCE,
                                      MAX_DIFFERENCE]).encode()).hexdigest()
     path = folder / f"audit-{key[:16]}.json"
-    with contextlib.suppress(OSError, ValidationError):  # none there, or not ours: audited again
-        return Disjointness.model_validate_json(path.read_bytes()), True
+    with contextlib.suppress(OSError, ValidationError):  # none there, too large, or not ours: audited again
+        if path.stat().st_size <= MAX_BENCHMARK_BYTES:
+            return Disjointness.model_validate_json(path.read_bytes()).model_copy(update={"reused": True})
     record = disjointness_record(pre_rel, ev_rel)
     with contextlib.suppress(OSError):  # a folder we cannot write costs only the next run's audit
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(path, record.model_dump_json(exclude_unset=True).encode())
-    return record, False
+    return record
 
 
 def fold_class_counts(vs: VideoSet, labels: np.ndarray, videos: np.ndarray, cfg: BenchmarkConfig) -> ClassCounts:
@@ -259,10 +261,10 @@ def _run(pre_rel: Release, ev_rel: Release, cfg: BenchmarkConfig, out: Path, ima
     wall: dict[str, float] = {}
     t = time.perf_counter()
     # only rank 0 writes the record
-    disjointness, known = cached_disjointness(pre_rel, ev_rel, frame_cache) if world.main else (None, False)
+    disjointness = cached_disjointness(pre_rel, ev_rel, frame_cache) if world.main else None
     wall["audit"] = time.perf_counter() - t
     if disjointness is not None:
-        earlier = "an earlier run's audit of this pair, " if known else ""
+        earlier = "an earlier run's audit of this pair, " if disjointness.reused else ""
         say.main(f"{disjointness.statement} ({earlier}{wall['audit']:.1f}s)")
 
     # only the videos a run uses are decoded: the evaluated ones, and the pretraining split's
