@@ -166,6 +166,33 @@ def test_copies_of_a_clip_are_grouped_into_one_split(tmp_path):
     assert {v["video_id"]: v["group"] for v in videos} == {c.video_id: c.group for c in rel.lock.clips}
 
 
+def test_thumbnails_are_made_only_for_a_recipe_that_groups_near_duplicates(tmp_path):
+    """Nothing but the near-duplicate rule reads a frame's thumbnail: a recipe without it makes
+    none, and turning the rule on in a resumed build ingests again and groups as a fresh build."""
+    from us4.builder.cache import ClipCache
+    from us4.contract.layout import WORK_DIR
+
+    raw = clips(tmp_path / "raw", ["Regphantom_0.mp4", "Covphantom_1.mp4"], n_frames=24)
+    write_phantom_clip(raw / "Covphantom_reencoded.avi", seed=1, n_frames=24)
+    (raw / "Cov_bad.mp4").write_text("not a video")  # a failure keeps the cache after the build
+    holdout = {"kind": "holdout", "validation": 0.5}
+    out = tmp_path / "rel"
+    loose = build_release(tiny_recipe(tmp_path, splits=holdout), {"butterfly": raw}, out, workers=1, progress=False)
+    cache = ClipCache(out / WORK_DIR)
+    keys = [p.name.removesuffix(".pixels.arrow") for p in cache.clips.glob("*.pixels.arrow")]
+    assert len(keys) == loose.videos == 3
+    assert all(cache.read_pixels(k, "thumb").null_count == len(cache.read_pixels(k, "png")) > 0 for k in keys)
+
+    grouped = build_release(tiny_recipe(tmp_path, "grouped.yaml", splits={**holdout, "group": "near_duplicates"}),
+                            {"butterfly": raw}, out, workers=1, progress=False)
+    assert grouped.ingested == 4 and grouped.groups == 1
+    split = {c.video_id: c.split for c in open_release(out).lock.clips}
+    assert split["butterfly/Covphantom_1.mp4"] == split["butterfly/Covphantom_reencoded.avi"]
+    thumbs = [cache.read_pixels(k, "thumb") for p in cache.clips.glob("*.pixels.arrow")
+              if (k := p.name.removesuffix(".pixels.arrow")) not in keys]
+    assert len(thumbs) == 3 and all(t.null_count == 0 and {len(v) for v in t.to_pylist()} == {64 * 64} for t in thumbs)
+
+
 @pytest.mark.slow
 def test_two_builds_byte_identical_whatever_workers_and_creation_order(phantom_us4_raw, phantom_release, tmp_path):
     """A determinism test: a second build of the clips of the session's release (2 workers), copied

@@ -366,6 +366,7 @@ class Recipe:
             "text": src.text,
             "dedup": self.dedup_threshold,
             "png_compress_level": self.png_compress_level,
+            "thumbnails": self.splits.near_duplicates,
         }
 
 

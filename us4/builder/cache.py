@@ -43,7 +43,8 @@ INDEX_SCHEMA = pa.schema([
 ])
 PIXELS_SCHEMA = pa.schema([
     ("png", pa.binary()),
-    ("thumb", pa.binary()),  # 64 x 64 grey, for confirming near-duplicates on pixels
+    ("thumb", pa.binary()),  # 64 x 64 grey, for confirming near-duplicates on pixels; null where no
+    # recipe's rule reads it (ClipParams.thumbnails)
 ])
 #: every per-frame column a clip's ingest produces
 CLIP_SCHEMA = pa.schema([*INDEX_SCHEMA, *PIXELS_SCHEMA])

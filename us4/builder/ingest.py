@@ -231,7 +231,7 @@ def _keep(job: ClipJob, state: ClipState) -> tuple[pa.Table, ClipFacts, tuple[st
         rows["png"].append(encode_png(pixels, level))
         rows["frame_sha256"].append(pixel_sha256(pixels))
         rows["phash"].append(dhash(_central(grey_crop)))
-        rows["thumb"].append(thumbnail(pixels).tobytes())
+        rows["thumb"].append(thumbnail(pixels).tobytes() if job.params.thumbnails else None)
         rows["width"].append(pixels.shape[1])
         rows["height"].append(pixels.shape[0])
     info = state.info

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, field_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, field_serializer, model_serializer, model_validator
 
 from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, SheetFile, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
@@ -77,10 +77,21 @@ class ClipParams(_Params):
     dedup: float  # mean absolute grey-level difference below which a frame repeats the last kept one
     png_compress_level: int
     view: int | None  # one view (2D region) of a multi-view DICOM file, with the recipe's regions: each
+    # a 64 px thumbnail per frame, only where the recipe joins clips by near-duplicate frames (nothing
+    # else reads it; on BLUES every frame it was 9 % of a build's CPU)
+    thumbnails: bool = True
 
     @field_serializer("crop")
     def _crop(self, crop: CropParams) -> dict:
         return crop.model_dump(mode="json", exclude_none=True)
+
+    @model_serializer(mode="wrap")
+    def _key_form(self, handler) -> dict:
+        """Without `thumbnails` where it is true: the form every cache key had before it existed."""
+        data = handler(self)
+        if data.get("thumbnails") is True:
+            del data["thumbnails"]
+        return data
 
 
 @dataclass(frozen=True)
