@@ -110,8 +110,9 @@ def near_duplicate(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
     ga, gb = to_grey(np.asarray(a)), to_grey(np.asarray(b))
     if ga.shape != gb.shape:
         return False
-    da, db = _shrink(ga).astype(np.int16), _shrink(gb).astype(np.int16)
-    return float(np.abs(da - db).mean()) < threshold
+    diff = np.subtract(_shrink(ga), _shrink(gb), dtype=np.int16)
+    # summed as integers: `mean` went through float64 for the same exact value, at twice the time
+    return int(np.abs(diff, out=diff).sum(dtype=np.int64)) / diff.size < threshold
 
 
 #: How `encode_png` writes a PNG; recorded in every lock (environment `png`) with zlib's version,
