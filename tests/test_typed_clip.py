@@ -74,20 +74,23 @@ def test_clip_params_are_a_frozen_model_and_the_cache_key_hashes_what_it_always_
     raw = clips(tmp_path / "raw", GOOD[:2])
     boxed = {"butterfly": {"sampling": {"every_n": 4, "max_frames": 6},
                            "crop": {"mode": "auto", "clips": {GOOD[1]: [2, 4, 60, 50]}}}}
-    recipe = load_recipe(tiny_recipe(tmp_path, sources=boxed))
-    plan = make_plan(recipe, {"butterfly": raw})
-    assert len(plan.jobs) == 2
-    # the parameters as the recipe's dict of them spelled them, which every cache made so far is keyed by
+    # the parameters as the recipe's dict of them spelled them, which every cache made so far is keyed by;
+    # a recipe that does not group near-duplicates makes no thumbnails, and says so in its keys
     old = {"input": "video", "fps": None, "sampling": {"every_n": 4, "max_frames": 6}, "regions": "largest",
            "max_frame_pixels": DEFAULT_MAX_FRAME_PIXELS, "text": "warn", "dedup": 1.0, "png_compress_level": 1,
            "view": None}
     crops = {f"butterfly/{GOOD[0]}": {"mode": "auto"}, f"butterfly/{GOOD[1]}": {"mode": "box", "box": [2, 4, 60, 50]}}
-    for job in plan.jobs:
-        assert isinstance(job.params, ClipParams)
-        assert job.params.sampling.indices(16, 30.0) == [0, 4, 8, 12]
-        assert job.key == sha256_json({"sha256": job.sha256, "params": {**old, "crop": crops[job.video_id]},
-                                       "ingest": INGEST_VERSION,
-                                       "libraries": byte_libraries(text=checks_text(recipe))})
+    holdout = {"kind": "holdout", "validation": 0.5}
+    for splits, form in (({**holdout, "group": "near_duplicates"}, old), (holdout, {**old, "thumbnails": False})):
+        recipe = load_recipe(tiny_recipe(tmp_path, sources=boxed, splits=splits))
+        plan = make_plan(recipe, {"butterfly": raw})
+        assert len(plan.jobs) == 2
+        for job in plan.jobs:
+            assert isinstance(job.params, ClipParams)
+            assert job.params.sampling.indices(16, 30.0) == [0, 4, 8, 12]
+            assert job.key == sha256_json({"sha256": job.sha256, "params": {**form, "crop": crops[job.video_id]},
+                                           "ingest": INGEST_VERSION,
+                                           "libraries": byte_libraries(text=checks_text(recipe))})
     params = plan.jobs[0].params
     with pytest.raises(ValidationError):
         params.dedup = 0.0  # frozen: the key of a job can never disagree with its parameters
