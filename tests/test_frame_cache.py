@@ -23,6 +23,8 @@ from us4.release.read import open_release
 from us4.train.data import load_release_videoset, release_videos
 from us4.train.frame_cache import HEADER_BYTES, cached_frames, default_folder
 
+from .conftest import as_in_a_terminal
+
 REPO = Path(__file__).resolve().parents[1]
 LOCK = "ab" * 32
 
@@ -173,7 +175,7 @@ print("done", int(frames.astype(np.int64).sum()), use.reused, flush=True)
 
 def _writer(folder: Path, delay: float, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(delay), str(log)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)
 
 
 def _wait_for(cond, what: str, timeout: float = 60) -> None:
