@@ -7,8 +7,9 @@ On COVID-BLUES (every frame of its 362 clips, 31,746 frames: pipelines/blues.yam
 memory (target < 600 MiB) and its ratio to the lossless limit (target <= 1.15): a loop with
 the same number of processes that decodes every frame with PyAV, takes its luma plane through
 the build's range mapping, and encodes it with the build's PNG encoder at level 1 (the fastest
-lossless one measured, benchmarks/png.py), and nothing else; and a build's fixed cost: the
-wall time of a build of five clips (one a fold), and of the imports a build needs.
+lossless one measured, benchmarks/png.py), and nothing else; the same ratio in CPU seconds
+of all their processes; each step's CPU time per frame in one process; and a build's fixed
+cost: the wall time of a build of five clips (one a fold), and of the imports a build needs.
 
 On the POCUS sample with pipelines/pocus.yaml it prints:
 - frames written per second and the build's peak memory (all its processes), for
@@ -49,7 +50,7 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-from measure import run_measured  # beside this script
+from measure import children_cpu, run_measured  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "pipelines" / "pocus.yaml"
@@ -313,13 +314,18 @@ def blues_case(blues: Path, tmp: Path, workers: int, repeats: int) -> None:
                              "--out", str(out), "--workers", str(workers), "--quiet"], ok=(0, 3))
 
     imports = [sys.executable, "-c", "import us4.cli, us4.builder.run, us4.builder.ingest, us4.builder.writer"]
-    runs: dict[str, list[float]] = {"build": [], "limit": [], "five_clips": [], "imports": []}
+    runs: dict[str, list[float]] = {"build": [], "limit": [], "build_cpu": [], "limit_cpu": [], "five_clips": [],
+                                    "imports": []}
     peaks = []
     for _ in range(repeats):  # interleaved, so that a noisy neighbour hits every variant alike
+        cpu = children_cpu()
         wall, peak = build_blues(blues, tmp / "rel-blues")
+        runs["build_cpu"].append(children_cpu() - cpu)
         runs["build"].append(wall)
         peaks.append(peak)
+        cpu = children_cpu()
         runs["limit"].append(timed_pool(limit_clip, [str(c) for c in clips], workers))
+        runs["limit_cpu"].append(children_cpu() - cpu)
         runs["five_clips"].append(build_blues(one, tmp / "rel-blues-five")[0])
         runs["imports"].append(run_measured(imports)[0])
     from us4.release.read import open_release
@@ -334,6 +340,8 @@ def blues_case(blues: Path, tmp: Path, workers: int, repeats: int) -> None:
           f"peak memory {max(peaks) / 2**20:6.1f} MiB  (target < 600 MiB)")
     print(f"  lossless limit loop:          {m['limit']:7.2f} s  {frames / m['limit']:7.1f} frames/s")
     print(f"  ratio build / lossless limit: {m['build'] / m['limit']:5.2f}  (target <= 1.15)")
+    print(f"  CPU seconds, all processes:   build {m['build_cpu']:.1f}, limit loop {m['limit_cpu']:.1f}: "
+          f"ratio {m['build_cpu'] / m['limit_cpu']:.2f}")
     print(f"  fixed cost: a build of five clips (one a fold) {m['five_clips']:.2f} s, of which starting Python and "
           f"importing what a build imports {m['imports']:.2f} s")
     n, spent = stage_costs(clips[::6])

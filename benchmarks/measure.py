@@ -1,6 +1,7 @@
 """Wall time and peak memory of a command, for the benchmark scripts beside this file."""
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import tempfile
@@ -52,3 +53,10 @@ def run_measured(cmd: list[str], *, children: bool = True, ok: Collection[int] =
             err.seek(0)
             sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.read().decode()[-3000:]}")
     return wall, peak
+
+
+def children_cpu() -> float:
+    """CPU seconds (user and system) of every child process this one has waited for so far,
+    theirs included: the difference across a call is what that call's processes spent."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
