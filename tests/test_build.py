@@ -22,7 +22,7 @@ from PIL import Image
 from us4.builder import build_release
 from us4.cli import main
 from us4.contract.lock import Stage, WarningKind
-from us4.errors import BuildError, RawFolderError, RecipeError, ReleaseError
+from us4.errors import BuildError, CacheError, RawFolderError, RecipeError, ReleaseError
 from us4.media.gate import OursError
 from us4.phantom import write_broken_files, write_phantom_clip
 from us4.recipe import load_recipe, parse_recipe
@@ -191,6 +191,21 @@ def test_thumbnails_are_made_only_for_a_recipe_that_groups_near_duplicates(tmp_p
     thumbs = [cache.read_pixels(k, "thumb") for p in cache.clips.glob("*.pixels.arrow")
               if (k := p.name.removesuffix(".pixels.arrow")) not in keys]
     assert len(thumbs) == 3 and all(t.null_count == 0 and {len(v) for v in t.to_pylist()} == {64 * 64} for t in thumbs)
+
+
+def test_a_cached_clip_without_the_thumbnails_its_key_asks_for_stops_the_build_naming_its_file(tmp_path, monkeypatch):
+    """Grouping never reads a thumbnail that is not there: a cache whose content disagrees with its
+    key (us4 never writes one) is named, and the release is not written."""
+    from us4.recipe import Recipe
+
+    made = Recipe.clip_params
+    monkeypatch.setattr(Recipe, "clip_params", lambda self, *a: {**made(self, *a), "thumbnails": False})
+    raw = clips(tmp_path / "raw", ["Regphantom_0.mp4", "Covphantom_1.mp4"], n_frames=24)
+    write_phantom_clip(raw / "Covphantom_reencoded.avi", seed=1, n_frames=24)
+    recipe = tiny_recipe(tmp_path, splits={"kind": "holdout", "validation": 0.5, "group": "near_duplicates"})
+    with pytest.raises(CacheError, match=r"\.pixels\.arrow: cached without the thumbnails its key asks for"):
+        build_release(recipe, {"butterfly": raw}, tmp_path / "rel", workers=1, progress=False)
+    assert not (tmp_path / "rel" / "release.json").exists()
 
 
 @pytest.mark.slow

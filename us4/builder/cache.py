@@ -122,7 +122,7 @@ class ClipCache:
     def _index(self, key: str) -> Path:
         return self.clips / f"{key}.arrow"
 
-    def _pixels(self, key: str) -> Path:
+    def pixels_path(self, key: str) -> Path:
         return self.clips / f"{key}.pixels.arrow"
 
     def _fail(self, key: str) -> Path:
@@ -148,7 +148,7 @@ class ClipCache:
         """Pixels first, index last (the commit point)."""
         stored = json.dumps(facts.model_dump(mode="json"), sort_keys=True).encode()
         ClipFacts.model_validate_json(stored)  # read back as a resumed build will: facts that do not are our bug
-        atomic_write(self._pixels(key), _ipc(table.select(PIXELS_SCHEMA.names)))
+        atomic_write(self.pixels_path(key), _ipc(table.select(PIXELS_SCHEMA.names)))
         index = table.select(INDEX_SCHEMA.names)
         atomic_write(self._index(key), _ipc(index.replace_schema_metadata({b"us4": stored})))
         self.forget_failure(key)
@@ -168,14 +168,14 @@ class ClipCache:
     def read_pixels(self, key: str, column: str) -> pa.Array:
         """One column of a clip's pixels file (`png` or `thumb`), memory-mapped: only the
         values used are read."""
-        return self._read(self._pixels(key), memory_map=True).column(column).combine_chunks()
+        return self._read(self.pixels_path(key), memory_map=True).column(column).combine_chunks()
 
     def read_result(self, key: str) -> tuple[pa.Table, ClipFacts]:
         """Everything of a clip: its index and pixels as one table (CLIP_SCHEMA), and its facts."""
         index, facts = self.read_index(key)
-        pixels = self._read(self._pixels(key), memory_map=True)
+        pixels = self._read(self.pixels_path(key), memory_map=True)
         if pixels.num_rows != index.num_rows:
-            raise CacheError(f"{self._pixels(key)}: {pixels.num_rows} frames, its index {index.num_rows}; "
+            raise CacheError(f"{self.pixels_path(key)}: {pixels.num_rows} frames, its index {index.num_rows}; "
                              "delete the clip's files and build again")
         return pa.table([*index.columns, *pixels.columns], schema=CLIP_SCHEMA), facts
 

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import CacheError
 from ..media import THUMB
 from ..media.neardup import MAX_DIFFERENCE, close_pairs, thumb_difference
 from .cache import ClipCache
@@ -32,8 +33,9 @@ def near_duplicate_links(jobs: list[ClipJob], cache: ClipCache) -> list[tuple[st
     def thumbs(code: int) -> np.ndarray:
         """A clip's thumbnails as one array over the memory-mapped cache file (no copy)."""
         column = cache.read_pixels(jobs[code].key, "thumb")
-        if column.null_count:  # the key says thumbnails (ClipParams.thumbnails): a clip without them is ours
-            raise AssertionError(f"clip {jobs[code].video_id} was ingested without thumbnails")
+        if column.null_count:  # the key says thumbnails (ClipParams.thumbnails): us4 never wrote this
+            raise CacheError(f"{cache.pixels_path(jobs[code].key)}: cached without the thumbnails its key asks "
+                             "for; delete it and build again")
         values = np.frombuffer(column.buffers()[2], np.uint8)
         start = column.offset * THUMB * THUMB
         return values[start:start + len(column) * THUMB * THUMB].reshape(-1, THUMB, THUMB)

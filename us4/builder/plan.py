@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, field_serializer, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, PlainSerializer, PlainValidator, SerializerFunctionWrapHandler,
+                      field_serializer, model_serializer, model_validator)
 
 from ..contract.lock import BuildWarning, Excluded, Failure, LabelOverride, SheetFile, Stage, WarningKind
 from ..errors import RawFolderError, RecipeError
@@ -86,7 +87,7 @@ class ClipParams(_Params):
         return crop.model_dump(mode="json", exclude_none=True)
 
     @model_serializer(mode="wrap")
-    def _key_form(self, handler) -> dict:
+    def _key_form(self, handler: SerializerFunctionWrapHandler) -> dict:
         """Without `thumbnails` where it is true: the form every cache key had before it existed."""
         data = handler(self)
         if data.get("thumbnails") is True:
