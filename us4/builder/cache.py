@@ -1,9 +1,10 @@
 """The resume journal: files per finished clip, each written atomically.
 
 A clip's frames go to two files: `clips/KEY.pixels.arrow` (the PNG bytes and, where the
-recipe groups near-duplicate frames, a small thumbnail per frame) and then `clips/KEY.arrow`, its index (frame index, time, pixel and
-perceptual hashes, size per frame, and the clip's facts), written last: the index is the
-commit point, so a build killed at any instant resumes from the clips whose index exists.
+recipe groups near-duplicate frames, a small thumbnail per frame) and then `clips/KEY.arrow`,
+its index (frame index, time, pixel and perceptual hashes, size per frame, and the clip's
+facts), written last: the index is the commit point, so a build killed at any instant resumes
+from the clips whose index exists.
 Planning groups and shards reads indexes only, and thumbnails of candidate frames, so the
 process that plans never holds frame bytes. A clip's failure goes to `clips/KEY.fail.json`.
 Only a clip's own failures (media errors) are cached: anything else ends the build and is

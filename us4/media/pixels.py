@@ -108,7 +108,7 @@ def _shrink(grey: np.ndarray, target: int = 128) -> np.ndarray:
 def near_duplicate(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
     """True when the mean absolute grey difference of `a` and `b` is below `threshold` levels."""
     ga, gb = to_grey(np.asarray(a)), to_grey(np.asarray(b))
-    if ga.shape != gb.shape:
+    if ga.shape != gb.shape or not ga.size:
         return False
     diff = np.subtract(_shrink(ga), _shrink(gb), dtype=np.int16)
     # summed as integers: `mean` went through float64 for the same exact value, at twice the time
