@@ -560,6 +560,19 @@ def test_near_duplicate_catches_frozen_frames(tmp_path):
     dup = [i for i in range(1, 24) if near_duplicate(frames[i - 1], frames[i], threshold=1.0)]
     assert len(dup) == 4 and dup == list(range(dup[0], dup[0] + 4))
     assert not near_duplicate(frames[0], frames[0][:, :100], threshold=1.0)  # sizes differ
+    assert not near_duplicate(frames[0][:0], frames[1][:0], threshold=1.0)  # no pixels: nothing to repeat
+
+
+def test_near_duplicate_decides_at_the_exact_mean_difference():
+    """The mean absolute difference is summed in integers: a threshold at it is not below it, one a float
+    step above it is."""
+    rng = np.random.default_rng(3)
+    for h, w in ((1, 1), (7, 300), (350, 350), (480, 640)):
+        a = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-3, 4, (h, w)), 0, 255).astype(np.uint8)
+        step = max(1, max(h, w) // 128)  # the strided subsampling near_duplicate compares on
+        mean = float(np.abs(a[::step, ::step].astype(np.int16) - b[::step, ::step].astype(np.int16)).mean())
+        assert not near_duplicate(a, b, mean) and near_duplicate(a, b, np.nextafter(mean, 256))
 
 
 def test_encode_png_is_deterministic_and_lossless():
