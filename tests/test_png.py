@@ -130,6 +130,16 @@ def test_shards_that_differ_under_the_same_encoder_differ(manifest):
     assert report.verdict == DIFFERS and "only the encoded bytes differ" in report.lines()[0]
 
 
+def test_another_encoder_never_excuses_a_videos_shard_that_differs(manifest):
+    """A videos shard holds no PNG: other bytes there are another release's rows, whoever encoded frames."""
+    videos = next(k for k, s in enumerate(manifest.shards) if s.config == "videos")
+    lock = rebuilt(manifest, byte_libraries()["png"], shard_sha="0" * 64)
+    lock = lock.model_copy(update={"shards": [s.model_copy(update={"sha256": "1" * 64}) if k == videos else s
+                                              for k, s in enumerate(lock.shards)]})
+    report = compare_to_manifest(lock, manifest)
+    assert report.verdict == DIFFERS and manifest.shards[videos].path in report.lines()[-1]
+
+
 def test_another_encoder_never_excuses_other_pixels(manifest):
     report = compare_to_manifest(rebuilt(manifest, byte_libraries()["png"], shard_sha="0" * 64, frame_sha="1" * 64),
                                  manifest)
