@@ -344,13 +344,16 @@ def test_the_audit_of_a_pair_of_releases_is_read_back_by_a_later_run(phantom_rel
     assert len(audits) == 4
 
 
-def test_a_long_release_name_still_fits_the_header_and_the_file_name(tmp_path):
-    name = "n" * 5000  # a lock's name has no length bound
+@pytest.mark.parametrize("name", ["n" * 5000, "\U0001F600" * 2000, "\x01" * 2000])
+def test_a_long_release_name_still_fits_the_header_and_the_file_name(tmp_path, name):
+    """A lock's name has no length bound, and JSON writes a character outside ASCII as up to 12 bytes."""
     frames, use = cached_frames(tmp_path, release=name, version="1.0.0", lock_sha256=LOCK, rows=np.arange(16), size=8,
                                 decode=lambda r: _chunks(r, []), say=print)
     assert len(use.path.name) < 120 and use.path.stat().st_size == HEADER_BYTES + 16 * 64
     np.testing.assert_array_equal(frames, _frames(np.arange(16)))
     assert json.loads(use.path.read_bytes()[:HEADER_BYTES])["frames"] == 16
+    assert cached_frames(tmp_path, release=name, version="1.0.0", lock_sha256=LOCK, rows=np.arange(16), size=8,
+                         decode=lambda r: _chunks(r, []), say=print)[1].reused
 
 
 @pytest.mark.parametrize("given", ["nan", "inf", "not a time", "1e308", "FUTURE", "LAST_WEEK"])

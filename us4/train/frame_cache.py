@@ -160,8 +160,10 @@ def cached_frames(folder: Path, *, release: str, version: str, lock_sha256: str,
     key = cache_key(lock_sha256, size, rows)
     path = folder / file_name(release, version, size, key)
     frames = len(rows)
-    # the release's name is shown, not trusted: bounded so that the header fits its page whatever the lock says
-    header = {"format": FORMAT, "key": key, "frames": frames, "size": size, "release": f"{release}@{version}"[:512],
+    # the release's name is shown, not trusted: 512 ASCII characters (6 bytes each at most once JSON
+    # escapes them) keep the header inside its page whatever the name holds
+    shown = f"{release}@{version}".encode("ascii", "replace")[:512].decode("ascii")
+    header = {"format": FORMAT, "key": key, "frames": frames, "size": size, "release": shown,
               "lock_sha256": lock_sha256, "decoding": DECODING, "us4": __version__}
     if _problem(path, key, frames, size) is None:  # the common case: complete, and no lock needed to read it
         return _map(path, frames, size), CachedFrames(path, frames, size, path.stat().st_size, True,
