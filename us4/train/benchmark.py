@@ -3,8 +3,6 @@ initialisation on a POCUS release's folds, write benchmark.json, benchmark.md an
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -23,7 +21,7 @@ from ..contract.benchmark import (BENCHMARK_FORMAT, MAX_BENCHMARK_BYTES, Benchma
 from ..contract.card import split_rule_text
 from ..errors import TrainError
 from ..files import atomic_write
-from ..hashing import sha256_file
+from ..hashing import sha256_file, sha256_json
 from ..contract.schema import TRAIN, VALIDATION
 from ..release.read import Release, open_release
 from ..release.verify import Verification, verify_release
@@ -169,8 +167,7 @@ def cached_disjointness(pre_rel: Release, ev_rel: Release, folder: Path) -> Disj
     record and on the console) instead of comparing every frame pair again."""
     from ..media.neardup import MAX_DIFFERENCE, MAX_DISTANCE
 
-    key = hashlib.sha256(json.dumps([__version__, pre_rel.lock.sha256, ev_rel.lock.sha256, MAX_DISTANCE,
-                                     MAX_DIFFERENCE]).encode()).hexdigest()
+    key = sha256_json([__version__, pre_rel.lock.sha256, ev_rel.lock.sha256, MAX_DISTANCE, MAX_DIFFERENCE])
     path = folder / f"audit-{key[:16]}.json"
     with contextlib.suppress(OSError, ValidationError):  # none there, too large, or not ours: audited again
         if path.stat().st_size <= MAX_BENCHMARK_BYTES:
