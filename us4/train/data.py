@@ -180,20 +180,18 @@ def compact(index: VideoSet) -> tuple[VideoSet, np.ndarray]:
     return replace(index, members=members), rows
 
 
-def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None,
-                  decode: Callable[[np.ndarray], torch.Tensor] | None = None) -> VideoSet:
+def load_videoset(frames: pa.Table, videos: pa.Table, size: int, threads: int | None = None) -> VideoSet:
     """Decode the frames that the `videos` table's `frame_ids` name, and index them per video.
 
-    `frames` needs `image` and `frame_id`, or `frame_id` alone with `decode` (rows of `frames`,
-    ascending -> their images); `videos` as `index_videos` takes it. Videos without frames are dropped.
+    `frames` needs `image` and `frame_id`; `videos` as `index_videos` takes it. Videos without
+    frames are dropped. (A release on disk: `load_release_videoset`.)
     """
-    for need in ("frame_id",) if decode is not None else ("image", "frame_id"):
+    for need in ("image", "frame_id"):
         if need not in frames.column_names:
             raise TrainError(f"release frames table has no {need!r} column")
     vs, rows = compact(index_videos(frames.column("frame_id").to_numpy(), videos))
     # each needed frame decoded once, in frame_id order
-    vs.images = decode(rows) if decode is not None else decode_images(frames.column("image").take(pa.array(rows)),
-                                                                      size, threads)
+    vs.images = decode_images(frames.column("image").take(pa.array(rows)), size, threads)
     return vs
 
 
